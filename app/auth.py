@@ -1,0 +1,110 @@
+"""API keys (only their HMAC is stored), scopes, and subject self-service tokens."""
+
+import base64
+import binascii
+import secrets
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import ApiKey
+from app.pseudonym import KeyRing
+
+AnyRequest = Request[Any, Any, Any]
+SCOPES = ("admin", "read", "ingest")
+# admin ⊃ read and ingest; read and ingest are separate.
+GRANTS = {"admin": {"admin", "read", "ingest"}, "read": {"read"}, "ingest": {"ingest"}}
+
+
+class KeyCreated(msgspec.Struct):
+    id: str
+    site: str
+    scope: str
+    key: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def hash_key(keyring: KeyRing, key: str) -> str:
+    return keyring.mac(key.encode(), "api-key").hex()
+
+
+async def create_key(
+    session: AsyncSession, keyring: KeyRing, site: str, scope: str, now: datetime
+) -> KeyCreated:
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    key_id = "key_" + secrets.token_hex(8)
+    key = "pg_" + _b64(secrets.token_bytes(32))
+    session.add(
+        ApiKey(site=site, id=key_id, scope=scope, key_hash=hash_key(keyring, key), created_at=now)
+    )
+    return KeyCreated(id=key_id, site=site, scope=scope, key=key)
+
+
+async def revoke_key(session: AsyncSession, key_id: str, now: datetime) -> bool:
+    result = await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def bearer(request: AnyRequest) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def find_key(session: AsyncSession, keyring: KeyRing, key: str) -> ApiKey | None:
+    row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(keyring, key)))
+    return row if row is not None and row.revoked_at is None else None
+
+
+async def require_key(
+    request: AnyRequest,
+    session: AsyncSession,
+    keyring: KeyRing,
+    site: str,
+    scope: str,
+) -> ApiKey:
+    """401 without a valid key; 403 for a key of another site or a narrower scope."""
+    key = bearer(request)
+    row = await find_key(session, keyring, key) if key else None
+    if row is None:
+        raise NotAuthorizedException("a valid API key is required (Authorization: Bearer …)")
+    if row.site != site or scope not in GRANTS[row.scope]:
+        raise PermissionDeniedException(f"this key does not grant {scope} on site {site}")
+    return row
+
+
+class SubjectClaim(msgspec.Struct, array_like=True):
+    site: str
+    subject: str  # the pseudonym, never the raw identifier
+
+
+def subject_token(keyring: KeyRing, site: str, pseudonym: str) -> str:
+    payload = msgspec.json.encode(SubjectClaim(site=site, subject=pseudonym))
+    return _b64(payload) + "." + _b64(keyring.mac(payload, "subject-token")[:18])
+
+
+def read_subject_token(keyring: KeyRing, token: str) -> SubjectClaim | None:
+    head, _, sig = token.partition(".")
+    try:
+        payload = _unb64(head)
+        good = secrets.compare_digest(_unb64(sig), keyring.mac(payload, "subject-token")[:18])
+        return msgspec.json.decode(payload, type=SubjectClaim) if good else None
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        return None

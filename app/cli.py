@@ -1,0 +1,161 @@
+"""The `pixelgate` command line. Errors are one line on stderr; exit 1 runtime, 2 usage."""
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn
+
+import msgspec
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import SCOPES, create_key, revoke_key
+from app.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
+from app.models import Site
+from app.pseudonym import KeyRing
+from app.settings import ConfigError, Settings, load_settings
+from app.sites import create_site, list_sites, site_out
+from consent.policy import Policy, PolicyError, load_policies
+
+
+class UsageError(Exception):
+    """Bad usage: exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _parser() -> Parser:
+    parser = Parser(prog="pixelgate", description="consent-aware tracking pixel")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    commands.add_parser("serve", help="migrate if needed, then serve")
+    commands.add_parser("migrate", help="upgrade the database schema to head")
+
+    sites = commands.add_parser("sites", help="manage sites").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    create = sites.add_parser("create", help="create a site; prints it as JSON")
+    create.add_argument("slug")
+    create.add_argument("--policy", required=True)
+    create.add_argument("--origin", action="append", default=[], dest="origins")
+    create.add_argument("--jurisdiction", default="eu")
+    sites.add_parser("list", help="all sites, as JSON lines")
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    key_create = keys.add_parser("create", help="create a key; it is shown this once")
+    key_create.add_argument("slug")
+    key_create.add_argument("--scope", required=True, choices=SCOPES)
+    key_revoke = keys.add_parser("revoke", help="revoke a key by its id")
+    key_revoke.add_argument("key_id")
+    return parser
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+
+
+def _serve(settings: Settings) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    migrate(settings.database_url)
+    Granian(
+        "app.main:serve_app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+    ).serve()
+
+
+class CliContext(msgspec.Struct):
+    settings: Settings
+    policies: dict[str, Policy]
+    keyring: KeyRing
+
+
+async def _sites_create(session: AsyncSession, args: argparse.Namespace, ctx: CliContext) -> None:
+    site = await create_site(
+        session,
+        slug=args.slug,
+        policy=args.policy,
+        policies=ctx.policies,
+        origins=args.origins,
+        jurisdiction=args.jurisdiction,
+        now=utcnow(),
+    )
+    _print_json(site_out(site))
+
+
+async def _sites_list(session: AsyncSession, args: argparse.Namespace, ctx: CliContext) -> None:
+    for site in await list_sites(session):
+        _print_json(site_out(site))
+
+
+async def _keys_create(session: AsyncSession, args: argparse.Namespace, ctx: CliContext) -> None:
+    if await session.get(Site, args.slug) is None:
+        raise UsageError(f"unknown site {args.slug!r}")
+    _print_json(await create_key(session, ctx.keyring, args.slug, args.scope, utcnow()))
+
+
+async def _keys_revoke(session: AsyncSession, args: argparse.Namespace, ctx: CliContext) -> None:
+    if not await revoke_key(session, args.key_id, utcnow()):
+        raise UsageError(f"no active key {args.key_id!r}")
+
+
+Command = Callable[[AsyncSession, argparse.Namespace, CliContext], Awaitable[None]]
+DATABASE_COMMANDS: dict[tuple[str, str], Command] = {
+    ("sites", "create"): _sites_create,
+    ("sites", "list"): _sites_list,
+    ("keys", "create"): _keys_create,
+    ("keys", "revoke"): _keys_revoke,
+}
+
+
+async def _in_transaction(command: Command, args: argparse.Namespace, ctx: CliContext) -> None:
+    engine = make_engine(ctx.settings.database_url)
+    try:
+        async with transaction(make_sessionmaker(engine)) as session:
+            await command(session, args, ctx)
+    finally:
+        await engine.dispose()
+
+
+def run(argv: Sequence[str]) -> None:
+    args = _parser().parse_args(argv)
+    settings = load_settings()
+    policies = load_policies(settings.policies_dir)
+    if args.command == "serve":
+        _serve(settings)
+    elif args.command == "migrate":
+        migrate(settings.database_url)
+    else:
+        ctx = CliContext(settings, policies, KeyRing(settings.secret_key))
+        command = DATABASE_COMMANDS[(args.command, args.action)]
+        asyncio.run(_in_transaction(command, args, ctx))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except (UsageError, ConfigError, PolicyError, ValueError) as exc:
+        sys.stderr.write(f"pixelgate: {exc}\n")
+        return 2
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        sys.stderr.write(f"pixelgate: database error: {reason} (has `pixelgate migrate` run?)\n")
+        return 1
+    except OSError as exc:
+        sys.stderr.write(f"pixelgate: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

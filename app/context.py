@@ -1,0 +1,22 @@
+"""What every request handler shares for the life of the process."""
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.pseudonym import KeyRing
+from app.ratelimit import RateLimiter
+from app.settings import Settings
+from consent.policy import Policy
+from consent.receipts import Signer
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    keyring: KeyRing
+    policies: dict[str, Policy]
+    signer: Signer
+    consent_limiter: RateLimiter

@@ -1,0 +1,24 @@
+"""Liveness and readiness."""
+
+from typing import Any
+
+from litestar import get
+from sqlalchemy import text
+
+from app.context import Context
+from app.problems import Problem
+
+
+@get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", summary="The database answers")
+async def readyz(ctx: Context) -> dict[str, Any]:
+    try:
+        async with ctx.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise Problem(503, f"database unreachable: {type(exc).__name__}") from None
+    return {"status": "ready"}

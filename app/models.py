@@ -1,0 +1,64 @@
+"""Tables owned by tracking: sites, API keys, events."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Index, Numeric, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    slug: Mapped[str] = mapped_column(String(63), primary_key=True)
+    policy: Mapped[str] = mapped_column(String(64))
+    origins: Mapped[list[str]] = mapped_column(JSON)
+    jurisdiction: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8))
+    # HMAC of the key under a derived key: the key itself is shown once and never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Event(Base):
+    """One recorded hit. Never a raw identifier: subject is a pseudonym, the rest is reduced."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_site_subject", "site", "subject"),)
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    # occurred_at in the key so that PostgreSQL can partition events by month.
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    page: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    campaign: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    utm_source: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    utm_medium: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    utm_campaign: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    utm_content: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    utm_term: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    referrer: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    device: Mapped[str] = mapped_column(String(16))
+    browser: Mapped[str] = mapped_column(String(64))
+    os: Mapped[str] = mapped_column(String(64))
+    jurisdiction: Mapped[str] = mapped_column(String(16))
+    value: Mapped[Decimal | None] = mapped_column(Numeric(18, 4), nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    machine: Mapped[bool] = mapped_column(Boolean)
+    # per purpose: what allowed it, e.g. {"analytics": "consent:<ledger id>"}
+    basis: Mapped[dict[str, Any]] = mapped_column(JSON)

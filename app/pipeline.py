@@ -1,0 +1,244 @@
+"""The hit path as ordered named steps; each yields the next value or a drop reason.
+
+Raw identifiers (subject id, user agent) live only in the Hit; what leaves is an EventRow.
+"""
+
+import re
+import uuid
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.context import Context
+from app.models import Site
+from app.scrub import referrer_host, scrub_page
+from app.signed_pixels import PixelClaim, read_pixel
+from app.sites import get_site, jurisdiction_of
+from app.useragent import Agent, classify
+from consent import store
+from consent.decide import Decision, Signals, decide
+from consent.policy import Policy
+from consent.tcf import TCFError
+from consent.tcf import decode as decode_tcf
+
+KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+MAX_ID = 256
+MAX_TEXT = 128
+UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+
+
+class Hit(msgspec.Struct, kw_only=True):
+    """A request as read at the edge. Holds raw values: never stored, logged or returned."""
+
+    site: str
+    kind: str = "pageview"
+    subject: str | None = None
+    page: str | None = None
+    campaign: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_content: str | None = None
+    utm_term: str | None = None
+    referrer: str | None = None
+    value: str | None = None
+    currency: str | None = None
+    gdpr: str | None = None
+    gdpr_consent: str | None = None
+    token: str | None = None
+    user_agent: str = ""
+    gpc: bool = False
+    dnt: bool = False
+    region: str | None = None
+
+
+class EventRow(msgspec.Struct, kw_only=True):
+    """An event as stored: pseudonymised and reduced."""
+
+    site: str
+    occurred_at: datetime
+    id: uuid.UUID
+    kind: str
+    subject: str | None
+    page: str | None
+    campaign: str | None
+    utm_source: str | None
+    utm_medium: str | None
+    utm_campaign: str | None
+    utm_content: str | None
+    utm_term: str | None
+    referrer: str | None
+    device: str
+    browser: str
+    os: str
+    jurisdiction: str
+    value: Decimal | None
+    currency: str | None
+    machine: bool
+    basis: dict[str, str]
+
+
+class TCFSeen(msgspec.Struct):
+    valid: bool
+    error: str | None = None
+    cmp_id: int | None = None
+    purposes_consent: list[int] = []
+    vendor_consents: int = 0
+
+
+class SignalsSeen(msgspec.Struct):
+    gpc: bool
+    dnt: bool
+    gdpr_applies: bool
+    tcf: TCFSeen | None
+    jurisdiction: str
+
+
+class Outcome(msgspec.Struct):
+    """What the pipeline decided; the debug endpoint returns it, the pixel records its event."""
+
+    would_record: bool
+    reason: str  # "recorded" or the drop reason: unknown_site, invalid, unsigned, bot, no_consent
+    decision: Decision | None = None
+    signals: SignalsSeen | None = None
+    event: EventRow | None = None
+
+
+class Dropped(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+async def known_site(session: AsyncSession, ctx: Context, hit: Hit) -> tuple[Site, Policy]:
+    site = await get_site(session, hit.site)
+    if site is None or site.policy not in ctx.policies:
+        raise Dropped("unknown_site")
+    return site, ctx.policies[site.policy]
+
+
+def valid_input(ctx: Context, hit: Hit) -> tuple[Hit, Decimal | None, PixelClaim | None]:
+    """Lengths, kind, value; a `t` token replaces u/c/p/k, and a bad one drops the hit."""
+    claim = None
+    if hit.token:
+        claim = read_pixel(ctx.keyring, hit.site, hit.token)
+        if claim is None:
+            raise Dropped("invalid")
+        hit = msgspec.structs.replace(
+            hit, kind=claim.kind, subject=None, campaign=claim.campaign, page=claim.page
+        )
+    if not KIND.match(hit.kind):
+        raise Dropped("invalid")
+    if hit.subject is not None and not 0 < len(hit.subject.strip()) <= MAX_ID:
+        raise Dropped("invalid")
+    texts = [hit.campaign, *(getattr(hit, f) for f in UTM_FIELDS)]
+    if any(t is not None and len(t) > MAX_TEXT for t in texts):
+        raise Dropped("invalid")
+    value = None
+    if hit.value:
+        try:
+            value = Decimal(hit.value)
+        except InvalidOperation:
+            raise Dropped("invalid") from None
+        if not value.is_finite() or abs(value) >= 10**14:
+            raise Dropped("invalid")
+    if hit.currency is not None and not CURRENCY.match(hit.currency):
+        raise Dropped("invalid")
+    return hit, value, claim
+
+
+def signed_if_required(policy: Policy, hit: Hit) -> None:
+    if hit.kind in policy.file.require_signed_pixels and not hit.token:
+        raise Dropped("unsigned")
+
+
+def not_bot(hit: Hit) -> Agent:
+    agent = classify(hit.user_agent)
+    if agent.is_bot:
+        raise Dropped("bot")
+    return agent
+
+
+def pseudonymise(ctx: Context, hit: Hit, claim: PixelClaim | None) -> str | None:
+    if claim is not None:
+        return claim.subject
+    return ctx.keyring.pseudonym(hit.site, hit.subject) if hit.subject else None
+
+
+def read_signals(hit: Hit, site: Site) -> tuple[Signals, SignalsSeen]:
+    gdpr_applies = hit.gdpr != "0"  # absent means applies (IAB's recommended default)
+    tc, seen = None, None
+    if hit.gdpr_consent:
+        try:
+            tc = decode_tcf(hit.gdpr_consent)
+            seen = TCFSeen(
+                valid=True,
+                cmp_id=tc.cmp_id,
+                purposes_consent=sorted(tc.purposes_consent),
+                vendor_consents=len(tc.vendor_consents),
+            )
+        except TCFError as exc:
+            seen = TCFSeen(valid=False, error=str(exc))
+    jurisdiction = jurisdiction_of(hit.region, site.jurisdiction)
+    signals = Signals(gpc=hit.gpc, dnt=hit.dnt, gdpr_applies=gdpr_applies, tcf=tc)
+    return signals, SignalsSeen(hit.gpc, hit.dnt, gdpr_applies, seen, jurisdiction)
+
+
+def to_event(
+    hit: Hit,
+    site: Site,
+    subject: str | None,
+    agent: Agent,
+    value: Decimal | None,
+    decision: Decision,
+    jurisdiction: str,
+    now: datetime,
+) -> EventRow:
+    return EventRow(
+        site=site.slug,
+        occurred_at=now,
+        id=uuid.uuid4(),
+        kind=hit.kind,
+        subject=None if decision.anonymous else subject,
+        page=scrub_page(hit.page) if hit.page else None,
+        campaign=hit.campaign or None,
+        utm_source=hit.utm_source or None,
+        utm_medium=hit.utm_medium or None,
+        utm_campaign=hit.utm_campaign or None,
+        utm_content=hit.utm_content or None,
+        utm_term=hit.utm_term or None,
+        referrer=referrer_host(hit.referrer) if hit.referrer else None,
+        device=agent.device,
+        browser=agent.browser,
+        os=agent.os,
+        jurisdiction=jurisdiction,
+        value=value,
+        currency=hit.currency if value is not None else None,
+        machine=agent.mail_proxy,
+        basis=decision.basis,
+    )
+
+
+async def evaluate(session: AsyncSession, ctx: Context, hit: Hit, now: datetime) -> Outcome:
+    """Run every step; records nothing."""
+    try:
+        site, policy = await known_site(session, ctx, hit)
+        hit, value, claim = valid_input(ctx, hit)
+        signed_if_required(policy, hit)
+        agent = not_bot(hit)
+    except Dropped as dropped:
+        return Outcome(would_record=False, reason=dropped.reason)
+    subject = pseudonymise(ctx, hit, claim)
+    signals, seen = read_signals(hit, site)
+    registry = await store.registry(session, site.slug, subject) if subject else {}
+    decision = decide(policy, hit.kind, registry, signals, seen.jurisdiction, now)
+    event = to_event(hit, site, subject, agent, value, decision, seen.jurisdiction, now)
+    return Outcome(
+        would_record=decision.record,
+        reason="recorded" if decision.record else "no_consent",
+        decision=decision,
+        signals=seen,
+        event=event,
+    )

@@ -1,0 +1,70 @@
+"""Minimise page and referrer URLs before they are stored."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+__all__ = ["referrer_host", "scrub_page"]
+
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|//")
+_EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)+")
+_LONG_NUMBER = re.compile(r"[0-9]{6,}")
+_HOST = re.compile(r"[\w.-]+|[0-9a-f:.]+")
+# Characters left readable in a stored path; everything else is percent-encoded.
+_PATH_SAFE = "/:@!$&'()*+,;=~[]"
+_PARTIAL_ESCAPE = re.compile(r"%[0-9A-Fa-f]?$")
+
+
+def _decode(text: str) -> str:
+    # Links that went through redirectors are often encoded more than once; decode until
+    # stable so that an e-mail address cannot hide behind a second layer of escapes.
+    for _ in range(3):
+        decoded = unquote(text, errors="replace")
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def _mask(text: str) -> str:
+    return _LONG_NUMBER.sub("[num]", _EMAIL.sub("[email]", _decode(text)))
+
+
+def scrub_page(raw: str, max_length: int = 512) -> str | None:
+    """Reduce a page URL, path or message id to its path and utm_* parameters."""
+    text = raw.strip()
+    if _ABSOLUTE.match(text):
+        try:
+            parts = urlsplit(text)
+        except ValueError:
+            return None
+        path, query = parts.path or "/", parts.query
+    else:
+        # Not parsed as a URL so that a message id with a colon keeps its "scheme".
+        path, _, query = text.partition("#")[0].partition("?")
+
+    scrubbed = quote(_mask(path).strip(), safe=_PATH_SAFE)
+    utm = [
+        (key, _mask(value))
+        for key, value in parse_qsl(query, keep_blank_values=True)
+        if key.lower().startswith("utm_")
+    ]
+    if utm:
+        scrubbed += "?" + urlencode(utm, quote_via=quote, safe="[]")
+    if not scrubbed:
+        return None
+    return _PARTIAL_ESCAPE.sub("", scrubbed[:max_length])
+
+
+def referrer_host(raw: str) -> str | None:
+    """The lowercased host of an http(s) URL, or None."""
+    try:
+        parts = urlsplit(raw.strip())
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https"):
+        return None
+    host = (parts.hostname or "").rstrip(".")
+    return host if _HOST.fullmatch(host) else None

@@ -1,0 +1,114 @@
+"""Settings from the environment, read once at start-up and passed explicitly."""
+
+import base64
+import binascii
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/pixelgate.db"
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(Exception):
+    """A bad setting; the message is one line naming the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str = DEFAULT_DATABASE_URL
+    secret_key: bytes
+    policies_dir: Path = Path("policies")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    jobs: bool = True
+    region_header: str | None = None
+    # Not in the environment contract: tests and operators tune them by building Settings.
+    consent_rate_limit: int = 60  # public consent posts per client per minute
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def _secret(env: Mapping[str, str], data_dir: Path) -> bytes:
+    raw = env.get("PIXELGATE_SECRET_KEY")
+    if raw:
+        return _decode_secret("PIXELGATE_SECRET_KEY", raw)
+    path = data_dir / "secret.key"
+    if path.exists():
+        return _decode_secret(str(path), path.read_text().strip())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    encoded = base64.b64encode(secrets.token_bytes(MIN_SECRET_BYTES)).decode()
+    # O_EXCL: two processes starting at once must not each write a different secret.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _decode_secret(str(path), path.read_text().strip())
+    with os.fdopen(fd, "w") as out:
+        out.write(encoded + "\n")
+    return base64.b64decode(encoded)
+
+
+def _decode_secret(name: str, raw: str) -> bytes:
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{name}: not valid base64") from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{name}: must decode to at least {MIN_SECRET_BYTES} bytes")
+    return key
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    url = env.get("PIXELGATE_DATABASE_URL") or DEFAULT_DATABASE_URL
+    if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            "PIXELGATE_DATABASE_URL: must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+        )
+    return url
+
+
+def load_settings(env: Mapping[str, str] | None = None, data_dir: Path = Path("data")) -> Settings:
+    """Read the environment once; raise ConfigError with one line naming the bad variable."""
+    env = os.environ if env is None else env
+    database_url = _database_url(env)
+    if database_url == DEFAULT_DATABASE_URL:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    jobs = env.get("PIXELGATE_JOBS", "on").lower()
+    if jobs not in ("on", "off"):
+        raise ConfigError(f"PIXELGATE_JOBS: {jobs!r} must be 'on' or 'off'")
+    policies_dir = Path(env.get("PIXELGATE_POLICIES_DIR") or "policies")
+    if not policies_dir.is_dir():
+        raise ConfigError(f"PIXELGATE_POLICIES_DIR: {policies_dir} is not a directory")
+    settings = Settings(
+        database_url=database_url,
+        secret_key=_secret(env, data_dir),
+        policies_dir=policies_dir,
+        host=env.get("PIXELGATE_HOST") or "127.0.0.1",
+        port=_int(env, "PIXELGATE_PORT", 8000, 1, 65535),
+        workers=_int(env, "PIXELGATE_WORKERS", 1, 1, 256),
+        jobs=jobs == "on",
+        region_header=env.get("PIXELGATE_REGION_HEADER") or None,
+    )
+    if settings.is_sqlite and settings.workers > 1:
+        raise ConfigError(
+            "PIXELGATE_WORKERS: SQLite allows one worker; use PostgreSQL to scale out"
+        )
+    return settings

@@ -1,0 +1,96 @@
+"""Sites (tenants): create, list, look up."""
+
+import re
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Site
+from app.problems import Problem
+from consent.policy import Policy
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+JURISDICTION = re.compile(r"^[a-z]{2}(-[a-z0-9]{1,3})?$")
+# EU and EEA countries: a region header naming one of them means the "eu" jurisdiction.
+EEA = {
+    *"at be bg hr cy cz dk ee fi fr de gr hu ie it lv lt lu mt nl pl pt ro sk si es se".split(),
+    *("is", "li", "no"),
+}
+
+
+class SiteOut(msgspec.Struct):
+    slug: str
+    policy: str
+    origins: list[str]
+    jurisdiction: str
+    created_at: datetime
+
+
+def site_out(site: Site) -> SiteOut:
+    return SiteOut(site.slug, site.policy, site.origins, site.jurisdiction, site.created_at)
+
+
+def check_origin(origin: str) -> str:
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise ValueError(f"origin {origin!r} must be scheme://host[:port]")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+async def create_site(
+    session: AsyncSession,
+    *,
+    slug: str,
+    policy: str,
+    policies: dict[str, Policy],
+    origins: list[str],
+    jurisdiction: str,
+    now: datetime,
+) -> Site:
+    """Raises ValueError with a one-line reason for any bad argument."""
+    if not SLUG.match(slug):
+        raise ValueError(f"slug {slug!r} must match [a-z0-9][a-z0-9-]{{0,62}}")
+    if policy not in policies:
+        raise ValueError(f"unknown policy {policy!r} (known: {', '.join(sorted(policies))})")
+    if not JURISDICTION.match(jurisdiction):
+        raise ValueError(f"jurisdiction {jurisdiction!r} must look like eu, us or us-ca")
+    if await session.get(Site, slug) is not None:
+        raise ValueError(f"site {slug!r} already exists")
+    site = Site(
+        slug=slug,
+        policy=policy,
+        origins=[check_origin(o) for o in origins],
+        jurisdiction=jurisdiction,
+        created_at=now,
+    )
+    session.add(site)
+    return site
+
+
+async def list_sites(session: AsyncSession) -> list[Site]:
+    return list(await session.scalars(select(Site).order_by(Site.slug)))
+
+
+async def get_site(session: AsyncSession, slug: str) -> Site | None:
+    return await session.get(Site, slug) if SLUG.match(slug) else None
+
+
+async def site_or_404(session: AsyncSession, slug: str) -> Site:
+    site = await get_site(session, slug)
+    if site is None:
+        raise Problem(404, f"unknown site {slug!r}")
+    return site
+
+
+def jurisdiction_of(region: str | None, site_default: str) -> str:
+    """The jurisdiction a CDN region header points to, else the site's own."""
+    if not region:
+        return site_default
+    value = region.strip().lower()
+    country = value.split("-", 1)[0]
+    if country in EEA:
+        return "eu"
+    return value if JURISDICTION.match(value) else site_default

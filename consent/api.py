@@ -1,0 +1,286 @@
+"""Consent endpoints (SPEC §4.4): give, read, history, withdraw; receipts and their keys."""
+
+import time
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, delete, get, post, route
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import bearer, read_subject_token, require_key, subject_token
+from app.context import Context
+from app.db import utcnow
+from app.models import Site
+from app.problems import Problem, decode_json
+from app.pseudonym import truncate_ip
+from app.sites import jurisdiction_of, site_or_404
+from app.useragent import classify
+from consent import receipts, store
+from consent.decide import Signals, decide_purpose
+from consent.models import ConsentLedger
+from consent.policy import Policy
+
+MAX_SUBJECT = 256
+GPC_HANDLING_SINCE = "2026-11-29"  # when pixelgate's handling of Sec-GPC last changed
+
+
+class ConsentIn(msgspec.Struct, forbid_unknown_fields=True):
+    subject: str
+    purposes: dict[str, bool]
+    policy_version: str | None = None
+    source: str = "api"
+
+
+class ConsentOut(msgspec.Struct):
+    receipt: str
+    subject_token: str
+    purposes: dict[str, bool]
+    expires_at: datetime | None
+
+
+class PurposeState(msgspec.Struct):
+    allowed: bool
+    reason: str
+    updated_at: datetime | None
+    expires_at: datetime | None
+
+
+class StateOut(msgspec.Struct):
+    subject: str  # the pseudonym
+    policy_version: str
+    purposes: dict[str, PurposeState]
+
+
+class LedgerEntry(msgspec.Struct):
+    id: str
+    recorded_at: datetime
+    action: str
+    purposes: dict[str, bool]
+    policy_version: str
+    policy_sha256: str
+    source: str
+    ip_prefix: str | None
+    ua_family: str | None
+    jurisdiction: str
+    expires_at: datetime | None
+
+
+class HistoryOut(msgspec.Struct):
+    subject: str
+    entries: list[LedgerEntry]
+
+
+def _cors(site: Site, origin: str | None) -> dict[str, str]:
+    """CORS for the site's own origins only; others get no grant (and a 403 on POST)."""
+    if not origin or origin.lower() not in site.origins:
+        return {"Vary": "Origin"}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+        "Access-Control-Allow-Headers": "Content-Type, X-Subject-Token",
+        "Access-Control-Max-Age": "600",
+        "Vary": "Origin",
+    }
+
+
+def _proof(request: Request[Any, Any, Any], site: Site, ctx: Context, source: str) -> store.Proof:
+    agent = classify(request.headers.get("user-agent", ""))
+    region = request.headers.get(ctx.settings.region_header) if ctx.settings.region_header else None
+    return store.Proof(
+        source=source,
+        ip_prefix=truncate_ip(request.client.host if request.client else None),
+        ua_family=f"{agent.browser} / {agent.os}",
+        jurisdiction=jurisdiction_of(region, site.jurisdiction),
+    )
+
+
+def _receipt(ctx: Context, entry: ConsentLedger, policy: Policy, url: str) -> ConsentOut:
+    return ConsentOut(
+        receipt=ctx.signer.sign(receipts.claims(entry, policy, url)),
+        subject_token=subject_token(ctx.keyring, entry.site, entry.subject),
+        purposes=entry.purposes,
+        expires_at=entry.expires_at,
+    )
+
+
+def _policy_url(request: Request[Any, Any, Any], site: str) -> str:
+    return str(request.base_url).rstrip("/") + f"/v1/sites/{site}/policy"
+
+
+def _check_body(body: ConsentIn, policy: Policy) -> None:
+    if not 0 < len(body.subject.strip()) <= MAX_SUBJECT:
+        raise Problem(422, f"subject must be 1 to {MAX_SUBJECT} characters")
+    if not body.purposes:
+        raise Problem(422, "purposes must name at least one purpose")
+    unknown = sorted(set(body.purposes) - set(policy.file.purposes))
+    if unknown:
+        known = ", ".join(sorted(policy.file.purposes))
+        raise Problem(422, f"unknown purposes {unknown}; this policy knows: {known}")
+    if not 0 < len(body.source) <= 64:
+        raise Problem(422, "source must be 1 to 64 characters")
+    if body.policy_version is not None and body.policy_version != policy.version:
+        raise Problem(
+            409, f"policy_version {body.policy_version!r} is not current ({policy.version!r})"
+        )
+
+
+@route("/v1/sites/{site:str}/consent", http_method="OPTIONS", include_in_schema=False)
+async def consent_preflight(
+    request: Request[Any, Any, State], site: str, ctx: Context
+) -> Response[None]:
+    async with ctx.sessions() as session:
+        found = await site_or_404(session, site)
+    return Response(None, status_code=204, headers=_cors(found, request.headers.get("origin")))
+
+
+@route("/v1/sites/{site:str}/consent/{subject:str}", http_method="OPTIONS", include_in_schema=False)
+async def subject_preflight(
+    request: Request[Any, Any, State], site: str, subject: str, ctx: Context
+) -> Response[None]:
+    return await consent_preflight.fn(request, site, ctx)  # type: ignore[no-any-return]
+
+
+@post("/v1/sites/{site:str}/consent", status_code=201, summary="Give or refuse consent")
+async def give_consent(
+    request: Request[Any, Any, State], site: str, ctx: Context
+) -> Response[ConsentOut]:
+    origin = request.headers.get("origin")
+    async with ctx.sessions() as session, session.begin():
+        found = await site_or_404(session, site)
+        if bearer(request):
+            await require_key(request, session, ctx.keyring, site, "admin")
+        else:
+            if origin and origin.lower() not in found.origins:
+                raise Problem(403, f"origin {origin} is not allowed for site {site}")
+            client = request.client.host if request.client else "unknown"
+            if not ctx.consent_limiter.allow(f"{site}|{client}", time.time()):
+                raise Problem(429, "too many consent requests; try again in a minute")
+        policy = ctx.policies[found.policy]
+        body = decode_json(await request.body(), ConsentIn)
+        _check_body(body, policy)
+        entry = await store.record(
+            session,
+            site=site,
+            subject=ctx.keyring.pseudonym(site, body.subject),
+            purposes=body.purposes,
+            policy=policy,
+            proof=_proof(request, found, ctx, body.source),
+            now=utcnow(),
+        )
+        out = _receipt(ctx, entry, policy, _policy_url(request, site))
+    return Response(out, status_code=201, headers=_cors(found, origin))
+
+
+async def _subject_access(
+    request: Request[Any, Any, Any], session: AsyncSession, ctx: Context, site: str, subject: str
+) -> tuple[Site, str]:
+    """An admin key of the site, or the subject's own token; returns the site and pseudonym."""
+    found = await site_or_404(session, site)
+    pseudonym = ctx.keyring.pseudonym(site, subject)
+    token = request.headers.get("x-subject-token")
+    if token is None:
+        await require_key(request, session, ctx.keyring, site, "admin")
+        return found, pseudonym
+    claim = read_subject_token(ctx.keyring, token)
+    if claim is None:
+        raise Problem(401, "the subject token is not valid")
+    if claim.site != site or claim.subject != pseudonym:
+        raise Problem(403, "this subject token is for another subject or site")
+    return found, pseudonym
+
+
+@get("/v1/sites/{site:str}/consent/{subject:str}", summary="Current consent per purpose")
+async def read_consent(
+    request: Request[Any, Any, State], site: str, subject: str, ctx: Context
+) -> Response[StateOut]:
+    async with ctx.sessions() as session:
+        found, pseudonym = await _subject_access(request, session, ctx, site, subject)
+        rows = {row.purpose: row for row in await store.current(session, site, pseudonym)}
+    policy, now = ctx.policies[found.policy], utcnow()
+    purposes = {}
+    for name in policy.file.purposes:
+        row = rows.get(name)
+        record = store.as_record(row) if row else None
+        decided = decide_purpose(policy, name, record, Signals(), found.jurisdiction, now)
+        purposes[name] = PurposeState(
+            allowed=decided.allowed,
+            reason=decided.reason,
+            updated_at=row.updated_at if row else None,
+            expires_at=row.expires_at if row else None,
+        )
+    out = StateOut(subject=pseudonym, policy_version=policy.version, purposes=purposes)
+    return Response(out, headers=_cors(found, request.headers.get("origin")))
+
+
+@get("/v1/sites/{site:str}/consent/{subject:str}/history", summary="The consent ledger")
+async def consent_history(
+    request: Request[Any, Any, State], site: str, subject: str, ctx: Context
+) -> HistoryOut:
+    async with ctx.sessions() as session:
+        _, pseudonym = await _subject_access(request, session, ctx, site, subject)
+        entries = await store.history(session, site, pseudonym)
+    return HistoryOut(
+        subject=pseudonym,
+        entries=[
+            LedgerEntry(
+                id=str(e.id),
+                recorded_at=e.recorded_at,
+                action=e.action,
+                purposes=e.purposes,
+                policy_version=e.policy_version,
+                policy_sha256=e.policy_sha256,
+                source=e.source,
+                ip_prefix=e.ip_prefix,
+                ua_family=e.ua_family,
+                jurisdiction=e.jurisdiction,
+                expires_at=e.expires_at,
+            )
+            for e in entries
+        ],
+    )
+
+
+@delete(
+    "/v1/sites/{site:str}/consent/{subject:str}",
+    status_code=200,
+    summary="Withdraw every purpose",
+)
+async def withdraw_consent(
+    request: Request[Any, Any, State], site: str, subject: str, ctx: Context
+) -> Response[ConsentOut]:
+    async with ctx.sessions() as session, session.begin():
+        found, pseudonym = await _subject_access(request, session, ctx, site, subject)
+        policy = ctx.policies[found.policy]
+        entry = await store.withdraw(
+            session,
+            site=site,
+            subject=pseudonym,
+            policy=policy,
+            proof=_proof(request, found, ctx, "withdrawal"),
+            now=utcnow(),
+        )
+        out = _receipt(ctx, entry, policy, _policy_url(request, site))
+    return Response(out, headers=_cors(found, request.headers.get("origin")))
+
+
+@get("/.well-known/jwks.json", summary="Public keys that verify consent receipts")
+async def jwks(ctx: Context) -> dict[str, list[dict[str, Any]]]:
+    async with ctx.sessions() as session:
+        return await receipts.jwks(session)
+
+
+@get("/v1/sites/{site:str}/policy", media_type="text/markdown", summary="The privacy notice")
+async def policy_notice(site: str, ctx: Context) -> Response[str]:
+    async with ctx.sessions() as session:
+        found = await site_or_404(session, site)
+    policy = ctx.policies[found.policy]
+    headers = {"X-Policy-Version": policy.version, "X-Policy-SHA256": policy.sha256}
+    return Response(policy.notice_text, media_type="text/markdown", headers=headers)
+
+
+@get("/.well-known/gpc.json", summary="Global Privacy Control support")
+async def gpc_support() -> dict[str, Any]:
+    # Every policy honours GPC: it always denies the sale/share purposes (decide.py).
+    return {"gpc": True, "lastUpdate": GPC_HANDLING_SINCE}

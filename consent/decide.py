@@ -1,0 +1,109 @@
+"""The consent decision for one hit: pure, no I/O. SPEC §4.1 steps 1-4, in that order."""
+
+import uuid
+from datetime import datetime
+
+import msgspec
+
+from consent.policy import Policy
+from consent.tcf import TCString
+
+
+class Record(msgspec.Struct, frozen=True):
+    """The registry's latest word on one purpose for one subject."""
+
+    granted: bool
+    policy_version: str
+    record_id: uuid.UUID
+    expires_at: datetime | None
+
+
+class Signals(msgspec.Struct, frozen=True):
+    gpc: bool = False
+    dnt: bool = False
+    gdpr_applies: bool = True
+    tcf: TCString | None = None  # only a valid, decoded string
+    tcf_error: str | None = None
+
+
+class PurposeDecision(msgspec.Struct, frozen=True):
+    purpose: str
+    allowed: bool
+    reason: str  # consent_granted, consent_withdrawn, consent_expired, consent_voided,
+    # tcf_granted, tcf_denied, default_granted, default_denied, gpc, dnt
+    basis: str | None  # what allowed it: consent:<ledger id>, tcf:<cmp>, default:<policy@version>
+
+
+class Decision(msgspec.Struct, frozen=True):
+    record: bool
+    anonymous: bool  # record without a subject
+    basis: dict[str, str]
+    purposes: list[PurposeDecision]
+
+
+def _registry(policy: Policy, record: Record, now: datetime) -> tuple[bool, str]:
+    if not record.granted:
+        return False, "consent_withdrawn"
+    if record.expires_at is not None and record.expires_at <= now:
+        return False, "consent_expired"
+    if policy.file.reconsent_on_change and record.policy_version != policy.version:
+        return False, "consent_voided"
+    return True, "consent_granted"
+
+
+def _tcf(policy: Policy, purpose: str, signals: Signals) -> bool | None:
+    """None when TCF does not speak for this purpose (no string, not mapped, gdpr=0)."""
+    tcf = policy.file.tcf
+    tc = signals.tcf
+    if tc is None or tcf is None or not signals.gdpr_applies or purpose not in tcf.purposes:
+        return None
+    vendor_ok = tcf.vendor_id == 0 or tcf.vendor_id in tc.vendor_consents
+    return vendor_ok and all(p in tc.purposes_consent for p in tcf.purposes[purpose])
+
+
+def decide_purpose(
+    policy: Policy,
+    purpose: str,
+    record: Record | None,
+    signals: Signals,
+    jurisdiction: str,
+    now: datetime,
+) -> PurposeDecision:
+    if record is not None:
+        allowed, reason = _registry(policy, record, now)
+        basis = f"consent:{record.record_id}"
+    elif (by_tcf := _tcf(policy, purpose, signals)) is not None:
+        allowed, reason = by_tcf, "tcf_granted" if by_tcf else "tcf_denied"
+        basis = f"tcf:{signals.tcf.cmp_id if signals.tcf else 0}"
+    else:
+        allowed = policy.default_for(purpose, jurisdiction) == "granted"
+        reason = "default_granted" if allowed else "default_denied"
+        basis = f"default:{policy.name}@{policy.version}"
+    # Signals may only deny, never allow (and they override a granted consent: CCPA 7025(c)(3)).
+    if allowed and signals.gpc and purpose in policy.gpc_denies():
+        allowed, reason = False, "gpc"
+    if allowed and signals.dnt and purpose in policy.file.signals.dnt:
+        allowed, reason = False, "dnt"
+    return PurposeDecision(purpose, allowed, reason, basis if allowed else None)
+
+
+def decide(
+    policy: Policy,
+    kind: str,
+    registry: dict[str, Record],
+    signals: Signals,
+    jurisdiction: str,
+    now: datetime,
+) -> Decision:
+    """Record only if every purpose the kind needs is allowed; else perhaps anonymously."""
+    purposes = [
+        decide_purpose(policy, p, registry.get(p), signals, jurisdiction, now)
+        for p in policy.purposes_for(kind)
+    ]
+    if purposes and all(p.allowed for p in purposes):
+        basis = {p.purpose: p.basis or "" for p in purposes}
+        return Decision(record=True, anonymous=False, basis=basis, purposes=purposes)
+    if policy.file.anonymous_counting:
+        basis = {p.purpose: f"anonymous_counting:{policy.name}@{policy.version}" for p in purposes}
+        return Decision(record=True, anonymous=True, basis=basis, purposes=purposes)
+    return Decision(record=False, anonymous=False, basis={}, purposes=purposes)

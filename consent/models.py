@@ -1,0 +1,56 @@
+"""Consent tables: the append-only ledger (proof), the current state (fast lookup), signing keys."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Index, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime
+
+
+class ConsentLedger(Base):
+    """Every consent given or withdrawn, never updated: the proof of consent (GDPR Art. 7(1))."""
+
+    __tablename__ = "consent_ledger"
+    __table_args__ = (Index("ix_consent_ledger_site_subject", "site", "subject", "recorded_at"),)
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    action: Mapped[str] = mapped_column(String(16))  # "given" | "withdrawn"
+    purposes: Mapped[dict[str, Any]] = mapped_column(JSON)  # {purpose: granted}
+    policy_version: Mapped[str] = mapped_column(String(64))
+    policy_sha256: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    ip_prefix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ua_family: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    jurisdiction: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ConsentState(Base):
+    """The latest decision per (site, subject, purpose); the pixel reads only this."""
+
+    __tablename__ = "consent_state"
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32), primary_key=True)
+    granted: Mapped[bool] = mapped_column(Boolean)
+    policy_version: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ReceiptKey(Base):
+    """Public halves of every receipt-signing key ever used, so old receipts keep verifying."""
+
+    __tablename__ = "receipt_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,167 @@
+"""Policies: TOML files in policies/, decoded into Structs and validated at start-up."""
+
+import hashlib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+Default = Literal["granted", "denied"]
+PURPOSE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+KIND_NAME = re.compile(r"^([a-z][a-z0-9_]{0,31}|\*)$")
+
+
+class PolicyError(Exception):
+    """A policy that fails validation; the message names the file, the field and why."""
+
+
+class Purpose(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    default: Default
+    consent_ttl_days: int = 395
+    retention_days: int = 395
+    sale_or_share: bool = False
+
+
+class Signals(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    gpc: list[str] = []
+    dnt: list[str] = []
+
+
+class TCF(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    vendor_id: int = 0
+    purposes: dict[str, list[int]] = {}
+
+
+class DSAR(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    max_days: int | None = None
+    export_ttl_days: int = 7
+
+
+class Reports(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    min_subjects: int = 1
+
+
+class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    version: str
+    purposes: dict[str, Purpose]
+    kinds: dict[str, list[str]]
+    notice: str | None = None
+    reconsent_on_change: bool = False
+    require_signed_pixels: list[str] = []
+    anonymous_counting: bool = False
+    signals: Signals = Signals()
+    tcf: TCF | None = None
+    dsar: DSAR = DSAR()
+    reports: Reports = Reports()
+    jurisdictions: dict[str, dict[str, Default]] = {}
+
+
+class Policy(msgspec.Struct, frozen=True):
+    """A validated policy; its identity is the declared version plus the file's SHA-256."""
+
+    file: PolicyFile
+    sha256: str
+    notice_text: str
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+    @property
+    def version(self) -> str:
+        return self.file.version
+
+    def purposes_for(self, kind: str) -> list[str]:
+        kinds = self.file.kinds
+        return kinds[kind] if kind in kinds else kinds.get("*", [])
+
+    def default_for(self, purpose: str, jurisdiction: str | None) -> Default:
+        override = self.file.jurisdictions.get(jurisdiction or "", {})
+        return override.get(purpose, self.file.purposes[purpose].default)
+
+    def gpc_denies(self) -> set[str]:
+        """GPC always denies every sale/share purpose, whatever the policy lists."""
+        listed = set(self.file.signals.gpc)
+        return listed | {name for name, p in self.file.purposes.items() if p.sale_or_share}
+
+    def sale_or_share(self) -> list[str]:
+        return sorted(name for name, p in self.file.purposes.items() if p.sale_or_share)
+
+
+def _check(path: Path, policy: PolicyFile) -> None:
+    def fail(field: str, why: str) -> PolicyError:
+        return PolicyError(f"{path}: {field}: {why}")
+
+    if policy.name != path.stem:
+        raise fail("name", f"{policy.name!r} must match the file name {path.stem!r}")
+    if not policy.version.strip():
+        raise fail("version", "must not be empty")
+    if not policy.purposes:
+        raise fail("purposes", "at least one purpose is required")
+    known = set(policy.purposes)
+    for name, purpose in policy.purposes.items():
+        if not PURPOSE_NAME.match(name):
+            raise fail(f"purposes.{name}", "purpose names are [a-z][a-z0-9_]{0,31}")
+        for field in ("consent_ttl_days", "retention_days"):
+            if getattr(purpose, field) < 1:
+                raise fail(f"purposes.{name}.{field}", "must be at least 1")
+
+    def check_purposes(field: str, names: Iterable[str]) -> None:
+        for purpose in names:
+            if purpose not in known:
+                raise fail(field, f"unknown purpose {purpose!r}")
+
+    for kind, purposes in policy.kinds.items():
+        if not KIND_NAME.match(kind):
+            raise fail(f"kinds.{kind}", "kind names are [a-z][a-z0-9_]{0,31} or '*'")
+        if not purposes:
+            raise fail(f"kinds.{kind}", "a kind needs at least one purpose")
+        check_purposes(f"kinds.{kind}", purposes)
+    check_purposes("signals.gpc", policy.signals.gpc)
+    check_purposes("signals.dnt", policy.signals.dnt)
+    for region, overrides in policy.jurisdictions.items():
+        check_purposes(f"jurisdictions.{region}", overrides)
+    if policy.tcf is not None:
+        check_purposes("tcf.purposes", policy.tcf.purposes)
+        for tcf_purpose, ids in policy.tcf.purposes.items():
+            if not ids or any(not 1 <= i <= 11 for i in ids):
+                raise fail(f"tcf.purposes.{tcf_purpose}", "TCF purpose ids are 1..11")
+    if policy.dsar.max_days is not None and policy.dsar.max_days < 1:
+        raise fail("dsar.max_days", "must be at least 1")
+    if policy.reports.min_subjects < 1:
+        raise fail("reports.min_subjects", "must be at least 1")
+
+
+def load_policy(path: Path) -> Policy:
+    raw = path.read_bytes()
+    try:
+        decoded = msgspec.toml.decode(raw, type=PolicyFile)
+    except msgspec.ValidationError as exc:
+        # msgspec says "... - at `$.purposes.analytics.default`"; turn it into file: field: why
+        why, _, where = str(exc).partition(" - at `$.")
+        field = where.rstrip("`") or "(top level)"
+        raise PolicyError(f"{path}: {field}: {why}") from None
+    except msgspec.DecodeError as exc:
+        raise PolicyError(f"{path}: (file): not valid TOML: {exc}") from None
+    _check(path, decoded)
+    notice_text = ""
+    if decoded.notice:
+        notice_path = path.parent / decoded.notice
+        if not notice_path.is_file():
+            raise PolicyError(f"{path}: notice: file {notice_path} not found")
+        notice_text = notice_path.read_text()
+    return Policy(file=decoded, sha256=hashlib.sha256(raw).hexdigest(), notice_text=notice_text)
+
+
+def load_policies(directory: Path) -> dict[str, Policy]:
+    """Every *.toml in the directory, by name; the first invalid one stops start-up."""
+    policies = {}
+    for path in sorted(directory.glob("*.toml")):
+        policy = load_policy(path)
+        policies[policy.name] = policy
+    if not policies:
+        raise PolicyError(f"{directory}: no policy files (*.toml) found")
+    return policies

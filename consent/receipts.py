@@ -1,0 +1,100 @@
+"""Consent receipts: compact JWS (EdDSA, Ed25519) with Kantara Consent Receipt claims; JWKS."""
+
+import base64
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.pseudonym import KeyRing
+from consent.models import ConsentLedger, ReceiptKey
+from consent.policy import Policy
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class Signer:
+    """The receipt key, derived from the master secret: a new secret means a new kid."""
+
+    def __init__(self, keyring: KeyRing) -> None:
+        self._private = Ed25519PrivateKey.from_private_bytes(keyring.key("receipts", "ed25519"))
+        x = _b64(self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+        # RFC 7638 thumbprint: members in lexical order, no whitespace.
+        canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
+        self.kid = _b64(hashlib.sha256(canonical.encode()).digest())
+        self.public_jwk = {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": x,
+            "kid": self.kid,
+            "use": "sig",
+            "alg": "EdDSA",
+        }
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self._private, algorithm="EdDSA", headers={"kid": self.kid})
+
+
+async def publish_key(session: AsyncSession, signer: Signer, now: datetime) -> None:
+    """List the current public key for good; keys of earlier secrets stay listed."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(ReceiptKey)
+        .values(kid=signer.kid, public_jwk=signer.public_jwk, created_at=now)
+        .on_conflict_do_nothing(index_elements=["kid"])
+    )
+
+
+async def jwks(session: AsyncSession) -> dict[str, list[dict[str, Any]]]:
+    rows = await session.scalars(select(ReceiptKey).order_by(ReceiptKey.created_at.desc()))
+    return {"keys": [row.public_jwk for row in rows]}
+
+
+def claims(entry: ConsentLedger, policy: Policy, policy_url: str) -> dict[str, Any]:
+    """Kantara Consent Receipt v1.1 fields, plus the JWT registered claims."""
+    issued = int(entry.recorded_at.timestamp())
+    purposes = [
+        {
+            "purpose": name,
+            "purposeCategory": [name],
+            "consentType": "EXPLICIT",
+            "piiCategory": ["pseudonymous identifier", "usage data"],
+            "primaryPurpose": False,
+            "termination": f"{policy.file.purposes[name].consent_ttl_days} days or withdrawal",
+            "thirdPartyDisclosure": policy.file.purposes[name].sale_or_share,
+            "state": "granted" if granted else "denied",
+        }
+        for name, granted in sorted(entry.purposes.items())
+    ]
+    body: dict[str, Any] = {
+        "iss": "pixelgate",
+        "sub": entry.subject,
+        "iat": issued,
+        "jti": str(entry.id),
+        "version": "KI-CR-v1.1.0",
+        "jurisdiction": entry.jurisdiction,
+        "consentTimestamp": issued,
+        "collectionMethod": entry.source,
+        "consentReceiptID": str(entry.id),
+        "language": "en",
+        "piiPrincipalId": entry.subject,
+        "piiControllers": [{"piiController": entry.site, "piiControllerUrl": policy_url}],
+        "policyUrl": policy_url,
+        "policy": {"name": policy.name, "version": policy.version, "sha256": policy.sha256},
+        "action": entry.action,
+        "services": [{"service": entry.site, "purposes": purposes}],
+        "sensitive": False,
+        "spiCat": [],
+    }
+    if entry.expires_at is not None:
+        body["exp"] = int(entry.expires_at.timestamp())
+    return body

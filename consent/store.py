@@ -1,0 +1,137 @@
+"""The consent registry: record, read, withdraw. Functions taking the session first."""
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from consent.decide import Record
+from consent.models import ConsentLedger, ConsentState
+from consent.policy import Policy
+
+
+class Proof(msgspec.Struct, frozen=True):
+    """How a consent was collected; the IP is already truncated, the UA already a family."""
+
+    source: str
+    ip_prefix: str | None
+    ua_family: str | None
+    jurisdiction: str
+
+
+async def _upsert_state(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(ConsentState).values(rows)
+    keys = ("site", "subject", "purpose")
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=keys,
+            set_={c: statement.excluded[c] for c in rows[0] if c not in keys},
+        )
+    )
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    site: str,
+    subject: str,
+    purposes: dict[str, bool],
+    policy: Policy,
+    proof: Proof,
+    now: datetime,
+    action: str | None = None,
+) -> ConsentLedger:
+    """Append to the ledger and make it the current state of each purpose named."""
+    granted_ttls = [policy.file.purposes[p].consent_ttl_days for p, ok in purposes.items() if ok]
+    entry = ConsentLedger(
+        site=site,
+        id=uuid.uuid4(),
+        subject=subject,
+        recorded_at=now,
+        action=action or ("given" if any(purposes.values()) else "refused"),
+        purposes=purposes,
+        policy_version=policy.version,
+        policy_sha256=policy.sha256,
+        source=proof.source,
+        ip_prefix=proof.ip_prefix,
+        ua_family=proof.ua_family,
+        jurisdiction=proof.jurisdiction,
+        expires_at=now + timedelta(days=max(granted_ttls)) if granted_ttls else None,
+    )
+    session.add(entry)
+    await session.flush()
+    await _upsert_state(
+        session,
+        [
+            {
+                "site": site,
+                "subject": subject,
+                "purpose": purpose,
+                "granted": granted,
+                "policy_version": policy.version,
+                "record_id": entry.id,
+                "updated_at": now,
+                "expires_at": (
+                    now + timedelta(days=policy.file.purposes[purpose].consent_ttl_days)
+                    if granted
+                    else None
+                ),
+            }
+            for purpose, granted in purposes.items()
+        ],
+    )
+    return entry
+
+
+async def withdraw(
+    session: AsyncSession, *, site: str, subject: str, policy: Policy, proof: Proof, now: datetime
+) -> ConsentLedger:
+    """Withdraw every purpose of the policy at once: as easy as giving consent."""
+    return await record(
+        session,
+        site=site,
+        subject=subject,
+        purposes=dict.fromkeys(policy.file.purposes, False),
+        policy=policy,
+        proof=proof,
+        now=now,
+        action="withdrawn",
+    )
+
+
+async def current(session: AsyncSession, site: str, subject: str) -> list[ConsentState]:
+    rows = await session.scalars(
+        select(ConsentState)
+        .where(ConsentState.site == site, ConsentState.subject == subject)
+        .order_by(ConsentState.purpose)
+    )
+    return list(rows)
+
+
+def as_record(row: ConsentState) -> Record:
+    return Record(
+        granted=row.granted,
+        policy_version=row.policy_version,
+        record_id=row.record_id,
+        expires_at=row.expires_at,
+    )
+
+
+async def registry(session: AsyncSession, site: str, subject: str) -> dict[str, Record]:
+    """What the decision needs, per purpose."""
+    return {row.purpose: as_record(row) for row in await current(session, site, subject)}
+
+
+async def history(session: AsyncSession, site: str, subject: str) -> list[ConsentLedger]:
+    rows = await session.scalars(
+        select(ConsentLedger)
+        .where(ConsentLedger.site == site, ConsentLedger.subject == subject)
+        .order_by(ConsentLedger.recorded_at, ConsentLedger.id)
+    )
+    return list(rows)

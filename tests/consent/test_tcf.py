@@ -1,0 +1,314 @@
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import pytest
+
+from consent.tcf import TCFError, TCString, decode, decode_fields
+
+# Worked example of the current IAB spec (TCF 2.3 revision, "Updates sample TC Strings"):
+# Core . DisclosedVendors . PublisherTC. Its TcfPolicyVersion is 2, so it is a format
+# example that `decode` must reject; its fields are checked through `decode_fields`.
+SPEC_2_3 = "CQSbk4AQSbk4ANwAAAENAwCgAAAAAAAAAAYgACPAAAAA.IDKQA4AAgAKAGQAygAAA.YAAAAAAAAAAA"
+# The TCF 2.2 spec text (Final v.2.2, May 2023): Core . PublisherTC, with both vendor sections.
+SPEC_2_2_CORE_AND_PUBLISHER = (
+    "CLcVDxRMWfGmWAVAHCENAXCkAKDAADnAABRgA5mdfCKZuYJez-NQm0TBMYA4oCAAGQYIAAAAAAEAIAEgAA"
+    ".argAC0gAAAAAAAAAAAA"
+)
+# Also from the 2.2 text: a globally-scoped string with an AllowedVendors (type 2) segment.
+SPEC_2_2_FOUR_SEGMENTS = (
+    "COw4XqLOw4XqLAAAAAENAXCAAAAAAAAAAAAAAAAAAAAA"
+    ".IFukWSQgAIQwgI0QEByFAAAAeIAACAIgSAAQAIAgEQACEABAAAgAQFAEAIAAAGBAAgAAAAQAIFAAMCQAAgAAQiRAEQ"
+    "AAAAANAAIAAggAIYQFAAARmggBC3ZCYzU2yIA"
+    ".QFukWSQgAIQwgI0QEByFAAAAeIAACAIgSAAQAIAgEQACEABAAAgAQFAEAIAAAGBAAgAAAAQAIFAAMCQAAgAAQiRAEQ"
+    "AAAAANAAIAAggAIYQFAAARmggBC3ZCYzU2yIA"
+    ".YAAAAAAAAAAAAAAAAAA"
+)
+# The TCF 2.0 spec's example, a version 1 string.
+SPEC_2_0_VERSION_1 = "BObdrPUOevsguAfDqFENCNAAAAAmeAAA"
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+class Bits:
+    """Tiny bit writer so each test states the exact wire content it decodes."""
+
+    def __init__(self) -> None:
+        self.bits = ""
+
+    def uint(self, value: int, width: int) -> "Bits":
+        assert 0 <= value < 1 << width
+        self.bits += format(value, f"0{width}b") if width else ""
+        return self
+
+    def ids(self, ids: Iterable[int], width: int) -> "Bits":
+        chosen = set(ids)
+        self.bits += "".join("1" if n in chosen else "0" for n in range(1, width + 1))
+        return self
+
+    def letters(self, text: str) -> "Bits":
+        for char in text:
+            self.uint(ord(char) - ord("A"), 6)
+        return self
+
+    def bitfield(self, ids: Iterable[int], max_id: int) -> "Bits":
+        return self.uint(max_id, 16).uint(0, 1).ids(ids, max_id)
+
+    def ranges(self, spans: list[tuple[int, int]], max_id: int) -> "Bits":
+        self.uint(max_id, 16).uint(1, 1)
+        return self.entries(spans)
+
+    def entries(self, spans: list[tuple[int, int]]) -> "Bits":
+        self.uint(len(spans), 12)
+        for start, end in spans:
+            self.uint(int(start != end), 1).uint(start, 16)
+            if start != end:
+                self.uint(end, 16)
+        return self
+
+    def encode(self) -> str:
+        padded = self.bits + "0" * (-len(self.bits) % 6)
+        return "".join(_ALPHABET[int(padded[i : i + 6], 2)] for i in range(0, len(padded), 6))
+
+
+def core(
+    *,
+    version: int = 2,
+    created: int = 17_489_088_000,
+    last_updated: int = 17_489_088_000,
+    policy: int = 5,
+    service_specific: int = 1,
+    purposes: Iterable[int] = (),
+    purposes_li: Iterable[int] = (),
+    vendor_consents: Bits | None = None,
+    vendor_li: Bits | None = None,
+    restrictions: Bits | None = None,
+) -> Bits:
+    bits = Bits().uint(version, 6).uint(created, 36).uint(last_updated, 36)
+    bits.uint(300, 12).uint(7, 12).uint(3, 6).letters("FR").uint(150, 12).uint(policy, 6)
+    bits.uint(service_specific, 1).uint(0, 1).ids([1, 2], 12).ids(purposes, 24).ids(purposes_li, 24)
+    bits.uint(0, 1).letters("FR")
+    for section in (vendor_consents, vendor_li):
+        bits.bits += (section or Bits().bitfield([], 0)).bits
+    bits.bits += (restrictions or Bits().uint(0, 12)).bits
+    return bits
+
+
+def disclosed(section: Bits) -> str:
+    return _segment(1, section)
+
+
+def _segment(segment_type: int, body: Bits) -> str:
+    bits = Bits().uint(segment_type, 3)
+    bits.bits += body.bits
+    return bits.encode()
+
+
+def test_spec_example_decodes_cmp_880() -> None:
+    tc = decode_fields(SPEC_2_3)
+    assert tc.version == 2
+    assert tc.cmp_id == 880
+    assert tc.consent_language == "EN"
+    assert tc.vendor_list_version == 48
+    assert tc.publisher_cc == "DE"
+    assert tc.vendor_consents == {1, 2, 3, 4}
+    assert tc.disclosed_vendors == frozenset({1, 2, 3, 4, 5, 100, 404})
+
+
+def test_spec_example_dates_are_the_same_utc_day() -> None:
+    tc = decode_fields(SPEC_2_3)
+    assert tc.created == tc.last_updated == datetime(2025, 6, 3, tzinfo=UTC)
+
+
+def test_spec_example_is_rejected_by_decode_because_its_policy_version_is_2() -> None:
+    assert decode_fields(SPEC_2_3).policy_version == 2
+    with pytest.raises(TCFError, match="TcfPolicyVersion 2"):
+        decode(SPEC_2_3)
+
+
+def test_spec_example_without_its_publisher_segment_decodes_the_same() -> None:
+    core_and_disclosed = SPEC_2_3.rsplit(".", 1)[0]
+    assert decode_fields(core_and_disclosed) == decode_fields(SPEC_2_3)
+
+
+def test_spec_example_core_alone_has_no_disclosed_vendors() -> None:
+    assert decode_fields(SPEC_2_3.split(".")[0]).disclosed_vendors is None
+
+
+def test_tcf_2_2_spec_example_decodes_both_vendor_sections() -> None:
+    tc = decode_fields(SPEC_2_2_CORE_AND_PUBLISHER)
+    assert (tc.cmp_id, tc.cmp_version, tc.consent_screen) == (21, 7, 2)
+    assert (tc.consent_language, tc.publisher_cc, tc.vendor_list_version) == ("EN", "KM", 23)
+    assert tc.is_service_specific
+    assert tc.special_feature_optins == {2}
+    assert tc.purposes_consent == {1, 3, 9, 10}
+    assert tc.purposes_li == {3, 4, 5, 8, 9, 10}
+    assert tc.vendor_li == {1, 9, 26, 27, 30, 36, 37, 43, 86, 97, 110, 113}
+    assert len(tc.vendor_consents) == 56
+    assert tc.disclosed_vendors is None
+
+
+def test_tcf_2_2_global_spec_example_decodes_but_is_not_service_specific() -> None:
+    tc = decode_fields(SPEC_2_2_FOUR_SEGMENTS)
+    assert not tc.is_service_specific
+    assert tc.disclosed_vendors is not None
+    assert len(tc.disclosed_vendors) == 115
+    with pytest.raises(TCFError):
+        decode(SPEC_2_2_FOUR_SEGMENTS)
+
+
+def test_built_string_passes_validation_and_returns_a_tcstring() -> None:
+    tc = decode(core().encode() + "." + disclosed(Bits().bitfield([2], 2)))
+    assert isinstance(tc, TCString)
+    assert (tc.cmp_id, tc.cmp_version, tc.consent_screen, tc.vendor_list_version) == (
+        300,
+        7,
+        3,
+        150,
+    )
+    assert (tc.consent_language, tc.publisher_cc, tc.policy_version) == ("FR", "FR", 5)
+    assert tc.special_feature_optins == {1, 2}
+    assert tc.disclosed_vendors == frozenset({2})
+
+
+def test_purposes_1_7_8_map_to_the_first_seventh_and_eighth_bits() -> None:
+    bits = core(purposes=[1, 7, 8], purposes_li=[2, 24])
+    assert bits.bits[152:176] == "100000110000000000000000"
+    tc = decode(bits.encode())
+    assert tc.purposes_consent == {1, 7, 8}
+    assert tc.purposes_li == {2, 24}
+
+
+def test_vendor_bitfield_and_range_encoding_give_the_same_vendor_set() -> None:
+    vendors = {1, 2, 3, 10, 11, 12, 13, 300}
+    as_bitfield = core(vendor_consents=Bits().bitfield(vendors, 300))
+    as_ranges = core(vendor_consents=Bits().ranges([(1, 3), (10, 13), (300, 300)], 300))
+    assert decode(as_bitfield.encode()).vendor_consents == vendors
+    assert decode(as_ranges.encode()).vendor_consents == vendors
+
+
+def test_overlapping_vendor_ranges_are_unioned() -> None:
+    section = Bits().ranges([(5, 9), (1, 6), (7, 7), (20, 21)], 21)
+    tc = decode(core(vendor_li=section).encode())
+    assert tc.vendor_li == {1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 21}
+
+
+def test_reversed_vendor_range_is_rejected() -> None:
+    section = Bits().uint(9, 16).uint(1, 1).uint(1, 12).uint(1, 1).uint(9, 16).uint(4, 16)
+    with pytest.raises(TCFError, match="invalid vendor range 9-4"):
+        decode(core(vendor_consents=section).encode())
+
+
+def test_disclosed_vendors_segment_decodes_in_range_form() -> None:
+    segment = disclosed(Bits().ranges([(1, 5), (100, 100), (404, 404)], 404))
+    tc = decode(core().encode() + "." + segment)
+    assert tc.disclosed_vendors == frozenset({1, 2, 3, 4, 5, 100, 404})
+
+
+def test_missing_disclosed_vendors_segment_is_none_not_an_error() -> None:
+    assert decode(core().encode()).disclosed_vendors is None
+
+
+def test_publisher_tc_segment_before_disclosed_vendors_is_accepted() -> None:
+    publisher = _segment(3, Bits().ids([1], 24).ids([], 24).uint(0, 6))
+    tc = decode(".".join([core().encode(), publisher, disclosed(Bits().bitfield([3], 3))]))
+    assert tc.disclosed_vendors == frozenset({3})
+
+
+def test_publisher_restrictions_are_skipped_past_correctly() -> None:
+    restrictions = Bits().uint(2, 12)
+    restrictions.uint(2, 6).uint(1, 2).entries([(1, 1), (4, 8)])
+    restrictions.uint(7, 6).uint(0, 2).entries([(300, 300)])
+    tc = decode(core(restrictions=restrictions).encode())
+    assert tc.vendor_consents == frozenset()
+
+
+def test_truncated_publisher_restrictions_are_rejected() -> None:
+    restrictions = Bits().uint(3, 12).uint(2, 6).uint(1, 2).entries([(1, 1)])
+    with pytest.raises(TCFError, match="truncated"):
+        decode(core(restrictions=restrictions).encode())
+
+
+def test_is_service_specific_0_is_rejected() -> None:
+    with pytest.raises(TCFError, match="IsServiceSpecific"):
+        decode(core(service_specific=0).encode())
+
+
+def test_policy_version_3_is_rejected() -> None:
+    with pytest.raises(TCFError, match="TcfPolicyVersion 3"):
+        decode(core(policy=3).encode())
+
+
+def test_policy_version_4_is_accepted() -> None:
+    assert decode(core(policy=4).encode()).policy_version == 4
+
+
+def test_version_1_is_rejected() -> None:
+    with pytest.raises(TCFError, match="version 1"):
+        decode(core(version=1).encode())
+
+
+def test_the_2_0_spec_version_1_example_is_rejected() -> None:
+    with pytest.raises(TCFError, match="version 1"):
+        decode(SPEC_2_0_VERSION_1)
+
+
+def test_truncated_string_is_rejected() -> None:
+    encoded = core(vendor_consents=Bits().bitfield([1, 600], 600)).encode()
+    with pytest.raises(TCFError, match="truncated: VendorConsents BitField"):
+        decode(encoded[:60])
+
+
+def test_truncated_spec_example_is_rejected() -> None:
+    with pytest.raises(TCFError, match="truncated"):
+        decode_fields(SPEC_2_3.split(".")[0][:30])
+
+
+def test_truncated_disclosed_vendors_segment_is_rejected() -> None:
+    segment = disclosed(Bits().bitfield([1, 404], 404))
+    with pytest.raises(TCFError, match="truncated: DisclosedVendors"):
+        decode(core().encode() + "." + segment[:20])
+
+
+@pytest.mark.parametrize("bad", ["CQSbk4+QSbk4", "CQSbk4/QSbk4", "CQSbk4AQ=", "CQS bk4", "CQ!bk4"])
+def test_bad_base64_is_rejected(bad: str) -> None:
+    with pytest.raises(TCFError, match="invalid base64url character"):
+        decode(bad)
+
+
+def test_bad_base64_in_a_later_segment_is_rejected() -> None:
+    with pytest.raises(TCFError, match="invalid base64url character"):
+        decode(core().encode() + ".IDKQ*A4")
+
+
+def test_empty_string_is_rejected() -> None:
+    with pytest.raises(TCFError, match="empty"):
+        decode("")
+
+
+def test_empty_segment_after_a_dot_is_rejected() -> None:
+    with pytest.raises(TCFError, match="empty"):
+        decode(core().encode() + ".")
+
+
+def test_unknown_segment_type_is_rejected() -> None:
+    with pytest.raises(TCFError, match="segment type 5"):
+        decode(core().encode() + "." + _segment(5, Bits().uint(0, 21)))
+
+
+def test_created_and_last_updated_decode_to_utc_datetimes() -> None:
+    created = datetime(2024, 2, 29, 12, 30, 15, 700_000, tzinfo=UTC)
+    updated = datetime(2025, 6, 3, tzinfo=UTC)
+    tc = decode(
+        core(
+            created=round(created.timestamp() * 10), last_updated=round(updated.timestamp() * 10)
+        ).encode()
+    )
+    assert tc.created == created
+    assert tc.last_updated == updated
+    assert tc.created.utcoffset() is not None
+
+
+def test_errors_are_value_errors_with_a_one_line_message() -> None:
+    with pytest.raises(ValueError) as info:
+        decode(core(policy=1).encode())
+    assert "\n" not in str(info.value)
