@@ -143,7 +143,7 @@ def _crawler_regex() -> re.Pattern[str]:
     # every branch is tried at every position. Merging the literal starts of the patterns
     # into a trie lets the engine drop nearly all of them on their first character.
     # Imported here because the package parses its JSON list at import time.
-    import crawleruseragents  # type: ignore[import-untyped]
+    import crawleruseragents
 
     patterns = [
         p for e in crawleruseragents.CRAWLER_USER_AGENTS_DATA for p in _expand(e["pattern"])

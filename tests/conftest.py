@@ -1,0 +1,102 @@
+"""Storage tests run on a real SQLite file and on a real, throwaway PostgreSQL database."""
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from litestar.testing import TestClient
+
+from app.db import migrate
+from app.main import create_app
+from app.settings import Settings
+from tests.factories import dump_database, forbidden_strings, settings_for
+
+PG_HOST = os.environ.get("PIXELGATE_TEST_PG", "postgres@127.0.0.1:5432")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+class LogRecorder(logging.Handler):
+    """Keeps every log line of the run, to search it for raw identifiers at the end."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+LOGS = LogRecorder()
+logging.getLogger().addHandler(LOGS)
+logging.getLogger().setLevel(logging.DEBUG)
+
+
+async def _pg_admin(sql: str) -> None:
+    connection = await asyncpg.connect(f"postgresql://{PG_HOST}/test", timeout=5)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def _assert_nothing_raw(where: str, text: str) -> None:
+    leaked = sorted(s for s in forbidden_strings() if s in text)
+    assert not leaked, f"raw identifiers found in {where}: {leaked}"
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db')}/pixelgate.db"
+        migrate(url)
+        yield url
+        _assert_nothing_raw("the SQLite database", dump_database(url))
+        return
+    name = f"pixelgate_test_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at {PG_HOST} is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_HOST}: {exc}")
+    url = f"postgresql+asyncpg://{PG_HOST}/{name}"
+    try:
+        migrate(url)
+        yield url
+        _assert_nothing_raw("the PostgreSQL database", dump_database(url))
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def logs_stay_clean() -> Iterator[None]:
+    yield
+    _assert_nothing_raw("the log output", "\n".join(LOGS.lines))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return settings_for(database_url)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:  # type: ignore[type-arg]
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def policies_copy(tmp_path: Path) -> Path:
+    """A private copy of the real policies, for tests that edit one."""
+    target = tmp_path / "policies"
+    (target / "notices").mkdir(parents=True)
+    source = Path(__file__).resolve().parent.parent / "policies"
+    for path in source.rglob("*"):
+        if path.is_file():
+            (target / path.relative_to(source)).write_bytes(path.read_bytes())
+    return target
