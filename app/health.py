@@ -3,6 +3,7 @@
 from typing import Any
 
 from litestar import get
+from litestar.di import NamedDependency
 from sqlalchemy import text
 
 from app.context import Context
@@ -15,7 +16,7 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", summary="The database answers")
-async def readyz(ctx: Context) -> dict[str, Any]:
+async def readyz(ctx: NamedDependency[Context]) -> dict[str, Any]:
     try:
         async with ctx.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))

@@ -10,6 +10,8 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from app.auth import require_key
 from app.context import Context
@@ -69,8 +71,10 @@ def read_hit(
         site=site,
         **values,
         user_agent=headers.get("user-agent", ""),
-        # GPC: only exactly "1" counts, and any one of several headers saying so (GPC spec).
-        gpc=any(v == "1" for v in headers.getall("sec-gpc", [])),
+        # GPC: only exactly "1" counts, in any one of several headers (joined with commas).
+        gpc=any(
+            part.strip() == "1" for v in headers.getall("sec-gpc", []) for part in v.split(",")
+        ),
         dnt=headers.get("dnt") == "1",
         region=headers.get(region_header) if region_header else None,
     )
@@ -97,14 +101,18 @@ def pixel_response() -> Response[bytes]:
 
 
 @get("/p/{site:str}/pixel.gif", include_in_schema=True, summary="The tracking pixel")
-async def pixel(request: Request[Any, Any, State], site: str, ctx: Context) -> Response[bytes]:
+async def pixel(
+    request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
+) -> Response[bytes]:
     fields = {k: v for k, v in request.query_params.items()}
     await _record_quietly(ctx, read_hit(request, site, ctx, fields))
     return pixel_response()
 
 
 @post("/p/{site:str}/collect", status_code=204, summary="The pixel as a JSON beacon")
-async def collect(request: Request[Any, Any, State], site: str, ctx: Context) -> Response[None]:
+async def collect(
+    request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
+) -> Response[None]:
     try:
         body = msgspec.json.decode(await request.body(), type=CollectBody)
     except msgspec.DecodeError:
@@ -116,7 +124,9 @@ async def collect(request: Request[Any, Any, State], site: str, ctx: Context) ->
 
 
 @get("/v1/sites/{site:str}/debug", summary="Explain what the pixel would do (records nothing)")
-async def debug(request: Request[Any, Any, State], site: str, ctx: Context) -> Outcome:
+async def debug(
+    request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
+) -> Outcome:
     async with ctx.sessions() as session:
         await site_or_404(session, site)
         await require_key(request, session, ctx.keyring, site, "read")

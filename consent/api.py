@@ -7,6 +7,8 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, delete, get, post, route
 from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import bearer, read_subject_token, require_key, subject_token
@@ -128,7 +130,7 @@ def _check_body(body: ConsentIn, policy: Policy) -> None:
 
 @route("/v1/sites/{site:str}/consent", http_method="OPTIONS", include_in_schema=False)
 async def consent_preflight(
-    request: Request[Any, Any, State], site: str, ctx: Context
+    request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
 ) -> Response[None]:
     async with ctx.sessions() as session:
         found = await site_or_404(session, site)
@@ -137,14 +139,17 @@ async def consent_preflight(
 
 @route("/v1/sites/{site:str}/consent/{subject:str}", http_method="OPTIONS", include_in_schema=False)
 async def subject_preflight(
-    request: Request[Any, Any, State], site: str, subject: str, ctx: Context
+    request: Request[Any, Any, State],
+    site: FromPath[str],
+    subject: FromPath[str],
+    ctx: NamedDependency[Context],
 ) -> Response[None]:
     return await consent_preflight.fn(request, site, ctx)  # type: ignore[no-any-return]
 
 
 @post("/v1/sites/{site:str}/consent", status_code=201, summary="Give or refuse consent")
 async def give_consent(
-    request: Request[Any, Any, State], site: str, ctx: Context
+    request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
 ) -> Response[ConsentOut]:
     origin = request.headers.get("origin")
     async with ctx.sessions() as session, session.begin():
@@ -193,7 +198,10 @@ async def _subject_access(
 
 @get("/v1/sites/{site:str}/consent/{subject:str}", summary="Current consent per purpose")
 async def read_consent(
-    request: Request[Any, Any, State], site: str, subject: str, ctx: Context
+    request: Request[Any, Any, State],
+    site: FromPath[str],
+    subject: FromPath[str],
+    ctx: NamedDependency[Context],
 ) -> Response[StateOut]:
     async with ctx.sessions() as session:
         found, pseudonym = await _subject_access(request, session, ctx, site, subject)
@@ -216,7 +224,10 @@ async def read_consent(
 
 @get("/v1/sites/{site:str}/consent/{subject:str}/history", summary="The consent ledger")
 async def consent_history(
-    request: Request[Any, Any, State], site: str, subject: str, ctx: Context
+    request: Request[Any, Any, State],
+    site: FromPath[str],
+    subject: FromPath[str],
+    ctx: NamedDependency[Context],
 ) -> HistoryOut:
     async with ctx.sessions() as session:
         _, pseudonym = await _subject_access(request, session, ctx, site, subject)
@@ -248,7 +259,10 @@ async def consent_history(
     summary="Withdraw every purpose",
 )
 async def withdraw_consent(
-    request: Request[Any, Any, State], site: str, subject: str, ctx: Context
+    request: Request[Any, Any, State],
+    site: FromPath[str],
+    subject: FromPath[str],
+    ctx: NamedDependency[Context],
 ) -> Response[ConsentOut]:
     async with ctx.sessions() as session, session.begin():
         found, pseudonym = await _subject_access(request, session, ctx, site, subject)
@@ -266,13 +280,13 @@ async def withdraw_consent(
 
 
 @get("/.well-known/jwks.json", summary="Public keys that verify consent receipts")
-async def jwks(ctx: Context) -> dict[str, list[dict[str, Any]]]:
+async def jwks(ctx: NamedDependency[Context]) -> dict[str, list[dict[str, Any]]]:
     async with ctx.sessions() as session:
         return await receipts.jwks(session)
 
 
 @get("/v1/sites/{site:str}/policy", media_type="text/markdown", summary="The privacy notice")
-async def policy_notice(site: str, ctx: Context) -> Response[str]:
+async def policy_notice(site: FromPath[str], ctx: NamedDependency[Context]) -> Response[str]:
     async with ctx.sessions() as session:
         found = await site_or_404(session, site)
     policy = ctx.policies[found.policy]

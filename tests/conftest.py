@@ -34,6 +34,8 @@ class LogRecorder(logging.Handler):
 LOGS = LogRecorder()
 logging.getLogger().addHandler(LOGS)
 logging.getLogger().setLevel(logging.DEBUG)
+# The test client's own request lines quote the URLs the tests send; they are not the app's.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def _pg_admin(sql: str) -> None:
@@ -50,7 +52,9 @@ def _assert_nothing_raw(where: str, text: str) -> None:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db')}/pixelgate.db"
         migrate(url)

@@ -1,9 +1,9 @@
-from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import pytest
 
 from consent.tcf import TCFError, TCString, decode, decode_fields
+from tests.tcf_strings import Bits, core, disclosed, segment
 
 # Worked example of the current IAB spec (TCF 2.3 revision, "Updates sample TC Strings"):
 # Core . DisclosedVendors . PublisherTC. Its TcfPolicyVersion is 2, so it is a format
@@ -25,82 +25,6 @@ SPEC_2_2_FOUR_SEGMENTS = (
 )
 # The TCF 2.0 spec's example, a version 1 string.
 SPEC_2_0_VERSION_1 = "BObdrPUOevsguAfDqFENCNAAAAAmeAAA"
-
-_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-
-
-class Bits:
-    """Tiny bit writer so each test states the exact wire content it decodes."""
-
-    def __init__(self) -> None:
-        self.bits = ""
-
-    def uint(self, value: int, width: int) -> "Bits":
-        assert 0 <= value < 1 << width
-        self.bits += format(value, f"0{width}b") if width else ""
-        return self
-
-    def ids(self, ids: Iterable[int], width: int) -> "Bits":
-        chosen = set(ids)
-        self.bits += "".join("1" if n in chosen else "0" for n in range(1, width + 1))
-        return self
-
-    def letters(self, text: str) -> "Bits":
-        for char in text:
-            self.uint(ord(char) - ord("A"), 6)
-        return self
-
-    def bitfield(self, ids: Iterable[int], max_id: int) -> "Bits":
-        return self.uint(max_id, 16).uint(0, 1).ids(ids, max_id)
-
-    def ranges(self, spans: list[tuple[int, int]], max_id: int) -> "Bits":
-        self.uint(max_id, 16).uint(1, 1)
-        return self.entries(spans)
-
-    def entries(self, spans: list[tuple[int, int]]) -> "Bits":
-        self.uint(len(spans), 12)
-        for start, end in spans:
-            self.uint(int(start != end), 1).uint(start, 16)
-            if start != end:
-                self.uint(end, 16)
-        return self
-
-    def encode(self) -> str:
-        padded = self.bits + "0" * (-len(self.bits) % 6)
-        return "".join(_ALPHABET[int(padded[i : i + 6], 2)] for i in range(0, len(padded), 6))
-
-
-def core(
-    *,
-    version: int = 2,
-    created: int = 17_489_088_000,
-    last_updated: int = 17_489_088_000,
-    policy: int = 5,
-    service_specific: int = 1,
-    purposes: Iterable[int] = (),
-    purposes_li: Iterable[int] = (),
-    vendor_consents: Bits | None = None,
-    vendor_li: Bits | None = None,
-    restrictions: Bits | None = None,
-) -> Bits:
-    bits = Bits().uint(version, 6).uint(created, 36).uint(last_updated, 36)
-    bits.uint(300, 12).uint(7, 12).uint(3, 6).letters("FR").uint(150, 12).uint(policy, 6)
-    bits.uint(service_specific, 1).uint(0, 1).ids([1, 2], 12).ids(purposes, 24).ids(purposes_li, 24)
-    bits.uint(0, 1).letters("FR")
-    for section in (vendor_consents, vendor_li):
-        bits.bits += (section or Bits().bitfield([], 0)).bits
-    bits.bits += (restrictions or Bits().uint(0, 12)).bits
-    return bits
-
-
-def disclosed(section: Bits) -> str:
-    return _segment(1, section)
-
-
-def _segment(segment_type: int, body: Bits) -> str:
-    bits = Bits().uint(segment_type, 3)
-    bits.bits += body.bits
-    return bits.encode()
 
 
 def test_spec_example_decodes_cmp_880() -> None:
@@ -209,7 +133,7 @@ def test_missing_disclosed_vendors_segment_is_none_not_an_error() -> None:
 
 
 def test_publisher_tc_segment_before_disclosed_vendors_is_accepted() -> None:
-    publisher = _segment(3, Bits().ids([1], 24).ids([], 24).uint(0, 6))
+    publisher = segment(3, Bits().ids([1], 24).ids([], 24).uint(0, 6))
     tc = decode(".".join([core().encode(), publisher, disclosed(Bits().bitfield([3], 3))]))
     assert tc.disclosed_vendors == frozenset({3})
 
@@ -292,7 +216,7 @@ def test_empty_segment_after_a_dot_is_rejected() -> None:
 
 def test_unknown_segment_type_is_rejected() -> None:
     with pytest.raises(TCFError, match="segment type 5"):
-        decode(core().encode() + "." + _segment(5, Bits().uint(0, 21)))
+        decode(core().encode() + "." + segment(5, Bits().uint(0, 21)))
 
 
 def test_created_and_last_updated_decode_to_utc_datetimes() -> None:

@@ -1,0 +1,297 @@
+"""The pixel end to end (SPEC §4.1), on SQLite and PostgreSQL: what is recorded, and that the
+response never tells."""
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+from litestar.testing import TestClient
+
+from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.main import create_app
+from app.pseudonym import KeyRing
+from app.settings import Settings
+from app.signed_pixels import PixelClaim, sign_pixel
+from consent import store
+from consent.policy import load_policies
+from tests.factories import (
+    CHROME,
+    GMAIL_PROXY,
+    GOOGLEBOT,
+    IPHONE,
+    TEST_EMAIL,
+    auth,
+    make_key,
+    make_site,
+    run,
+    settings_for,
+    subject_id,
+    table_rows,
+)
+from tests.tcf_strings import Bits, core
+
+Client = TestClient[Any]
+BROWSER = {"User-Agent": CHROME}
+
+
+def hit(client: Client, site: str, headers: dict[str, str] | None = None, **params: str) -> Any:
+    return client.get(f"/p/{site}/pixel.gif", params=params, headers=headers or BROWSER)
+
+
+def consent(client: Client, site: str, subject: str, **purposes: bool) -> None:
+    body = {"subject": subject, "purposes": purposes}
+    assert client.post(f"/v1/sites/{site}/consent", json=body).status_code == 201
+
+
+def events(settings: Settings, site: str) -> list[dict[str, Any]]:
+    return table_rows(settings, "events", site=site)
+
+
+def signature(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
+    return response.status_code, sorted(response.headers.multi_items()), response.content
+
+
+def test_a_hit_without_consent_records_nothing(client: Client, settings: Settings) -> None:
+    site = make_site(settings)
+    response = hit(client, site, u=subject_id(), p="/pricing")
+    assert response.status_code == 200
+    assert events(settings, site) == []
+
+
+def test_a_hit_with_consent_records_one_reduced_event(client: Client, settings: Settings) -> None:
+    site, subject = make_site(settings), subject_id()
+    consent(client, site, subject, analytics=True)
+    hit(
+        client,
+        site,
+        headers={"User-Agent": IPHONE, "Referer": "https://News.Example:8443/a?b=c"},
+        u=subject,
+        p=f"https://shop.example/orders/12345678?email={TEST_EMAIL}&utm_source=nl&x=1",
+        c="summer",
+        utm_source="nl",
+        v="19.90",
+        cur="EUR",
+    )
+    [event] = events(settings, site)
+    assert event["kind"] == "pageview"
+    assert event["subject"] == KeyRing(settings.secret_key).pseudonym(site, subject)
+    assert event["page"] == "/orders/[num]?utm_source=nl"
+    assert event["referrer"] == "news.example"
+    assert (event["device"], event["browser"], event["os"]) == ("mobile", "Mobile Safari", "iOS")
+    assert event["campaign"] == "summer" and event["utm_source"] == "nl"
+    assert str(event["value"]).startswith("19.9") and event["currency"] == "EUR"
+    assert event["machine"] is False and event["jurisdiction"] == "eu"
+    [ledger] = table_rows(settings, "consent_ledger", site=site)
+    assert event["basis"] == {"analytics": f"consent:{uuid.UUID(str(ledger['id']))}"}
+
+
+def test_the_next_hit_after_withdrawal_records_nothing(client: Client, settings: Settings) -> None:
+    site, subject = make_site(settings), subject_id()
+    consent(client, site, subject, analytics=True)
+    hit(client, site, u=subject)
+    admin = auth(make_key(settings, site))
+    assert client.delete(f"/v1/sites/{site}/consent/{subject}", headers=admin).status_code == 200
+    hit(client, site, u=subject)
+    assert len(events(settings, site)) == 1
+
+
+def test_gpc_denies_kinds_that_need_the_sale_or_share_purpose(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings, policy="ccpa", jurisdiction="us-ca"), subject_id()
+    gpc = {**BROWSER, "Sec-GPC": "1"}
+    hit(client, site, headers=gpc, u=subject, k="conversion", v="10", cur="USD")
+    hit(client, site, headers=gpc, u=subject, k="pageview")
+    hit(client, site, headers={**BROWSER, "Sec-GPC": "0"}, u=subject, k="conversion")
+    kinds = sorted(e["kind"] for e in events(settings, site))
+    assert kinds == ["conversion", "pageview"]  # GPC left analytics alone; "0" is no signal
+
+
+def test_gpc_overrides_a_granted_marketing_consent(client: Client, settings: Settings) -> None:
+    site, subject = make_site(settings, policy="ccpa"), subject_id()
+    consent(client, site, subject, analytics=True, marketing=True)
+    response = client.get(
+        f"/p/{site}/pixel.gif",
+        params={"u": subject, "k": "conversion"},
+        headers=[("User-Agent", CHROME), ("Sec-GPC", "0"), ("Sec-GPC", "1")],
+    )
+    assert response.status_code == 200
+    assert events(settings, site) == []
+
+
+def _consent_in_the_past(settings: Settings, site: str, subject: str, days_ago: int) -> None:
+    async def work() -> None:
+        engine = make_engine(settings.database_url)
+        async with transaction(make_sessionmaker(engine)) as session:
+            await store.record(
+                session,
+                site=site,
+                subject=KeyRing(settings.secret_key).pseudonym(site, subject),
+                purposes={"analytics": True},
+                policy=load_policies(settings.policies_dir)["gdpr-strict"],
+                proof=store.Proof(source="test", ip_prefix=None, ua_family=None, jurisdiction="eu"),
+                now=utcnow() - timedelta(days=days_ago),
+            )
+        await engine.dispose()
+
+    run(work())
+
+
+def test_expired_consent_records_nothing(client: Client, settings: Settings) -> None:
+    site, fresh, expired = make_site(settings), subject_id(), subject_id()
+    _consent_in_the_past(settings, site, fresh, days_ago=394)
+    _consent_in_the_past(settings, site, expired, days_ago=396)  # the policy's TTL is 395 days
+    hit(client, site, u=fresh)
+    hit(client, site, u=expired)
+    [event] = events(settings, site)
+    assert event["subject"] == KeyRing(settings.secret_key).pseudonym(site, fresh)
+
+
+def test_consent_under_a_voided_policy_version_records_nothing(
+    client: Client, settings: Settings, policies_copy: Path
+) -> None:
+    strict, ccpa = make_site(settings), make_site(settings, policy="ccpa")
+    subject = subject_id()
+    consent(client, strict, subject, analytics=True)
+    consent(client, ccpa, subject, email=True)
+    for name in ("gdpr-strict", "ccpa"):
+        path = policies_copy / f"{name}.toml"
+        path.write_text(
+            path.read_text().replace('version = "2025-07-07"', 'version = "2026-01-01"')
+        )
+    changed = settings_for(settings.database_url, policies_dir=policies_copy)
+    with TestClient(create_app(changed)) as after_change:
+        hit(after_change, strict, u=subject)  # reconsent_on_change = true: voided
+        hit(after_change, ccpa, u=subject, k="open")  # reconsent_on_change = false: still valid
+        debug = after_change.get(
+            f"/v1/sites/{strict}/debug",
+            params={"u": subject},
+            headers={**BROWSER, **auth(make_key(settings, strict, "read"))},
+        ).json()
+    assert events(settings, strict) == []
+    assert [e["kind"] for e in events(settings, ccpa)] == ["open"]
+    assert debug["decision"]["purposes"][0]["reason"] == "consent_voided"
+
+
+def test_the_response_is_identical_whatever_was_decided(client: Client, settings: Settings) -> None:
+    site, subject = make_site(settings), subject_id()
+    consent(client, site, subject, analytics=True)
+    responses = [
+        hit(client, site, u=subject),  # recorded
+        hit(client, site, u=subject_id()),  # no consent
+        hit(client, site),  # anonymous, opt-in policy: not recorded
+        hit(client, site, headers={"User-Agent": GOOGLEBOT}, u=subject),  # bot
+        hit(client, site, u=subject, k="Not A Kind!"),  # invalid
+        hit(client, site, u=subject, k="open"),  # unsigned where the policy wants signed
+        hit(client, site, u=subject, t="forged.token"),  # bad token
+        hit(client, "no-such-site", u=subject),  # unknown site
+        hit(client, "Not a slug at all", u=subject),  # not even a slug
+        hit(client, site, headers={**BROWSER, "Sec-GPC": "1"}, u=subject),  # recorded: GPC
+        # denies marketing, and a pageview needs only analytics
+    ]
+    assert len(events(settings, site)) == 2
+    first = signature(responses[0])
+    assert all(signature(r) == first for r in responses)
+    status, headers, body = first
+    assert status == 200 and body[:6] == b"GIF89a" and body[6:10] == b"\x01\x00\x01\x00"  # 1×1
+    names = {name for name, _ in headers}
+    assert "set-cookie" not in names
+    assert dict(headers)["cache-control"] == "no-store, no-cache, must-revalidate, max-age=0"
+    assert dict(headers)["content-type"] == "image/gif"
+
+
+def test_bots_are_not_recorded_but_mail_proxy_opens_are_machine_opens(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings, policy="ccpa"), subject_id()
+    consent(client, site, subject, email=True)
+    for agent in (GOOGLEBOT, "curl/8.0", "python-requests/2.31.0", ""):
+        hit(client, site, headers={"User-Agent": agent}, u=subject, k="open")
+    hit(client, site, headers={"User-Agent": GMAIL_PROXY}, u=subject, k="open")
+    hit(client, site, headers={"User-Agent": "Mozilla/5.0"}, u=subject, k="open")  # Apple MPP
+    hit(client, site, u=subject, k="open")
+    machine = sorted(e["machine"] for e in events(settings, site))
+    assert machine == [False, True, True]
+
+
+def test_signed_pixels_record_opens_and_forged_ones_do_not(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    consent(client, site, subject, email=True)
+    keyring = KeyRing(settings.secret_key)
+    claim = PixelClaim(site, keyring.pseudonym(site, subject), "open", "jul-newsletter", "nl-7")
+    token = sign_pixel(keyring, claim)
+    elsewhere = msgspec.structs.replace(claim, site=make_site(settings))
+    other_site_token = sign_pixel(keyring, elsewhere)
+    hit(client, site, u=subject, k="open")  # unsigned: refused by require_signed_pixels
+    hit(client, site, t=token)
+    hit(client, site, t=token[:-4] + "AAAA")  # altered signature
+    hit(client, site, t=other_site_token)  # signed for another site
+    [event] = events(settings, site)
+    assert (event["kind"], event["campaign"], event["page"]) == ("open", "jul-newsletter", "nl-7")
+
+
+def test_anonymous_hits_are_recorded_only_where_the_policy_allows_it(
+    client: Client, settings: Settings
+) -> None:
+    strict, ccpa = make_site(settings), make_site(settings, policy="ccpa", jurisdiction="us-ca")
+    hit(client, strict, p="/")
+    hit(client, ccpa, p="/")
+    assert events(settings, strict) == []
+    [event] = events(settings, ccpa)
+    assert event["subject"] is None
+    assert event["basis"] == {"analytics": "default:ccpa@2025-07-07"}
+
+
+def test_a_region_header_picks_the_jurisdiction_override(database_url: str) -> None:
+    settings = settings_for(database_url, region_header="CF-IPCountry")
+    site = make_site(settings)
+    with TestClient(create_app(settings)) as client:
+        hit(client, site, headers={**BROWSER, "CF-IPCountry": "US-CA"})
+        hit(client, site, headers={**BROWSER, "CF-IPCountry": "DE"})
+    [event] = events(settings, site)
+    assert event["jurisdiction"] == "us-ca"
+
+
+def tc_string(purposes: list[int], vendors: list[int] | None = None) -> str:
+    return core(purposes=purposes, vendor_consents=Bits().bitfield(vendors or [], 50)).encode()
+
+
+def test_a_tcf_string_decides_where_the_registry_is_silent(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    hit(client, site, u=subject_id(), gdpr="1", gdpr_consent=tc_string([1, 8]))
+    hit(client, site, u=subject_id(), gdpr="1", gdpr_consent=tc_string([1]))  # no purpose 8
+    hit(client, site, u=subject_id(), gdpr="1", gdpr_consent="not-a-tc-string")
+    old_policy = core(purposes=[1, 8], policy=2).encode()
+    hit(client, site, u=subject_id(), gdpr="1", gdpr_consent=old_policy)
+    not_specific = core(purposes=[1, 8], service_specific=0).encode()
+    hit(client, site, u=subject_id(), gdpr="1", gdpr_consent=not_specific)
+    [event] = events(settings, site)
+    assert event["basis"]["analytics"].startswith("tcf:")
+
+
+def test_a_registry_refusal_beats_a_tcf_grant(client: Client, settings: Settings) -> None:
+    site, subject = make_site(settings), subject_id()
+    consent(client, site, subject, analytics=False)
+    hit(client, site, u=subject, gdpr="1", gdpr_consent=tc_string([1, 8]))
+    assert events(settings, site) == []
+
+
+def test_collect_takes_the_same_fields_as_json(client: Client, settings: Settings) -> None:
+    site, subject = make_site(settings), subject_id()
+    consent(client, site, subject, analytics=True)
+    ok = client.post(
+        f"/p/{site}/collect", json={"u": subject, "p": "/a", "k": "click"}, headers=BROWSER
+    )
+    bad = client.post(f"/p/{site}/collect", content=b"{not json", headers=BROWSER)
+    unknown = client.post("/p/nope/collect", json={"u": subject}, headers=BROWSER)
+    assert ok.status_code == bad.status_code == unknown.status_code == 204
+    assert "set-cookie" not in ok.headers
+    [event] = events(settings, site)
+    assert (event["kind"], event["page"]) == ("click", "/a")

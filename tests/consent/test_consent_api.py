@@ -1,0 +1,260 @@
+"""The consent registry over HTTP (SPEC §4.4), on SQLite and PostgreSQL."""
+
+from typing import Any
+
+import jwt
+import pytest
+from litestar.testing import TestClient
+
+from app.settings import Settings
+from tests.factories import (
+    CHROME,
+    TEST_EMAIL,
+    auth,
+    make_key,
+    make_site,
+    subject_id,
+    table_rows,
+)
+
+Client = TestClient[Any]
+
+
+def give(client: Client, site: str, subject: str, **purposes: bool) -> Any:
+    return client.post(
+        f"/v1/sites/{site}/consent",
+        json={"subject": subject, "purposes": purposes, "source": "banner"},
+        headers={"User-Agent": CHROME},
+    )
+
+
+def test_giving_consent_returns_a_receipt_that_verifies_against_the_jwks(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    response = give(client, site, subject, analytics=True, marketing=False)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["purposes"] == {"analytics": True, "marketing": False}
+    assert body["expires_at"]
+
+    header = jwt.get_unverified_header(body["receipt"])
+    keys = client.get("/.well-known/jwks.json").json()["keys"]
+    jwk = next(k for k in keys if k["kid"] == header["kid"])
+    public_key = jwt.PyJWK(jwk).key
+    claims = jwt.decode(body["receipt"], public_key, algorithms=["EdDSA"])
+    assert claims["version"] == "KI-CR-v1.1.0"
+    assert claims["piiControllers"][0]["piiController"] == site
+    assert claims["policy"]["version"] == "2025-07-07"
+    assert len(claims["policy"]["sha256"]) == 64
+    purposes = {p["purpose"]: p["state"] for p in claims["services"][0]["purposes"]}
+    assert purposes == {"analytics": "granted", "marketing": "denied"}
+    assert subject not in body["receipt"] and claims["piiPrincipalId"] != subject
+    assert claims["exp"] > claims["iat"]
+
+
+def test_a_tampered_receipt_does_not_verify(client: Client, settings: Settings) -> None:
+    site = make_site(settings)
+    receipt = give(client, site, subject_id(), analytics=True).json()["receipt"]
+    head, payload, signature = receipt.split(".")
+    forged = f"{head}.{payload[:-2]}AA.{signature}"
+    jwk = client.get("/.well-known/jwks.json").json()["keys"][0]
+    with pytest.raises(jwt.InvalidTokenError):
+        jwt.decode(forged, jwt.PyJWK(jwk).key, algorithms=["EdDSA"])
+
+
+def test_current_state_and_history_follow_grant_withdraw_grant(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    admin = auth(make_key(settings, site, "admin"))
+    give(client, site, subject, analytics=True)
+    withdrawn = client.delete(f"/v1/sites/{site}/consent/{subject}", headers=admin)
+    assert withdrawn.status_code == 200
+    assert withdrawn.json()["purposes"] == {"analytics": False, "marketing": False, "email": False}
+    give(client, site, subject, analytics=True)
+
+    state = client.get(f"/v1/sites/{site}/consent/{subject}", headers=admin).json()
+    assert state["purposes"]["analytics"]["allowed"] is True
+    assert state["purposes"]["marketing"] == {
+        "allowed": False,
+        "reason": "consent_withdrawn",
+        "updated_at": state["purposes"]["marketing"]["updated_at"],
+        "expires_at": None,
+    }
+    assert state["purposes"]["email"]["reason"] == "consent_withdrawn"
+
+    history = client.get(f"/v1/sites/{site}/consent/{subject}/history", headers=admin).json()
+    actions = [e["action"] for e in history["entries"]]
+    assert actions == ["given", "withdrawn", "given"]
+    first = history["entries"][0]
+    assert first["policy_version"] == "2025-07-07"
+    assert first["source"] == "banner"
+    assert first["ua_family"] == "Chrome / Windows"
+    assert first["ip_prefix"] is None  # the test client has no IP address; see test_serve
+
+
+def test_the_ledger_is_append_only(client: Client, settings: Settings) -> None:
+    site, subject = make_site(settings), subject_id()
+    admin = auth(make_key(settings, site))
+    give(client, site, subject, analytics=True)
+    before = table_rows(settings, "consent_ledger", site=site)
+    client.delete(f"/v1/sites/{site}/consent/{subject}", headers=admin)
+    after = table_rows(settings, "consent_ledger", site=site)
+    assert len(after) == 2
+    assert before[0] in after
+
+
+def test_a_subject_token_reads_and_withdraws_only_its_own_consent(
+    client: Client, settings: Settings
+) -> None:
+    site, other_site = make_site(settings), make_site(settings)
+    subject, someone_else = subject_id(), subject_id()
+    token = give(client, site, subject, analytics=True).json()["subject_token"]
+    give(client, other_site, subject, analytics=True)
+    mine = {"X-Subject-Token": token}
+
+    assert client.get(f"/v1/sites/{site}/consent/{subject}", headers=mine).status_code == 200
+    assert client.get(f"/v1/sites/{site}/consent/{someone_else}", headers=mine).status_code == 403
+    assert client.get(f"/v1/sites/{other_site}/consent/{subject}", headers=mine).status_code == 403
+    bad = {"X-Subject-Token": token[:-3] + "xyz"}
+    assert client.get(f"/v1/sites/{site}/consent/{subject}", headers=bad).status_code == 401
+    assert client.delete(f"/v1/sites/{site}/consent/{subject}", headers=mine).status_code == 200
+
+
+def test_email_addresses_are_pseudonymised_case_insensitively(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    first = give(client, site, TEST_EMAIL, email=True).json()
+    second = give(client, site, TEST_EMAIL.upper(), email=True).json()
+    claims = [
+        jwt.decode(r["receipt"], options={"verify_signature": False}) for r in (first, second)
+    ]
+    assert claims[0]["sub"] == claims[1]["sub"]
+
+
+def test_the_same_person_has_different_pseudonyms_on_different_sites(
+    client: Client, settings: Settings
+) -> None:
+    subject = subject_id()
+    subs = {
+        jwt.decode(
+            give(client, make_site(settings), subject, analytics=True).json()["receipt"],
+            options={"verify_signature": False},
+        )["sub"]
+        for _ in range(2)
+    }
+    assert len(subs) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        ({"subject": "x", "purposes": {"astrology": True}}, 422, "unknown purposes"),
+        ({"subject": "x", "purposes": {}}, 422, "at least one purpose"),
+        ({"subject": "", "purposes": {"analytics": True}}, 422, "subject"),
+        ({"subject": "x", "purposes": {"analytics": "yes"}}, 422, "Expected `bool`"),
+        ({"subject": "x", "purposes": {"analytics": True}, "colour": 1}, 422, "unknown field"),
+        (
+            {"subject": "x", "purposes": {"analytics": True}, "policy_version": "2020-01-01"},
+            409,
+            "not current",
+        ),
+    ],
+)
+def test_a_bad_consent_body_is_a_problem_and_records_nothing(
+    client: Client, settings: Settings, body: dict[str, Any], status: int, detail: str
+) -> None:
+    site = make_site(settings)
+    response = client.post(f"/v1/sites/{site}/consent", json=body)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["status"] == status and problem["title"]
+    assert detail in problem["detail"]
+    assert table_rows(settings, "consent_ledger", site=site) == []
+    assert table_rows(settings, "consent_state", site=site) == []
+
+
+def test_malformed_json_is_a_400_problem(client: Client, settings: Settings) -> None:
+    site = make_site(settings)
+    response = client.post(
+        f"/v1/sites/{site}/consent",
+        content=b'{"subject": "x", "purposes": {',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "malformed JSON" in response.json()["detail"]
+
+
+def test_an_unknown_site_is_a_404_problem(client: Client) -> None:
+    response = client.post(
+        "/v1/sites/no-such-site/consent", json={"subject": "x", "purposes": {"analytics": True}}
+    )
+    assert response.status_code == 404
+    assert response.json()["detail"] == "unknown site 'no-such-site'"
+
+
+def test_reading_consent_needs_a_key_of_the_site_with_admin_scope(
+    client: Client, settings: Settings
+) -> None:
+    site, other = make_site(settings), make_site(settings)
+    subject = subject_id()
+    url = f"/v1/sites/{site}/consent/{subject}"
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers=auth("pg_not-a-key")).status_code == 401
+    assert client.get(url, headers=auth(make_key(settings, other))).status_code == 403
+    assert client.get(url, headers=auth(make_key(settings, site, "read"))).status_code == 403
+    assert client.get(url, headers=auth(make_key(settings, site, "admin"))).status_code == 200
+
+
+def test_cors_allows_only_the_sites_origins(client: Client, settings: Settings) -> None:
+    site = make_site(settings, origins=("https://shop.example",))
+    body = {"subject": subject_id(), "purposes": {"analytics": True}}
+    url = f"/v1/sites/{site}/consent"
+
+    preflight = client.options(url, headers={"Origin": "https://shop.example"})
+    assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    stranger = client.options(url, headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in stranger.headers
+
+    ok = client.post(url, json=body, headers={"Origin": "https://shop.example"})
+    assert ok.status_code == 201
+    assert ok.headers["access-control-allow-origin"] == "https://shop.example"
+    refused = client.post(url, json=body, headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 403
+    assert len(table_rows(settings, "consent_ledger", site=site)) == 1
+
+
+def test_the_public_consent_post_is_rate_limited_per_client(database_url: str) -> None:
+    from app.main import create_app
+    from tests.factories import settings_for
+
+    settings = settings_for(database_url, consent_rate_limit=3)
+    site = make_site(settings)
+    with TestClient(create_app(settings)) as client:
+        statuses = [give(client, site, subject_id(), analytics=True).status_code for _ in range(5)]
+        assert statuses == [201, 201, 201, 429, 429]
+        # an admin key is not limited
+        admin = auth(make_key(settings, site))
+        response = client.post(
+            f"/v1/sites/{site}/consent",
+            json={"subject": subject_id(), "purposes": {"analytics": True}},
+            headers=admin,
+        )
+        assert response.status_code == 201
+
+
+def test_the_policy_notice_and_gpc_statement_are_published(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    notice = client.get(f"/v1/sites/{site}/policy")
+    assert notice.status_code == 200
+    assert "gdpr-strict" in notice.text and notice.headers["x-policy-version"] == "2025-07-07"
+    gpc = client.get("/.well-known/gpc.json")
+    assert gpc.headers["content-type"].startswith("application/json")
+    assert gpc.json()["gpc"] is True and len(gpc.json()["lastUpdate"]) == 10
