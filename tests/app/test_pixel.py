@@ -196,7 +196,7 @@ def test_the_response_is_identical_whatever_was_decided(client: Client, settings
     first = signature(responses[0])
     assert all(signature(r) == first for r in responses)
     status, headers, body = first
-    assert status == 200 and body[:6] == b"GIF89a" and body[6:10] == b"\x01\x00\x01\x00"  # 1×1
+    assert status == 200 and body[:6] == b"GIF89a" and body[6:10] == b"\x01\x00\x01\x00"  # 1x1
     names = {name for name, _ in headers}
     assert "set-cookie" not in names
     assert dict(headers)["cache-control"] == "no-store, no-cache, must-revalidate, max-age=0"
