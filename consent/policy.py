@@ -4,11 +4,12 @@ import hashlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 
 Default = Literal["granted", "denied"]
+T = TypeVar("T")
 PURPOSE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 KIND_NAME = re.compile(r"^([a-z][a-z0-9_]{0,31}|\*)$")
 
@@ -135,17 +136,33 @@ def _check(path: Path, policy: PolicyFile) -> None:
         raise fail("reports.min_subjects", "must be at least 1")
 
 
+def _convert(path: Path, value: object, type_: type[T], where: str) -> T:
+    try:
+        return msgspec.convert(value, type_)
+    except msgspec.ValidationError as exc:
+        # msgspec says "... - at `$.default`"; turn it into file: field: why
+        why, _, rest = str(exc).partition(" - at `$")
+        field = (where + rest.rstrip("`")).lstrip(".") or "(top level)"
+        raise PolicyError(f"{path}: {field}: {why}") from None
+
+
 def load_policy(path: Path) -> Policy:
     raw = path.read_bytes()
     try:
-        decoded = msgspec.toml.decode(raw, type=PolicyFile)
-    except msgspec.ValidationError as exc:
-        # msgspec says "... - at `$.purposes.analytics.default`"; turn it into file: field: why
-        why, _, where = str(exc).partition(" - at `$.")
-        field = where.rstrip("`") or "(top level)"
-        raise PolicyError(f"{path}: {field}: {why}") from None
+        document = msgspec.toml.decode(raw)
     except msgspec.DecodeError as exc:
         raise PolicyError(f"{path}: (file): not valid TOML: {exc}") from None
+    # Tables keyed by name are checked entry by entry, so an error can name the entry.
+    for section, entry_type in (
+        ("purposes", Purpose),
+        ("kinds", list[str]),
+        ("jurisdictions", dict[str, Default]),
+    ):
+        entries = document.get(section)
+        if isinstance(entries, dict):
+            for key, value in entries.items():
+                _convert(path, value, entry_type, f"{section}.{key}")
+    decoded = _convert(path, document, PolicyFile, "")
     _check(path, decoded)
     notice_text = ""
     if decoded.notice:

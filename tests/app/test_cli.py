@@ -1,0 +1,139 @@
+"""The `pixelgate` command as a user runs it: a real process, real environment, real database."""
+
+import base64
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+
+from app.main import create_app
+from tests.factories import POLICIES, SECRET, auth, settings_for
+
+
+def pixelgate(
+    *args: str, cwd: Path, database_url: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    environment = {
+        "PATH": os.environ["PATH"],
+        "PIXELGATE_POLICIES_DIR": str(POLICIES),
+        "PIXELGATE_SECRET_KEY": base64.b64encode(SECRET).decode(),
+        **env,
+    }
+    if database_url:
+        environment["PIXELGATE_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int, needle: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pixelgate: ") and needle in lines[0], lines[0]
+
+
+def test_sites_and_keys_round_trip(database_url: str, tmp_path: Path) -> None:
+    created = pixelgate(
+        "sites", "create", "cli-shop", "--policy", "ccpa", "--origin", "https://Shop.Example",
+        "--jurisdiction", "us-ca", cwd=tmp_path, database_url=database_url,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    site = json.loads(created.stdout)
+    assert site["slug"] == "cli-shop" and site["origins"] == ["https://shop.example"]
+    listed = pixelgate("sites", "list", cwd=tmp_path, database_url=database_url)
+    assert any(json.loads(line)["slug"] == "cli-shop" for line in listed.stdout.splitlines())
+
+    made = pixelgate(
+        "keys", "create", "cli-shop", "--scope", "read", cwd=tmp_path, database_url=database_url
+    )
+    key = json.loads(made.stdout)
+    assert set(key) == {"id", "site", "scope", "key"} and key["scope"] == "read"
+
+    settings = settings_for(database_url)
+    with TestClient(create_app(settings)) as client:
+        debug = "/v1/sites/cli-shop/debug"
+        assert client.get(debug, headers=auth(key["key"])).status_code == 200
+        revoked = pixelgate("keys", "revoke", key["id"], cwd=tmp_path, database_url=database_url)
+        assert revoked.returncode == 0, revoked.stderr
+        assert client.get(debug, headers=auth(key["key"])).status_code == 401
+    again = pixelgate("keys", "revoke", key["id"], cwd=tmp_path, database_url=database_url)
+    one_line_error(again, 2, "no active key")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("sites", "create", "Bad_Slug", "--policy", "ccpa"), "slug"),
+        (("sites", "create", "fine", "--policy", "nope"), "unknown policy 'nope'"),
+        (("sites", "create", "fine", "--policy", "ccpa", "--origin", "ftp://x"), "origin"),
+        (("sites", "create", "fine", "--policy", "ccpa", "--jurisdiction", "Europe!"), "jurisd"),
+        (("keys", "create", "no-such-site", "--scope", "admin"), "unknown site"),
+        (("keys", "create", "x", "--scope", "root"), "invalid choice"),
+        (("frobnicate",), "invalid choice"),
+        ((), "required"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_code_2(
+    database_url: str, tmp_path: Path, args: tuple[str, ...], needle: str
+) -> None:
+    one_line_error(pixelgate(*args, cwd=tmp_path, database_url=database_url), 2, needle)
+
+
+def test_a_duplicate_site_is_refused_and_the_first_kept(database_url: str, tmp_path: Path) -> None:
+    args = ("sites", "create", "twice", "--policy", "ccpa")
+    pixelgate(*args, cwd=tmp_path, database_url=database_url)
+    one_line_error(pixelgate(*args, cwd=tmp_path, database_url=database_url), 2, "already exists")
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"PIXELGATE_PORT": "eighty"}, "PIXELGATE_PORT"),
+        ({"PIXELGATE_SECRET_KEY": "c2hvcnQ="}, "PIXELGATE_SECRET_KEY"),
+        ({"PIXELGATE_JOBS": "sometimes"}, "PIXELGATE_JOBS"),
+        ({"PIXELGATE_DATABASE_URL": "mysql://x"}, "PIXELGATE_DATABASE_URL"),
+        ({"PIXELGATE_WORKERS": "2"}, "use PostgreSQL"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_with_one_line_naming_it(
+    tmp_path: Path, env: dict[str, str], needle: str
+) -> None:
+    one_line_error(pixelgate("serve", cwd=tmp_path, **env), 2, needle)
+    assert not (tmp_path / "data" / "pixelgate.db").exists()
+
+
+def test_a_broken_policy_stops_start_up_naming_file_and_field(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    (policies / "notices").mkdir(parents=True)
+    (policies / "broken.toml").write_text(
+        'name = "broken"\nversion = "1"\n[purposes.analytics]\ndefault = "maybe"\n'
+        '[kinds]\npageview = ["analytics"]\n'
+    )
+    result = pixelgate("serve", cwd=tmp_path, PIXELGATE_POLICIES_DIR=str(policies))
+    one_line_error(result, 2, "broken.toml: purposes.analytics.default")
+
+
+def test_migrate_on_the_embedded_default_creates_the_database_and_a_private_secret(
+    tmp_path: Path,
+) -> None:
+    result = pixelgate("migrate", cwd=tmp_path, PIXELGATE_SECRET_KEY="")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data" / "pixelgate.db").is_file()
+    secret = tmp_path / "data" / "secret.key"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert len(base64.b64decode(secret.read_text())) >= 32
+    first = secret.read_text()
+    pixelgate("sites", "list", cwd=tmp_path, PIXELGATE_SECRET_KEY="")
+    assert secret.read_text() == first

@@ -1,0 +1,106 @@
+"""`pixelgate serve` for real: granian on a free port, requests over loopback."""
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.factories import CHROME, POLICIES, SECRET, settings_for, subject_id, table_rows
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "PIXELGATE_DATABASE_URL": database_url,
+        "PIXELGATE_SECRET_KEY": base64.b64encode(SECRET).decode(),
+        "PIXELGATE_POLICIES_DIR": str(POLICIES),
+        "PIXELGATE_PORT": str(port),
+    }
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"], cwd=tmp_path, env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("server did not start: " + (tmp_path / "server.log").read_text())
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+        log.close()
+    server_log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in server_log, server_log
+
+
+def test_the_served_app_answers_health_readiness_and_openapi(server: str) -> None:
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server}/readyz").json() == {"status": "ready"}
+    schema = httpx.get(f"{server}/schema/openapi.json").json()
+    assert "/p/{site}/pixel.gif" in schema["paths"]
+    assert "/v1/sites/{site}/consent" in schema["paths"]
+    assert httpx.get(f"{server}/schema").status_code == 200
+
+
+def test_a_consented_hit_over_the_network_is_recorded_with_a_truncated_ip(
+    server: str, database_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(database_url)
+    created = subprocess.run(
+        [sys.executable, "-m", "app.cli", "sites", "create", "live-shop", "--policy",
+         "gdpr-strict"],
+        cwd=tmp_path,
+        env={
+            "PATH": os.environ["PATH"],
+            "PIXELGATE_DATABASE_URL": database_url,
+            "PIXELGATE_SECRET_KEY": base64.b64encode(SECRET).decode(),
+            "PIXELGATE_POLICIES_DIR": str(POLICIES),
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )  # fmt: skip
+    assert json.loads(created.stdout)["slug"] == "live-shop"
+    subject = subject_id()
+    headers = {"User-Agent": CHROME}
+    before = httpx.get(f"{server}/p/live-shop/pixel.gif", params={"u": subject}, headers=headers)
+    given = httpx.post(
+        f"{server}/v1/sites/live-shop/consent",
+        json={"subject": subject, "purposes": {"analytics": True}},
+        headers=headers,
+    )
+    assert given.status_code == 201
+    after = httpx.get(f"{server}/p/live-shop/pixel.gif", params={"u": subject}, headers=headers)
+    assert len(table_rows(settings, "events", site="live-shop")) == 1
+    [entry] = table_rows(settings, "consent_ledger", site="live-shop")
+    assert entry["ip_prefix"] == "127.0.0.0"
+    # On the wire too, the response does not tell recorded from not recorded.
+    for response in (before, after):
+        response.headers.pop("date", None)
+    assert before.content == after.content
+    assert sorted(before.headers.items()) == sorted(after.headers.items())
+    assert "set-cookie" not in after.headers
