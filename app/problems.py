@@ -1,13 +1,11 @@
-"""RFC 9457 problem+json for every API error, and JSON bodies decoded into Structs."""
+"""RFC 9457 problem+json for every API error."""
 
-from typing import Any, TypeVar
+from typing import Any
 
-import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-T = TypeVar("T")
 TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -44,21 +42,18 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> 
 
 
 def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    detail = exc.detail
-    if isinstance(exc, ValidationException) and exc.extra:
-        detail = f"{exc.detail}: {exc.extra}"
-    return problem(exc.status_code, detail, headers=exc.headers)
+    status, detail = exc.status_code, exc.detail
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        # Well-formed JSON of the wrong shape is a 422; malformed JSON stays a 400.
+        if any(isinstance(e, dict) and e.get("source") == "body" for e in exc.extra):
+            status = 422
+        reasons = "; ".join(
+            f"{e.get('key')}: {e.get('message')}" if isinstance(e, dict) else str(e)
+            for e in exc.extra
+        )
+        detail = reasons if status == 422 else f"{detail}: {reasons}"
+    return problem(status, detail, headers=exc.headers)
 
 
 def on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
-
-
-def decode_json(body: bytes, type_: type[T]) -> T:
-    """Malformed JSON is a 400; well-formed JSON of the wrong shape is a 422."""
-    try:
-        return msgspec.json.decode(body, type=type_)
-    except msgspec.ValidationError as exc:
-        raise Problem(422, str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise Problem(400, f"malformed JSON: {exc}") from None

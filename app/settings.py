@@ -48,7 +48,7 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
 
 
 def _secret(env: Mapping[str, str], data_dir: Path) -> bytes:
-    raw = env.get("PIXELGATE_SECRET_KEY")
+    raw = (env.get("PIXELGATE_SECRET_KEY") or "").strip()
     if raw:
         return _decode_secret("PIXELGATE_SECRET_KEY", raw)
     path = data_dir / "secret.key"
@@ -89,26 +89,28 @@ def load_settings(env: Mapping[str, str] | None = None, data_dir: Path = Path("d
     """Read the environment once; raise ConfigError with one line naming the bad variable."""
     env = os.environ if env is None else env
     database_url = _database_url(env)
-    if database_url == DEFAULT_DATABASE_URL:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    jobs = env.get("PIXELGATE_JOBS", "on").lower()
+    jobs = (env.get("PIXELGATE_JOBS") or "on").strip().lower()
     if jobs not in ("on", "off"):
         raise ConfigError(f"PIXELGATE_JOBS: {jobs!r} must be 'on' or 'off'")
     policies_dir = Path(env.get("PIXELGATE_POLICIES_DIR") or "policies")
     if not policies_dir.is_dir():
         raise ConfigError(f"PIXELGATE_POLICIES_DIR: {policies_dir} is not a directory")
+    host = env.get("PIXELGATE_HOST") or "127.0.0.1"
+    port = _int(env, "PIXELGATE_PORT", 8000, 1, 65535)
+    workers = _int(env, "PIXELGATE_WORKERS", 1, 1, 256)
+    if database_url.startswith("sqlite") and workers > 1:
+        raise ConfigError(
+            "PIXELGATE_WORKERS: SQLite allows one worker; use PostgreSQL to scale out"
+        )
+    # Last, so that a bad setting above leaves nothing written behind.
     settings = Settings(
         database_url=database_url,
         secret_key=_secret(env, data_dir),
         policies_dir=policies_dir,
-        host=env.get("PIXELGATE_HOST") or "127.0.0.1",
-        port=_int(env, "PIXELGATE_PORT", 8000, 1, 65535),
-        workers=_int(env, "PIXELGATE_WORKERS", 1, 1, 256),
+        host=host,
+        port=port,
+        workers=workers,
         jobs=jobs == "on",
         region_header=env.get("PIXELGATE_REGION_HEADER") or None,
     )
-    if settings.is_sqlite and settings.workers > 1:
-        raise ConfigError(
-            "PIXELGATE_WORKERS: SQLite allows one worker; use PostgreSQL to scale out"
-        )
     return settings

@@ -8,14 +8,14 @@ import msgspec
 from litestar import Request, Response, delete, get, post, route
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import bearer, read_subject_token, require_key, subject_token
 from app.context import Context
 from app.db import utcnow
 from app.models import Site
-from app.problems import Problem, decode_json
+from app.problems import Problem
 from app.pseudonym import truncate_ip
 from app.sites import jurisdiction_of, site_or_404
 from app.useragent import classify
@@ -149,7 +149,10 @@ async def subject_preflight(
 
 @post("/v1/sites/{site:str}/consent", status_code=201, summary="Give or refuse consent")
 async def give_consent(
-    request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
+    request: Request[Any, Any, State],
+    site: FromPath[str],
+    data: JSONBody[ConsentIn],
+    ctx: NamedDependency[Context],
 ) -> Response[ConsentOut]:
     origin = request.headers.get("origin")
     async with ctx.sessions() as session, session.begin():
@@ -163,15 +166,14 @@ async def give_consent(
             if not ctx.consent_limiter.allow(f"{site}|{client}", time.time()):
                 raise Problem(429, "too many consent requests; try again in a minute")
         policy = ctx.policies[found.policy]
-        body = decode_json(await request.body(), ConsentIn)
-        _check_body(body, policy)
+        _check_body(data, policy)
         entry = await store.record(
             session,
             site=site,
-            subject=ctx.keyring.pseudonym(site, body.subject),
-            purposes=body.purposes,
+            subject=ctx.keyring.pseudonym(site, data.subject),
+            purposes=data.purposes,
             policy=policy,
-            proof=_proof(request, found, ctx, body.source),
+            proof=_proof(request, found, ctx, data.source),
             now=utcnow(),
         )
         out = _receipt(ctx, entry, policy, _policy_url(request, site))

@@ -100,7 +100,9 @@ def decide(
         decide_purpose(policy, p, registry.get(p), signals, jurisdiction, now)
         for p in policy.purposes_for(kind)
     ]
-    if purposes and all(p.allowed for p in purposes):
+    if not purposes:  # a kind the policy does not know (and no "*"): never recorded
+        return Decision(record=False, anonymous=False, basis={}, purposes=[])
+    if all(p.allowed for p in purposes):
         basis = {p.purpose: p.basis or "" for p in purposes}
         return Decision(record=True, anonymous=False, basis=basis, purposes=purposes)
     if policy.file.anonymous_counting:

@@ -2,9 +2,9 @@
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -130,6 +130,13 @@ def _check(path: Path, policy: PolicyFile) -> None:
         for tcf_purpose, ids in policy.tcf.purposes.items():
             if not ids or any(not 1 <= i <= 11 for i in ids):
                 raise fail(f"tcf.purposes.{tcf_purpose}", "TCF purpose ids are 1..11")
+    if policy.tcf is not None and policy.tcf.vendor_id < 0:
+        raise fail("tcf.vendor_id", "must be 0 (no vendor check) or a GVL vendor id")
+    for kind in policy.require_signed_pixels:
+        if not KIND_NAME.match(kind) or kind == "*":
+            raise fail("require_signed_pixels", f"{kind!r} is not a kind name")
+    if policy.dsar.export_ttl_days < 1:
+        raise fail("dsar.export_ttl_days", "must be at least 1")
     if policy.dsar.max_days is not None and policy.dsar.max_days < 1:
         raise fail("dsar.max_days", "must be at least 1")
     if policy.reports.min_subjects < 1:
@@ -146,6 +153,30 @@ def _convert(path: Path, value: object, type_: type[T], where: str) -> T:
         raise PolicyError(f"{path}: {field}: {why}") from None
 
 
+NAMED_ENTRIES: list[tuple[tuple[str, ...], object]] = [
+    (("purposes", "*"), Purpose),
+    (("kinds", "*"), list[str]),
+    (("jurisdictions", "*", "*"), Default),
+    (("tcf", "purposes", "*"), list[int]),
+]
+
+
+def _named_entries(document: object) -> Iterator[tuple[str, object, Any]]:
+    """(dotted field, value, type) for every entry of the tables keyed by name; "*" is a key."""
+    for pattern, entry_type in NAMED_ENTRIES:
+        level: list[tuple[str, object]] = [("", document)]
+        for step in pattern:
+            level = [
+                (f"{where}.{key}".lstrip("."), value)
+                for where, table in level
+                if isinstance(table, dict)
+                for key, value in table.items()
+                if step in ("*", key)
+            ]
+        for where, value in level:
+            yield where, value, entry_type
+
+
 def load_policy(path: Path) -> Policy:
     raw = path.read_bytes()
     try:
@@ -153,15 +184,8 @@ def load_policy(path: Path) -> Policy:
     except msgspec.DecodeError as exc:
         raise PolicyError(f"{path}: (file): not valid TOML: {exc}") from None
     # Tables keyed by name are checked entry by entry, so an error can name the entry.
-    for section, entry_type in (
-        ("purposes", Purpose),
-        ("kinds", list[str]),
-        ("jurisdictions", dict[str, Default]),
-    ):
-        entries = document.get(section)
-        if isinstance(entries, dict):
-            for key, value in entries.items():
-                _convert(path, value, entry_type, f"{section}.{key}")
+    for where, value, entry_type in _named_entries(document):
+        _convert(path, value, entry_type, where)
     decoded = _convert(path, document, PolicyFile, "")
     _check(path, decoded)
     notice_text = ""

@@ -186,7 +186,7 @@ def test_malformed_json_is_a_400_problem(client: Client, settings: Settings) -> 
     )
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/problem+json")
-    assert "malformed JSON" in response.json()["detail"]
+    assert "truncated" in response.json()["detail"]
 
 
 def test_an_unknown_site_is_a_404_problem(client: Client) -> None:

@@ -19,6 +19,15 @@ default = "denied"
 pageview = ["analytics"]
 """
 
+EXTRA_PURPOSES = """\
+[purposes.ads]
+default = "granted"
+sale_or_share = true
+[purposes.email]
+default = "denied"
+
+"""
+
 
 def write(directory: Path, text: str, name: str = "site") -> Path:
     path = directory / f"{name}.toml"
@@ -38,6 +47,13 @@ def test_each_real_policy_loads_with_its_version_its_file_hash_and_its_notice(na
 
 def test_the_real_policies_directory_holds_exactly_the_two_shipped_policies() -> None:
     assert sorted(load_policies(POLICIES)) == ["ccpa", "gdpr-strict"]
+
+
+def test_gpc_denies_the_listed_purposes_and_every_sale_or_share_purpose(tmp_path: Path) -> None:
+    text = in_analytics("sale_or_share = true").replace("[kinds]", EXTRA_PURPOSES + "[kinds]")
+    policy = load_policy(write(tmp_path, text + '[signals]\ngpc = ["email"]\n'))
+    assert policy.sale_or_share() == ["ads", "analytics"]
+    assert policy.gpc_denies() == {"ads", "analytics", "email"}
 
 
 def test_a_comment_changes_the_sha256_but_not_the_version(tmp_path: Path) -> None:
@@ -181,6 +197,28 @@ BAD_POLICIES = [
         "notice", "not found", at_top('notice = "notices/site.md"'), id="notice file missing"
     ),
     pytest.param("(file)", "not valid TOML", at_top("name = "), id="invalid toml"),
+    pytest.param(
+        "jurisdictions.us-ca.analytics",
+        "Invalid enum value 'maybe'",
+        table('[jurisdictions]\nus-ca = { analytics = "maybe" }'),
+        id="bad jurisdiction default",
+    ),
+    pytest.param(
+        "tcf.purposes.analytics[0]",
+        "Expected `int`",
+        table('[tcf]\npurposes = { analytics = ["x"] }'),
+        id="tcf purpose id not a number",
+    ),
+    pytest.param("tcf.vendor_id", "GVL vendor id", table("[tcf]\nvendor_id = -1"), id="vendor -1"),
+    pytest.param(
+        "require_signed_pixels",
+        "not a kind name",
+        at_top('require_signed_pixels = ["Open"]'),
+        id="signed kind typo",
+    ),
+    pytest.param(
+        "dsar.export_ttl_days", "at least 1", table("[dsar]\nexport_ttl_days = 0"), id="ttl 0"
+    ),
 ]
 
 
