@@ -154,6 +154,7 @@ def test_the_same_person_has_different_pseudonyms_on_different_sites(
         ({"subject": "x", "purposes": {"astrology": True}}, 422, "unknown purposes"),
         ({"subject": "x", "purposes": {}}, 422, "at least one purpose"),
         ({"subject": "", "purposes": {"analytics": True}}, 422, "subject"),
+        ({"subject": "x", "purposes": {"analytics": True}, "source": "b" * 65}, 422, "source"),
         ({"subject": "x", "purposes": {"analytics": "yes"}}, 422, "Expected `bool`"),
         ({"subject": "x", "purposes": {"analytics": True}, "colour": 1}, 422, "unknown field"),
         (
@@ -218,6 +219,9 @@ def test_cors_allows_only_the_sites_origins(client: Client, settings: Settings) 
     preflight = client.options(url, headers={"Origin": "https://shop.example"})
     assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
     assert "POST" in preflight.headers["access-control-allow-methods"]
+    withdrawal = client.options(f"{url}/someone", headers={"Origin": "https://shop.example"})
+    assert "DELETE" in withdrawal.headers["access-control-allow-methods"]
+    assert "X-Subject-Token" in withdrawal.headers["access-control-allow-headers"]
     stranger = client.options(url, headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in stranger.headers
 

@@ -236,3 +236,18 @@ def test_errors_are_value_errors_with_a_one_line_message() -> None:
     with pytest.raises(ValueError) as info:
         decode(core(policy=1).encode())
     assert "\n" not in str(info.value)
+
+
+def test_a_language_code_beyond_z_is_rejected() -> None:
+    bits = core(purposes=[1])
+    # ConsentLanguage sits after Version, Created, LastUpdated, CmpId, CmpVersion, ConsentScreen.
+    start = 6 + 36 + 36 + 12 + 12 + 6
+    bits.bits = bits.bits[:start] + "111111" + bits.bits[start + 6 :]
+    with pytest.raises(TCFError, match="ConsentLanguage"):
+        decode(bits.encode())
+
+
+def test_two_disclosed_vendors_segments_are_rejected() -> None:
+    once = disclosed(Bits().bitfield([1], 1))
+    with pytest.raises(TCFError, match="more than one DisclosedVendors"):
+        decode(f"{core(purposes=[1]).encode()}.{once}.{once}")
