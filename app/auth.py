@@ -1,7 +1,5 @@
 """API keys (only their HMAC is stored), scopes, and subject self-service tokens."""
 
-import base64
-import binascii
 import secrets
 from datetime import datetime
 from typing import Any
@@ -14,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import ApiKey
 from app.pseudonym import KeyRing
+from app.tokens import b64url, seal, unseal
 
 AnyRequest = Request[Any, Any, Any]
 SCOPES = ("admin", "read", "ingest")
@@ -28,14 +27,6 @@ class KeyCreated(msgspec.Struct):
     key: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def hash_key(keyring: KeyRing, key: str) -> str:
     return keyring.mac(key.encode(), "api-key").hex()
 
@@ -46,7 +37,7 @@ async def create_key(
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
     key_id = "key_" + secrets.token_hex(8)
-    key = "pg_" + _b64(secrets.token_bytes(32))
+    key = "pg_" + b64url(secrets.token_bytes(32))
     session.add(
         ApiKey(site=site, id=key_id, scope=scope, key_hash=hash_key(keyring, key), created_at=now)
     )
@@ -97,14 +88,14 @@ class SubjectClaim(msgspec.Struct, array_like=True):
 
 def subject_token(keyring: KeyRing, site: str, pseudonym: str) -> str:
     payload = msgspec.json.encode(SubjectClaim(site=site, subject=pseudonym))
-    return _b64(payload) + "." + _b64(keyring.mac(payload, "subject-token")[:18])
+    return seal(keyring, payload, "subject-token")
 
 
 def read_subject_token(keyring: KeyRing, token: str) -> SubjectClaim | None:
-    head, _, sig = token.partition(".")
+    payload = unseal(keyring, token, "subject-token")
+    if payload is None:
+        return None
     try:
-        payload = _unb64(head)
-        good = secrets.compare_digest(_unb64(sig), keyring.mac(payload, "subject-token")[:18])
-        return msgspec.json.decode(payload, type=SubjectClaim) if good else None
-    except (binascii.Error, ValueError, msgspec.DecodeError):
+        return msgspec.json.decode(payload, type=SubjectClaim)
+    except msgspec.DecodeError:
         return None

@@ -1,6 +1,5 @@
 """Consent receipts: compact JWS (EdDSA, Ed25519) with Kantara Consent Receipt claims; JWKS."""
 
-import base64
 import hashlib
 import json
 from datetime import datetime
@@ -14,12 +13,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.pseudonym import KeyRing
+from app.tokens import b64url
 from consent.models import ConsentLedger, ReceiptKey
 from consent.policy import Policy
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 class Signer:
@@ -27,10 +23,10 @@ class Signer:
 
     def __init__(self, keyring: KeyRing) -> None:
         self._private = Ed25519PrivateKey.from_private_bytes(keyring.key("receipts", "ed25519"))
-        x = _b64(self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+        x = b64url(self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
         # RFC 7638 thumbprint: members in lexical order, no whitespace.
         canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
-        self.kid = _b64(hashlib.sha256(canonical.encode()).digest())
+        self.kid = b64url(hashlib.sha256(canonical.encode()).digest())
         self.public_jwk = {
             "kty": "OKP",
             "crv": "Ed25519",
