@@ -4,9 +4,13 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.ingest import Ingest
+from app.metrics import Metrics
 from app.pseudonym import KeyRing
 from app.ratelimit import RateLimiter
 from app.settings import Settings
+from app.sites import SiteDirectory
+from consent.cache import ConsentCache
 from consent.policy import Policy
 from consent.receipts import Signer
 
@@ -20,3 +24,7 @@ class Context:
     policies: dict[str, Policy]
     signer: Signer
     consent_limiter: RateLimiter
+    sites: SiteDirectory
+    consent: ConsentCache
+    ingest: Ingest
+    metrics: Metrics

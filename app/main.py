@@ -1,5 +1,6 @@
 """create_app(settings) -> Litestar: the only wiring file. Nothing happens at import time."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,11 +13,16 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from app import health, pixel
 from app.context import Context
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.ingest import Ingest
+from app.metrics import Metrics
 from app.problems import on_http_exception, on_unexpected
 from app.pseudonym import KeyRing
 from app.ratelimit import RateLimiter
 from app.settings import Settings, load_settings
+from app.sites import SiteDirectory
+from app.spool import Spool
 from consent import api as consent_api
+from consent.cache import ConsentCache, listen
 from consent.policy import load_policies
 from consent.receipts import Signer, publish_key
 
@@ -26,30 +32,54 @@ def create_app(settings: Settings) -> Litestar:
     policies = load_policies(settings.policies_dir)
     keyring = KeyRing(settings.secret_key)
     engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    metrics = Metrics()
+    consent = ConsentCache(sessions)
     ctx = Context(
         settings=settings,
         engine=engine,
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
         keyring=keyring,
         policies=policies,
         signer=Signer(keyring),
         consent_limiter=RateLimiter(settings.consent_rate_limit),
+        sites=SiteDirectory(sessions),
+        consent=consent,
+        ingest=Ingest(
+            engine=engine,
+            sessions=sessions,
+            policies=policies,
+            consent=consent,
+            spool=Spool(settings.spool_dir),
+            metrics=metrics,
+        ),
+        metrics=metrics,
     )
 
     @asynccontextmanager
-    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.ctx = ctx  # the raw ASGI pixel route reads it from here
         async with transaction(ctx.sessions) as session:
             await publish_key(session, ctx.signer, utcnow())
+        listener = None
+        if not settings.is_sqlite:
+            ready = asyncio.Event()
+            listener = asyncio.create_task(listen(consent, settings.database_url, ready))
+            await asyncio.wait_for(ready.wait(), timeout=10)
+        ctx.ingest.start()
         try:
             yield
         finally:
+            await ctx.ingest.close()
+            if listener is not None:
+                listener.cancel()
             await engine.dispose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
-            pixel.pixel,
-            pixel.collect,
+            pixel.pixel_edge,
             pixel.debug,
+            pixel.metrics,
             consent_api.consent_preflight,
             consent_api.subject_preflight,
             consent_api.give_consent,
@@ -73,6 +103,8 @@ def create_app(settings: Settings) -> Litestar:
         ),
         debug=False,
     )
+    pixel.document_pixel(app.openapi_schema)
+    return app
 
 
 def serve_app() -> Litestar:

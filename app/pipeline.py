@@ -7,21 +7,23 @@ import re
 import uuid
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.context import Context
-from app.models import Site
 from app.scrub import referrer_host, scrub_page
 from app.signed_pixels import PixelClaim, read_pixel
-from app.sites import get_site, jurisdiction_of
+from app.sites import SiteOut, jurisdiction_of
 from app.useragent import Agent, classify
 from consent import store
-from consent.decide import Decision, Signals, decide
+from consent.decide import Decision, Record, Signals, decide
 from consent.policy import Policy
 from consent.tcf import TCFError
 from consent.tcf import decode as decode_tcf
+
+if TYPE_CHECKING:  # the context holds the ingest, which holds pipeline values
+    from app.context import Context
 
 KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -107,19 +109,21 @@ class Outcome(msgspec.Struct):
     event: EventRow | None = None
 
 
+class Pending(msgspec.Struct):
+    """A hit reduced and pseudonymised, its consent not decided yet. Safe to keep or spool."""
+
+    policy: str
+    event: EventRow  # basis still empty
+    signals: Signals
+    seen: SignalsSeen
+
+
 class Dropped(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
 
-async def known_site(session: AsyncSession, ctx: Context, hit: Hit) -> tuple[Site, Policy]:
-    site = await get_site(session, hit.site)
-    if site is None or site.policy not in ctx.policies:
-        raise Dropped("unknown_site")
-    return site, ctx.policies[site.policy]
-
-
-def valid_input(ctx: Context, hit: Hit) -> tuple[Hit, Decimal | None, PixelClaim | None]:
+def valid_input(ctx: "Context", hit: Hit) -> tuple[Hit, Decimal | None, PixelClaim | None]:
     """Lengths, kind, value; a `t` token replaces u/c/p/k, and a bad one drops the hit."""
     claim = None
     if hit.token:
@@ -161,13 +165,13 @@ def not_bot(hit: Hit) -> Agent:
     return agent
 
 
-def pseudonymise(ctx: Context, hit: Hit, claim: PixelClaim | None) -> str | None:
+def pseudonymise(ctx: "Context", hit: Hit, claim: PixelClaim | None) -> str | None:
     if claim is not None:
         return claim.subject
     return ctx.keyring.pseudonym(hit.site, hit.subject) if hit.subject else None
 
 
-def read_signals(hit: Hit, site: Site) -> tuple[Signals, SignalsSeen]:
+def read_signals(hit: Hit, site: SiteOut) -> tuple[Signals, SignalsSeen]:
     gdpr_applies = hit.gdpr != "0"  # absent means applies (IAB's recommended default)
     tc, seen = None, None
     if hit.gdpr_consent:
@@ -188,11 +192,10 @@ def read_signals(hit: Hit, site: Site) -> tuple[Signals, SignalsSeen]:
 
 def to_event(
     hit: Hit,
-    site: Site,
+    site: SiteOut,
     subject: str | None,
     agent: Agent,
     value: Decimal | None,
-    decision: Decision,
     jurisdiction: str,
     now: datetime,
 ) -> EventRow:
@@ -201,7 +204,7 @@ def to_event(
         occurred_at=now,
         id=uuid.uuid4(),
         kind=hit.kind,
-        subject=None if decision.anonymous else subject,
+        subject=subject,
         page=scrub_page(hit.page) if hit.page else None,
         campaign=hit.campaign or None,
         utm_source=hit.utm_source or None,
@@ -217,28 +220,49 @@ def to_event(
         value=value,
         currency=hit.currency if value is not None else None,
         machine=agent.mail_proxy,
-        basis=decision.basis,
+        basis={},
     )
 
 
-async def evaluate(session: AsyncSession, ctx: Context, hit: Hit, now: datetime) -> Outcome:
-    """Run every step; records nothing."""
-    try:
-        site, policy = await known_site(session, ctx, hit)
-        hit, value, claim = valid_input(ctx, hit)
-        signed_if_required(policy, hit)
-        agent = not_bot(hit)
-    except Dropped as dropped:
-        return Outcome(would_record=False, reason=dropped.reason)
+async def prepare(ctx: "Context", hit: Hit, now: datetime) -> Pending:
+    """Every step but the consent decision; raises Dropped. After this, nothing raw is left."""
+    site = await ctx.sites.get(hit.site)
+    if site is None or site.policy not in ctx.policies:
+        raise Dropped("unknown_site")
+    policy = ctx.policies[site.policy]
+    hit, value, claim = valid_input(ctx, hit)
+    signed_if_required(policy, hit)
+    agent = not_bot(hit)
     subject = pseudonymise(ctx, hit, claim)
     signals, seen = read_signals(hit, site)
-    registry = await store.registry(session, site.slug, subject) if subject else {}
-    decision = decide(policy, hit.kind, registry, signals, seen.jurisdiction, now)
-    event = to_event(hit, site, subject, agent, value, decision, seen.jurisdiction, now)
+    event = to_event(hit, site, subject, agent, value, seen.jurisdiction, now)
+    return Pending(policy=policy.name, event=event, signals=signals, seen=seen)
+
+
+def settle(policy: Policy, pending: Pending, registry: dict[str, Record]) -> Outcome:
+    """The consent decision (SPEC §4.1), as of the moment of the hit."""
+    event = pending.event
+    decision = decide(
+        policy, event.kind, registry, pending.signals, pending.seen.jurisdiction, event.occurred_at
+    )
+    if decision.record:
+        subject = None if decision.anonymous else event.subject
+        event = msgspec.structs.replace(event, subject=subject, basis=decision.basis)
     return Outcome(
         would_record=decision.record,
         reason="recorded" if decision.record else "no_consent",
         decision=decision,
-        signals=seen,
+        signals=pending.seen,
         event=event,
     )
+
+
+async def evaluate(session: AsyncSession, ctx: "Context", hit: Hit, now: datetime) -> Outcome:
+    """The whole pipeline against the registry itself (no cache); records nothing."""
+    try:
+        pending = await prepare(ctx, hit, now)
+    except Dropped as dropped:
+        return Outcome(would_record=False, reason=dropped.reason)
+    subject = pending.event.subject
+    registry = await store.registry(session, pending.event.site, subject) if subject else {}
+    return settle(ctx.policies[pending.policy], pending, registry)

@@ -1,29 +1,60 @@
 """The pixel and collect edges, and the debug endpoint that explains them.
 
-This is the only place a request's raw subject id, user agent and signals are read.
+This is the only place a request's raw subject id, user agent and signals are read. The pixel
+is a raw ASGI route: it is the hot path, and it needs none of litestar's per-request work.
 """
 
 import base64
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
+from urllib.parse import parse_qsl
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, asgi, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.openapi.spec import (
+    OpenAPI,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    PathItem,
+    RequestBody,
+    Schema,
+)
 from litestar.params import FromPath
+from litestar.types import HTTPScope, Receive, Scope, Send
 
 from app.auth import require_key
 from app.context import Context
 from app.db import utcnow
-from app.ingest import write_events
-from app.pipeline import Hit, Outcome, evaluate
+from app.pipeline import Dropped, Hit, Outcome, evaluate, prepare
 from app.sites import site_or_404
 
 log = logging.getLogger("pixelgate.pixel")
 
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-PIXEL_HEADERS = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0"}
+CACHE_CONTROL = "no-store, no-cache, must-revalidate, max-age=0"
+PIXEL_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [
+        (b"content-type", b"image/gif"),
+        (b"content-length", str(len(GIF)).encode()),
+        (b"cache-control", CACHE_CONTROL.encode()),
+    ],
+}
+PIXEL_BODY = {"type": "http.response.body", "body": GIF}
+COLLECT_START = {
+    "type": "http.response.start",
+    "status": 204,
+    "headers": [(b"cache-control", CACHE_CONTROL.encode())],
+}
+NOT_FOUND = {"type": "http.response.start", "status": 404, "headers": []}
+EMPTY_BODY = {"type": "http.response.body", "body": b""}
 QUERY_FIELDS = {
     "k": "kind",
     "u": "subject",
@@ -37,6 +68,8 @@ QUERY_FIELDS = {
     "gdpr_consent": "gdpr_consent",
     **{f: f for f in ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")},
 }
+MAX_QUERY = 8192
+MAX_BODY = 16384
 
 
 class CollectBody(msgspec.Struct, kw_only=True):
@@ -59,68 +92,87 @@ class CollectBody(msgspec.Struct, kw_only=True):
     utm_term: str | None = None
 
 
+COLLECT_DECODER = msgspec.json.Decoder(CollectBody)
+
+
 def read_hit(
-    request: Request[Any, Any, Any], site: str, ctx: Context, fields: dict[str, str]
+    site: str,
+    fields: Iterable[tuple[str, str]],
+    headers: Iterable[tuple[bytes, bytes]],
+    region_header: str | None,
 ) -> Hit:
-    headers = request.headers
-    values = {QUERY_FIELDS[k]: v for k, v in fields.items() if k in QUERY_FIELDS and v != ""}
-    if "referrer" not in values and "referer" in headers:
-        values["referrer"] = headers["referer"]
-    region_header = ctx.settings.region_header
-    return Hit(
-        site=site,
-        **values,
-        user_agent=headers.get("user-agent", ""),
-        # GPC: only exactly "1" counts, in any one of several headers (joined with commas).
-        gpc=any(
-            part.strip() == "1" for v in headers.getall("sec-gpc", []) for part in v.split(",")
-        ),
-        dnt=headers.get("dnt") == "1",
-        region=headers.get(region_header) if region_header else None,
-    )
+    values = {QUERY_FIELDS[k]: v for k, v in fields if k in QUERY_FIELDS and v != ""}
+    user_agent, gpc, dnt, region = "", False, False, None
+    region_name = region_header.lower().encode() if region_header else None
+    for name, raw in headers:
+        if name == b"user-agent":
+            user_agent = raw.decode("latin-1")
+        elif name == b"referer":
+            values.setdefault("referrer", raw.decode("latin-1"))
+        elif name == b"sec-gpc":
+            # Only exactly "1" counts, in any one of several headers (or a comma-joined one).
+            gpc = gpc or any(part.strip() == b"1" for part in raw.split(b","))
+        elif name == b"dnt":
+            dnt = raw.strip() == b"1"
+        elif name == region_name:
+            region = raw.decode("latin-1")
+    return Hit(site=site, **values, user_agent=user_agent, gpc=gpc, dnt=dnt, region=region)
 
 
-async def record_hit(ctx: Context, hit: Hit) -> Outcome:
-    async with ctx.sessions() as session, session.begin():
-        outcome = await evaluate(session, ctx, hit, utcnow())
-        if outcome.would_record and outcome.event is not None:
-            await write_events(session, [outcome.event])
-    return outcome
-
-
-async def _record_quietly(ctx: Context, hit: Hit) -> None:
-    """The pixel must answer the same whatever happens, so nothing here may escape."""
+async def accept(ctx: Context, hit: Hit) -> None:
+    """Prepare the hit and queue it; whatever happens, nothing escapes (the pixel must answer
+    the same), and only the error's type is logged: its text could quote the request."""
     try:
-        await record_hit(ctx, hit)
-    except Exception as exc:  # only the error's type: its text could quote the request
-        log.error("hit not recorded: %s", type(exc).__name__)
+        pending = await prepare(ctx, hit, utcnow())
+    except Dropped as dropped:
+        ctx.metrics.hits.labels("denied", dropped.reason).inc()
+        return
+    except Exception as exc:
+        log.error("hit not accepted: %s", type(exc).__name__)
+        ctx.metrics.hits.labels("denied", "error").inc()
+        return
+    await ctx.ingest.submit(pending)
 
 
-def pixel_response() -> Response[bytes]:
-    return Response(GIF, media_type="image/gif", headers=PIXEL_HEADERS)
+async def _pixel(ctx: Context, site: str, scope: Scope, send: Send) -> None:
+    query = scope["query_string"]
+    fields = parse_qsl(query[:MAX_QUERY].decode("latin-1")) if query else []
+    await accept(ctx, read_hit(site, fields, scope["headers"], ctx.settings.region_header))
+    await send(PIXEL_START)  # type: ignore[arg-type]
+    await send(PIXEL_BODY)  # type: ignore[arg-type]
 
 
-@get("/p/{site:str}/pixel.gif", include_in_schema=True, summary="The tracking pixel")
-async def pixel(
-    request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
-) -> Response[bytes]:
-    fields = {k: v for k, v in request.query_params.items()}
-    await _record_quietly(ctx, read_hit(request, site, ctx, fields))
-    return pixel_response()
-
-
-@post("/p/{site:str}/collect", status_code=204, summary="The pixel as a JSON beacon")
-async def collect(
-    request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
-) -> Response[None]:
+async def _collect(ctx: Context, site: str, scope: Scope, receive: Receive, send: Send) -> None:
+    body, more = b"", True
+    while more and len(body) <= MAX_BODY:
+        message = await receive()
+        body += cast(bytes, message.get("body", b""))
+        more = bool(message.get("more_body", False))
     try:
-        body = msgspec.json.decode(await request.body(), type=CollectBody)
+        beacon = COLLECT_DECODER.decode(body) if len(body) <= MAX_BODY else None
     except msgspec.DecodeError:
-        body = None
-    if body is not None:
-        fields = {k: str(v) for k, v in msgspec.structs.asdict(body).items() if v is not None}
-        await _record_quietly(ctx, read_hit(request, site, ctx, fields))
-    return Response(None, status_code=204, headers=PIXEL_HEADERS)
+        beacon = None
+    if beacon is not None:
+        fields = [(k, str(v)) for k, v in msgspec.structs.asdict(beacon).items() if v is not None]
+        await accept(ctx, read_hit(site, fields, scope["headers"], ctx.settings.region_header))
+    await send(COLLECT_START)  # type: ignore[arg-type]
+    await send(EMPTY_BODY)  # type: ignore[arg-type]
+
+
+# A raw ASGI mount: the pixel is the hot path and needs none of litestar's per-request work.
+# (Litestar cannot route an ASGI handler with a path parameter, hence the mount on "/p".)
+@asgi("/p", is_mount=True, copy_scope=False, include_in_schema=False)
+async def pixel_edge(scope: Scope, receive: Receive, send: Send) -> None:
+    ctx: Context = scope["litestar_app"].state.ctx
+    site, _, action = scope["path"].strip("/").partition("/")
+    method = cast("HTTPScope", scope)["method"]
+    if method == "GET" and action == "pixel.gif":
+        await _pixel(ctx, site, scope, send)
+    elif method == "POST" and action == "collect":
+        await _collect(ctx, site, scope, receive, send)
+    else:
+        await send(NOT_FOUND)  # type: ignore[arg-type]
+        await send(EMPTY_BODY)  # type: ignore[arg-type]
 
 
 @get("/v1/sites/{site:str}/debug", summary="Explain what the pixel would do (records nothing)")
@@ -130,5 +182,62 @@ async def debug(
     async with ctx.sessions() as session:
         await site_or_404(session, site)
         await require_key(request, session, ctx.keyring, site, "read")
-        hit = read_hit(request, site, ctx, dict(request.query_params.items()))
+        fields = request.query_params.items()
+        hit = read_hit(site, fields, request.scope["headers"], ctx.settings.region_header)
         return await evaluate(session, ctx, hit, utcnow())
+
+
+@get("/metrics", media_type="text/plain; version=0.0.4", summary="Prometheus metrics")
+async def metrics(ctx: NamedDependency[Context]) -> Response[bytes]:
+    ctx.metrics.queue_depth.set(ctx.ingest.depth())
+    return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _query(name: str, description: str) -> Parameter:
+    return Parameter(
+        name=name, param_in="query", required=False, description=description,
+        schema=Schema(type=OpenAPIType.STRING),
+    )  # fmt: skip
+
+
+PIXEL_PARAMETERS = [
+    Parameter(name="site", param_in="path", required=True, schema=Schema(type=OpenAPIType.STRING)),
+    _query("k", "kind: pageview (default), open, click, conversion or a custom kind"),
+    _query("u", "subject identifier (pseudonymised at once, never stored)"),
+    _query("p", "page path or message id"),
+    _query("c", "campaign id"),
+    *(_query(f, "attribution") for f in ("utm_source", "utm_medium", "utm_campaign")),
+    *(_query(f, "attribution") for f in ("utm_content", "utm_term")),
+    _query("r", "referrer override (else the Referer header)"),
+    _query("v", "conversion value (decimal)"),
+    _query("cur", "ISO 4217 currency"),
+    _query("gdpr", "IAB TCF: 1 when GDPR applies, 0 when not"),
+    _query("gdpr_consent", "IAB TCF v2 TC string"),
+    _query("t", "signed pixel token standing for u, c, p, k"),
+]
+
+
+def document_pixel(schema: OpenAPI) -> None:
+    """The mounted edge is invisible to litestar's schema generator: describe it by hand."""
+    schema.paths = schema.paths or {}
+    schema.paths["/p/{site}/pixel.gif"] = PathItem(
+        get=Operation(
+            summary="The tracking pixel",
+            description="Always the same 1x1 GIF, whatever was decided; no cookie.",
+            parameters=list(PIXEL_PARAMETERS),
+            responses={"200": OpenAPIResponse(description="a 1x1 transparent GIF")},
+        )
+    )
+    schema.paths["/p/{site}/collect"] = PathItem(
+        post=Operation(
+            summary="The pixel as a JSON beacon (navigator.sendBeacon)",
+            parameters=[PIXEL_PARAMETERS[0]],
+            request_body=RequestBody(
+                content={
+                    "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT))
+                },
+                description="the pixel's query fields as a JSON object",
+            ),
+            responses={"204": OpenAPIResponse(description="always, whatever was decided")},
+        )
+    )

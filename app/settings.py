@@ -28,6 +28,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     region_header: str | None = None
     # Not in the environment contract: tests and operators tune them by building Settings.
     consent_rate_limit: int = 60  # public consent posts per client per minute
+    spool_dir: Path = Path("data/spool")  # events kept here while the database is down
 
     @property
     def is_sqlite(self) -> bool:
@@ -112,5 +113,6 @@ def load_settings(env: Mapping[str, str] | None = None, data_dir: Path = Path("d
         workers=workers,
         jobs=jobs == "on",
         region_header=env.get("PIXELGATE_REGION_HEADER") or None,
+        spool_dir=data_dir / "spool",
     )
     return settings

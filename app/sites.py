@@ -1,12 +1,13 @@
 """Sites (tenants): create, list, look up."""
 
 import re
+import time
 from datetime import datetime
 from urllib.parse import urlsplit
 
 import msgspec
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import Site
 from app.problems import Problem
@@ -21,7 +22,7 @@ EEA = {
 }
 
 
-class SiteOut(msgspec.Struct):
+class SiteOut(msgspec.Struct, frozen=True):
     slug: str
     policy: str
     origins: list[str]
@@ -94,3 +95,32 @@ def jurisdiction_of(region: str | None, site_default: str) -> str:
     if country in EEA:
         return "eu"
     return value if JURISDICTION.match(value) else site_default
+
+
+class SiteDirectory:
+    """Sites by slug for the hot path. Sites never change once created, so a found site is
+    kept for the life of the process; an unknown slug is asked again after a few seconds."""
+
+    MAX_UNKNOWN = 10_000
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], unknown_ttl: float = 5.0):
+        self._sessions = sessions
+        self._unknown_ttl = unknown_ttl
+        self._known: dict[str, SiteOut] = {}
+        self._unknown: dict[str, float] = {}  # slug -> when to ask again
+
+    async def get(self, slug: str) -> SiteOut | None:
+        site = self._known.get(slug)
+        if site is not None or not SLUG.match(slug):
+            return site
+        if self._unknown.get(slug, 0.0) > time.monotonic():
+            return None
+        async with self._sessions() as session:
+            row = await get_site(session, slug)
+        if row is None:
+            if len(self._unknown) >= self.MAX_UNKNOWN:
+                self._unknown.clear()
+            self._unknown[slug] = time.monotonic() + self._unknown_ttl
+            return None
+        site = self._known[slug] = site_out(row)
+        return site

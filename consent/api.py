@@ -177,6 +177,7 @@ async def give_consent(
             now=utcnow(),
         )
         out = _receipt(ctx, entry, policy, _policy_url(request, site))
+    ctx.consent.invalidate(site, entry.subject)
     return Response(out, status_code=201, headers=_cors(found, origin))
 
 
@@ -278,6 +279,7 @@ async def withdraw_consent(
             now=utcnow(),
         )
         out = _receipt(ctx, entry, policy, _policy_url(request, site))
+    ctx.consent.invalidate(site, pseudonym)
     return Response(out, headers=_cors(found, request.headers.get("origin")))
 
 

@@ -16,6 +16,7 @@ class Record(msgspec.Struct, frozen=True):
     policy_version: str
     record_id: uuid.UUID
     expires_at: datetime | None
+    updated_at: datetime | None = None
 
 
 class Signals(msgspec.Struct, frozen=True):
@@ -23,7 +24,6 @@ class Signals(msgspec.Struct, frozen=True):
     dnt: bool = False
     gdpr_applies: bool = True
     tcf: TCString | None = None  # only a valid, decoded string
-    tcf_error: str | None = None
 
 
 class PurposeDecision(msgspec.Struct, frozen=True):

@@ -5,13 +5,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from consent.decide import Record
 from consent.models import ConsentLedger, ConsentState
 from consent.policy import Policy
+
+CHANNEL = "pixelgate_consent"  # NOTIFY payload: "site:pseudonym" of a changed registry
 
 
 class Proof(msgspec.Struct, frozen=True):
@@ -49,6 +51,7 @@ async def record(
 ) -> ConsentLedger:
     """Append to the ledger and make it the current state of each purpose named."""
     granted_ttls = [policy.file.purposes[p].consent_ttl_days for p, ok in purposes.items() if ok]
+    await notify_change(session, site, subject)
     entry = ConsentLedger(
         site=site,
         id=uuid.uuid4(),
@@ -120,12 +123,37 @@ def as_record(row: ConsentState) -> Record:
         policy_version=row.policy_version,
         record_id=row.record_id,
         expires_at=row.expires_at,
+        updated_at=row.updated_at,
     )
 
 
 async def registry(session: AsyncSession, site: str, subject: str) -> dict[str, Record]:
     """What the decision needs, per purpose."""
     return {row.purpose: as_record(row) for row in await current(session, site, subject)}
+
+
+async def registries(
+    session: AsyncSession, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, Record]]:
+    """The registries of many (site, subject) pairs in one query."""
+    found: dict[tuple[str, str], dict[str, Record]] = {}
+    if not keys:
+        return found
+    rows = await session.scalars(
+        select(ConsentState).where(tuple_(ConsentState.site, ConsentState.subject).in_(keys))
+    )
+    for row in rows:
+        found.setdefault((row.site, row.subject), {})[row.purpose] = as_record(row)
+    return found
+
+
+async def notify_change(session: AsyncSession, site: str, subject: str) -> None:
+    """On PostgreSQL, tell every process (at commit) to forget this subject's cached consent."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": CHANNEL, "payload": f"{site}:{subject}"},
+        )
 
 
 async def history(session: AsyncSession, site: str, subject: str) -> list[ConsentLedger]:

@@ -7,6 +7,7 @@ anything raw: pseudonymisation is tested like any other correctness property.
 import asyncio
 import hashlib
 import secrets
+import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,6 +74,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "secret_key": SECRET,
         "policies_dir": POLICIES,
+        "spool_dir": Path(tempfile.mkdtemp(prefix="pixelgate-spool-")),
     }
     values.update(overrides)
     return Settings(**values)
@@ -149,3 +151,8 @@ def dump_database(database_url: str) -> str:
 
     text: str = run(_in_session(settings_for(database_url), work))
     return text
+
+
+def settle(client: Any) -> None:
+    """Wait until every hit the app has accepted is written: the pixel answers first."""
+    client.blocking_portal.call(client.app.state.ctx.ingest.settled)

@@ -1,0 +1,33 @@
+"""Counters for /metrics (Prometheus text format), one registry per app."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.hits = Counter(
+            "pixelgate_hits", "Hits by outcome and reason", ["outcome", "reason"], registry=r
+        )
+        self.queued = Counter("pixelgate_events_queued", "Hits queued for writing", registry=r)
+        self.flushed = Counter("pixelgate_events_flushed", "Events written", registry=r)
+        self.spilled = Counter(
+            "pixelgate_events_spilled", "Events spooled to disk (database unreachable)", registry=r
+        )
+        self.replayed = Counter(
+            "pixelgate_events_replayed", "Spooled events written once it was back", registry=r
+        )
+        self.dropped = Counter(
+            "pixelgate_events_dropped", "Events lost (could not be written nor spooled)", registry=r
+        )
+        self.queue_depth = Gauge("pixelgate_queue_depth", "Hits waiting to be written", registry=r)
+        self.flush_seconds = Histogram(
+            "pixelgate_flush_seconds",
+            "Time to decide and write one batch",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
