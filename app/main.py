@@ -10,7 +10,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
-from app import health, pixel
+from app import events_api, health, links, pixel
 from app.context import Context
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.ingest import Ingest
@@ -80,6 +80,11 @@ def create_app(settings: Settings) -> Litestar:
             pixel.pixel_edge,
             pixel.debug,
             pixel.metrics,
+            events_api.post_events,
+            events_api.pixel_urls,
+            links.put_campaign,
+            links.create_link,
+            links.follow_link,
             consent_api.consent_preflight,
             consent_api.subject_preflight,
             consent_api.give_consent,

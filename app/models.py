@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, Numeric, String, Uuid
+from sqlalchemy import JSON, Boolean, Index, Integer, Numeric, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -62,3 +62,30 @@ class Event(Base):
     machine: Mapped[bool] = mapped_column(Boolean)
     # per purpose: what allowed it, e.g. {"analytics": "consent:<ledger id>"}
     basis: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(16))
+    influencer: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    sends: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Link(Base):
+    """A tracked link: /l/{code} records a click and redirects to the stored destination only."""
+
+    __tablename__ = "links"
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(2048))
+    campaign: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    influencer: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("uq_links_code", "code", unique=True),)

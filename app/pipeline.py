@@ -224,15 +224,22 @@ def to_event(
     )
 
 
-async def prepare(ctx: "Context", hit: Hit, now: datetime) -> Pending:
-    """Every step but the consent decision; raises Dropped. After this, nothing raw is left."""
+UNKNOWN_AGENT = Agent("other", "Other", "Other", is_bot=False, mail_proxy=False)
+
+
+async def prepare(ctx: "Context", hit: Hit, now: datetime, server: bool = False) -> Pending:
+    """Every step but the consent decision; raises Dropped. After this, nothing raw is left.
+
+    `server`: an authenticated server-side event, which needs no signed pixel and may come
+    without a user agent of the person's browser."""
     site = await ctx.sites.get(hit.site)
     if site is None or site.policy not in ctx.policies:
         raise Dropped("unknown_site")
     policy = ctx.policies[site.policy]
     hit, value, claim = valid_input(ctx, hit)
-    signed_if_required(policy, hit)
-    agent = not_bot(hit)
+    if not server:
+        signed_if_required(policy, hit)
+    agent = UNKNOWN_AGENT if server and not hit.user_agent else not_bot(hit)
     subject = pseudonymise(ctx, hit, claim)
     signals, seen = read_signals(hit, site)
     event = to_event(hit, site, subject, agent, value, seen.jurisdiction, now)

@@ -1,0 +1,162 @@
+"""Server-side events (SPEC §4.6) and signed pixel URLs (SPEC §4.3)."""
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from litestar import Request, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+
+from app.auth import require_key
+from app.context import Context
+from app.db import utcnow
+from app.ingest import write_events
+from app.pipeline import Dropped, Hit, Pending, prepare, settle
+from app.problems import Problem
+from app.signed_pixels import PixelClaim, sign_pixel
+from app.sites import site_or_404
+from consent import store
+
+MAX_EVENTS = 1000
+MAX_PIXEL_URLS = 10_000
+MAX_FUTURE = timedelta(minutes=5)  # clocks drift; an event from further ahead is a mistake
+
+
+class ServerEvent(msgspec.Struct, forbid_unknown_fields=True):
+    kind: str = "pageview"
+    subject: str | None = None
+    email: str | None = None
+    page: str | None = None
+    campaign: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_content: str | None = None
+    utm_term: str | None = None
+    value: Decimal | None = None
+    currency: str | None = None
+    occurred_at: datetime | None = None
+    user_agent: str | None = None  # the person's browser, when the server saw it
+
+
+class EventsIn(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[ServerEvent]
+
+
+class Rejected(msgspec.Struct):
+    index: int
+    reason: str  # no_consent | invalid | bot
+
+
+class EventsOut(msgspec.Struct):
+    accepted: int
+    rejected: list[Rejected]
+
+
+def _hit(site: str, event: ServerEvent) -> Hit:
+    if event.subject is not None and event.email is not None:
+        raise Dropped("invalid")  # one identifier per event
+    if event.email is not None and ("@" not in event.email or len(event.email) > 254):
+        raise Dropped("invalid")
+    return Hit(
+        site=site,
+        kind=event.kind,
+        subject=event.subject if event.subject is not None else event.email,
+        page=event.page,
+        campaign=event.campaign,
+        utm_source=event.utm_source,
+        utm_medium=event.utm_medium,
+        utm_campaign=event.utm_campaign,
+        utm_content=event.utm_content,
+        utm_term=event.utm_term,
+        value=str(event.value) if event.value is not None else None,
+        currency=event.currency,
+        user_agent=event.user_agent or "",
+    )
+
+
+@post("/v1/sites/{site:str}/events", status_code=200, summary="Server-side events")
+async def post_events(
+    request: Request[Any, Any, State],
+    site: FromPath[str],
+    data: JSONBody[EventsIn],
+    ctx: NamedDependency[Context],
+) -> EventsOut:
+    """Decided like pixel hits, but written before the answer, all or nothing."""
+    if len(data.events) > MAX_EVENTS:
+        raise Problem(413, f"at most {MAX_EVENTS} events per request, got {len(data.events)}")
+    now = utcnow()
+    async with ctx.sessions() as session, session.begin():
+        await site_or_404(session, site)
+        await require_key(request, session, ctx.keyring, site, "ingest")
+        rejected: list[Rejected] = []
+        pending: list[tuple[int, Pending]] = []
+        for index, event in enumerate(data.events):
+            occurred = event.occurred_at or now
+            try:
+                if occurred.tzinfo is None or occurred > now + MAX_FUTURE:
+                    raise Dropped("invalid")
+                pending.append((index, await prepare(ctx, _hit(site, event), occurred, True)))
+            except Dropped as dropped:
+                rejected.append(Rejected(index, dropped.reason))
+        keys = list({(site, p.event.subject) for _, p in pending if p.event.subject})
+        registries = await store.registries(session, keys)
+        rows = []
+        for index, one in pending:
+            registry = registries.get((site, one.event.subject or ""), {})
+            outcome = settle(ctx.policies[one.policy], one, registry)
+            if outcome.would_record and outcome.event is not None:
+                rows.append(outcome.event)
+            else:
+                rejected.append(Rejected(index, "no_consent"))
+        await write_events(session, rows)
+    ctx.metrics.flushed.inc(len(rows))
+    return EventsOut(accepted=len(rows), rejected=sorted(rejected, key=lambda r: r.index))
+
+
+class PixelUrlsIn(msgspec.Struct, forbid_unknown_fields=True):
+    subjects: list[str]
+    kind: str = "open"
+    campaign: str | None = None
+    page: str | None = None
+
+
+class PixelUrlsOut(msgspec.Struct):
+    urls: dict[str, str]
+
+
+@post("/v1/sites/{site:str}/pixel-urls", status_code=200, summary="Signed pixel URLs")
+async def pixel_urls(
+    request: Request[Any, Any, State],
+    site: FromPath[str],
+    data: JSONBody[PixelUrlsIn],
+    ctx: NamedDependency[Context],
+) -> PixelUrlsOut:
+    """One URL per recipient; its token carries the pseudonym, never the recipient's id."""
+    if len(data.subjects) > MAX_PIXEL_URLS:
+        raise Problem(413, f"at most {MAX_PIXEL_URLS} subjects per request")
+    async with ctx.sessions() as session:
+        await site_or_404(session, site)
+        await require_key(request, session, ctx.keyring, site, "ingest")
+    probe = Hit(site=site, kind=data.kind, campaign=data.campaign, page=data.page)
+    try:
+        prepared = await prepare(ctx, probe, utcnow(), server=True)
+    except Dropped as dropped:
+        raise Problem(422, f"kind, campaign or page is {dropped.reason}") from None
+    base = str(request.base_url).rstrip("/") + f"/p/{site}/pixel.gif?t="
+    urls = {}
+    for subject in data.subjects:
+        if not 0 < len(subject.strip()) <= 256:
+            raise Problem(422, "each subject must be 1 to 256 characters")
+        claim = PixelClaim(
+            site=site,
+            subject=ctx.keyring.pseudonym(site, subject),
+            kind=data.kind,
+            campaign=prepared.event.campaign,
+            page=data.page,
+        )
+        urls[subject] = base + sign_pixel(ctx.keyring, claim)
+    return PixelUrlsOut(urls=urls)

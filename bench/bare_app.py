@@ -1,0 +1,22 @@
+"""The floor for a litestar app on granian: one handler answering the pixel with nothing else.
+
+bench/pixel.py serves it with `granian --interface asgi bench.bare_app:app --workers 1`, the
+same server and worker count as `pixelgate serve`, to tell the framework's own cost apart from
+pixelgate's. The body and Cache-Control header are the ones app/pixel.py sends (pixel.py
+checks that all the servers it compares answer the same bytes).
+"""
+
+import base64
+
+from litestar import Litestar, Response, get
+
+GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")  # 43 bytes
+CACHE_CONTROL = "no-store, no-cache, must-revalidate, max-age=0"
+
+
+@get("/p/{site:str}/pixel.gif", include_in_schema=False)
+async def pixel(site: str) -> Response[bytes]:
+    return Response(GIF, media_type="image/gif", headers={"cache-control": CACHE_CONTROL})
+
+
+app = Litestar(route_handlers=[pixel], openapi_config=None, debug=False)
