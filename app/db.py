@@ -1,6 +1,6 @@
 """Declarative base, engine and sessions. Every table's key begins with the site."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -9,6 +9,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -81,6 +82,11 @@ async def transaction(
     """One unit of work: committed on success, rolled back on any error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+def dialect_insert(session: AsyncSession) -> Callable[..., Any]:
+    """INSERT with ON CONFLICT for the session's database (PostgreSQL and SQLite share it)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def utcnow() -> datetime:

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import msgspec
 from sqlalchemy import insert, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.db import dialect_insert
 from app.metrics import Metrics
 from app.models import Event
 from app.pipeline import EventRow, Pending, settle
@@ -36,9 +36,7 @@ async def write_events(
         return
     values = [msgspec.structs.asdict(row) for row in rows]
     if skip_existing:
-        dialect = session.get_bind().dialect.name
-        upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        await session.execute(upsert(Event).on_conflict_do_nothing(), values)
+        await session.execute(dialect_insert(session)(Event).on_conflict_do_nothing(), values)
     else:
         await session.execute(insert(Event), values)
 
@@ -224,20 +222,7 @@ class Ingest:
             keys = [(p.event.site, p.event.subject) for p in frame.pending if p.event.subject]
             async with self._sessions() as session:
                 registries = await store.registries(session, list(set(keys)))
-            # Consent cannot change while the database is down, but it may have changed since
-            # it came back: a registry newer than the hit is not the one the hit met, so such
-            # a hit is not recorded (the privacy-safe side).
-            for pending in frame.pending:
-                event = pending.event
-                registry = registries.get((event.site, event.subject or ""), {})
-                changed = any(
-                    r.updated_at is not None and r.updated_at > event.occurred_at
-                    for r in registry.values()
-                )
-                if changed:
-                    self._metrics.hits.labels("denied", "changed_since_hit").inc()
-                    continue
-                rows.extend(self._settle([pending], {(event.site, event.subject or ""): registry}))
+            rows.extend(self._settle(frame.pending, registries))
         async with self._sessions() as session, session.begin():
             await write_events(session, rows, skip_existing=True)
         self._metrics.replayed.inc(len(rows))

@@ -11,11 +11,10 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.auth import require_key
 from app.context import Context
-from app.db import utcnow
+from app.db import dialect_insert, utcnow
 from app.models import Campaign, Link
 from app.pipeline import MAX_TEXT
 from app.pixel import CACHE_CONTROL, accept, read_hit
@@ -70,10 +69,7 @@ async def put_campaign(
     async with ctx.sessions() as session, session.begin():
         await site_or_404(session, site)
         await require_key(request, session, ctx.keyring, site, "admin")
-        insert = (
-            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        )
-        statement = insert(Campaign).values(values)
+        statement = dialect_insert(session)(Campaign).values(values)
         await session.execute(
             statement.on_conflict_do_update(
                 index_elements=["site", "id"],

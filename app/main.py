@@ -86,7 +86,6 @@ def create_app(settings: Settings) -> Litestar:
             links.create_link,
             links.follow_link,
             consent_api.consent_preflight,
-            consent_api.subject_preflight,
             consent_api.give_consent,
             consent_api.read_consent,
             consent_api.consent_history,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.scrub import referrer_host, scrub_page
+from app.scrub import referrer_host, scrub_page, scrub_text
 from app.signed_pixels import PixelClaim, read_pixel
 from app.sites import SiteOut, jurisdiction_of
 from app.useragent import Agent, classify
@@ -29,6 +29,8 @@ KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 MAX_ID = 256
 MAX_TEXT = 128
+MAX_URL = 2048
+MAX_TC_STRING = 4096  # real ones are a few hundred characters
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 
 
@@ -140,6 +142,8 @@ def valid_input(ctx: "Context", hit: Hit) -> tuple[Hit, Decimal | None, PixelCla
     texts = [hit.campaign, *(getattr(hit, f) for f in UTM_FIELDS)]
     if any(t is not None and len(t) > MAX_TEXT for t in texts):
         raise Dropped("invalid")
+    if len(hit.gdpr_consent or "") > MAX_TC_STRING or len(hit.referrer or "") > MAX_URL:
+        raise Dropped("invalid")
     value = None
     if hit.value:
         try:
@@ -206,12 +210,12 @@ def to_event(
         kind=hit.kind,
         subject=subject,
         page=scrub_page(hit.page) if hit.page else None,
-        campaign=hit.campaign or None,
-        utm_source=hit.utm_source or None,
-        utm_medium=hit.utm_medium or None,
-        utm_campaign=hit.utm_campaign or None,
-        utm_content=hit.utm_content or None,
-        utm_term=hit.utm_term or None,
+        campaign=scrub_text(hit.campaign),
+        utm_source=scrub_text(hit.utm_source),
+        utm_medium=scrub_text(hit.utm_medium),
+        utm_campaign=scrub_text(hit.utm_campaign),
+        utm_content=scrub_text(hit.utm_content),
+        utm_term=scrub_text(hit.utm_term),
         referrer=referrer_host(hit.referrer) if hit.referrer else None,
         device=agent.device,
         browser=agent.browser,
@@ -247,14 +251,35 @@ async def prepare(ctx: "Context", hit: Hit, now: datetime, server: bool = False)
 
 
 def settle(policy: Policy, pending: Pending, registry: dict[str, Record]) -> Outcome:
-    """The consent decision (SPEC §4.1), as of the moment of the hit."""
+    """The consent decision (SPEC §4.1), as of the moment of the hit.
+
+    Hits are decided a little after they arrive (or much later, replayed from the spool, or
+    sent with a past `occurred_at`). The registry only knows the latest state: if it changed
+    after the hit, the state the hit met is unknown, and the hit is not recorded."""
     event = pending.event
+    if any(r.updated_at and r.updated_at > event.occurred_at for r in registry.values()):
+        return Outcome(would_record=False, reason="changed_since_hit", signals=pending.seen)
     decision = decide(
-        policy, event.kind, registry, pending.signals, pending.seen.jurisdiction, event.occurred_at
+        policy,
+        event.kind,
+        registry,
+        pending.signals,
+        pending.seen.jurisdiction,
+        event.occurred_at,
+        has_subject=event.subject is not None,
     )
-    if decision.record:
-        subject = None if decision.anonymous else event.subject
-        event = msgspec.structs.replace(event, subject=subject, basis=decision.basis)
+    if decision.anonymous:
+        # Counted under the exemption: no campaign, attribution or value may ride along.
+        event = msgspec.structs.replace(
+            event,
+            campaign=None,
+            **dict.fromkeys(UTM_FIELDS),
+            value=None,
+            currency=None,
+            basis=decision.basis,
+        )
+    elif decision.record:
+        event = msgspec.structs.replace(event, basis=decision.basis)
     return Outcome(
         would_record=decision.record,
         reason="recorded" if decision.record else "no_consent",

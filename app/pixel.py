@@ -168,6 +168,9 @@ async def pixel_edge(scope: Scope, receive: Receive, send: Send) -> None:
     method = cast("HTTPScope", scope)["method"]
     if method == "GET" and action == "pixel.gif":
         await _pixel(ctx, site, scope, send)
+    elif method == "HEAD" and action == "pixel.gif":  # a probe: same answer, nothing recorded
+        await send(PIXEL_START)  # type: ignore[arg-type]
+        await send(EMPTY_BODY)  # type: ignore[arg-type]
     elif method == "POST" and action == "collect":
         await _collect(ctx, site, scope, receive, send)
     else:

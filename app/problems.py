@@ -1,11 +1,13 @@
 """RFC 9457 problem+json for every API error."""
 
+import logging
 from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+log = logging.getLogger("pixelgate.api")
 TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -55,5 +57,8 @@ def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response
     return problem(status, detail, headers=exc.headers)
 
 
-def on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # The route's template and the error's type only: values could be raw identifiers.
+    route = request.scope.get("path_template", "?")
+    log.error("unhandled %s on %s", type(exc).__name__, route)
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")

@@ -1,8 +1,25 @@
-"""A fixed-window limit per client, in memory: enough to blunt a flood on the public API."""
+"""A fixed-window limit per client, in memory and per process: enough to blunt a flood on
+the public API, not a quota."""
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
+from typing import Any
+
+from litestar import Request
+
+
+def client_of(request: Request[Any, Any, Any]) -> str:
+    """The client's address; IPv6 by its /64, which one host can rotate within at will."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return host
 
 
 class RateLimiter:
@@ -13,11 +30,11 @@ class RateLimiter:
         self._window = -1
         self._counts: dict[bytes, int] = {}
 
-    def allow(self, client: str, now: float) -> bool:
+    def allow(self, scope: str, client: str, now: float) -> bool:
         window = int(now // 60)
         if window != self._window:
             self._window, self._counts = window, {}
-        who = hmac.digest(self._key, client.encode(), hashlib.sha256)[:16]
+        who = hmac.digest(self._key, f"{scope}|{client}".encode(), hashlib.sha256)[:16]
         count = self._counts.get(who, 0) + 1
         self._counts[who] = count
         return count <= self.per_minute

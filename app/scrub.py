@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-__all__ = ["referrer_host", "scrub_page"]
+__all__ = ["referrer_host", "scrub_page", "scrub_text"]
 
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|//")
 _EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -29,6 +29,11 @@ def _decode(text: str) -> str:
 
 def _mask(text: str) -> str:
     return _LONG_NUMBER.sub("[num]", _EMAIL.sub("[email]", _decode(text)))
+
+
+def scrub_text(raw: str | None) -> str | None:
+    """Campaign ids and utm values: ESPs like to put the recipient's address in them."""
+    return _mask(raw).strip() or None if raw else None
 
 
 def scrub_page(raw: str, max_length: int = 512) -> str | None:
@@ -67,4 +72,4 @@ def referrer_host(raw: str) -> str | None:
     if parts.scheme.lower() not in ("http", "https"):
         return None
     host = (parts.hostname or "").rstrip(".")
-    return host if _HOST.fullmatch(host) else None
+    return host if len(host) <= 253 and _HOST.fullmatch(host) else None

@@ -11,10 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import Site
 from app.problems import Problem
-from consent.policy import Policy
+from consent.policy import JURISDICTION, Policy
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-JURISDICTION = re.compile(r"^[a-z]{2}(-[a-z0-9]{1,3})?$")
 # EU and EEA countries: a region header naming one of them means the "eu" jurisdiction.
 EEA = {
     *"at be bg hr cy cz dk ee fi fr de gr hu ie it lv lt lu mt nl pl pt ro sk si es se".split(),

@@ -10,7 +10,8 @@ import base64
 
 from litestar import Litestar, Response, get
 
-GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")  # 43 bytes
+# app/pixel.py's transparent 1x1 GIF (42 bytes; nginx's empty_gif is a 43-byte one)
+GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 CACHE_CONTROL = "no-store, no-cache, must-revalidate, max-age=0"
 
 

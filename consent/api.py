@@ -1,6 +1,8 @@
 """Consent endpoints (SPEC §4.4): give, read, history, withdraw; receipts and their keys."""
 
+import re
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +19,7 @@ from app.db import utcnow
 from app.models import Site
 from app.problems import Problem
 from app.pseudonym import truncate_ip
+from app.ratelimit import client_of
 from app.sites import jurisdiction_of, site_or_404
 from app.useragent import classify
 from consent import receipts, store
@@ -25,6 +28,8 @@ from consent.models import ConsentLedger
 from consent.policy import Policy
 
 MAX_SUBJECT = 256
+# A label, not free text: it is kept in the ledger and the receipt for as long as they live.
+SOURCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 GPC_HANDLING_SINCE = "2026-11-29"  # when pixelgate's handling of Sec-GPC last changed
 
 
@@ -37,7 +42,7 @@ class ConsentIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class ConsentOut(msgspec.Struct):
     receipt: str
-    subject_token: str
+    subject_token: str | None  # withheld when the public path records a known subject again
     purposes: dict[str, bool]
     expires_at: datetime | None
 
@@ -56,7 +61,7 @@ class StateOut(msgspec.Struct):
 
 
 class LedgerEntry(msgspec.Struct):
-    id: str
+    id: uuid.UUID
     recorded_at: datetime
     action: str
     purposes: dict[str, bool]
@@ -98,10 +103,13 @@ def _proof(request: Request[Any, Any, Any], site: Site, ctx: Context, source: st
     )
 
 
-def _receipt(ctx: Context, entry: ConsentLedger, policy: Policy, url: str) -> ConsentOut:
+def _receipt(
+    ctx: Context, entry: ConsentLedger, policy: Policy, url: str, with_token: bool = True
+) -> ConsentOut:
+    token = subject_token(ctx.keyring, entry.site, entry.subject) if with_token else None
     return ConsentOut(
         receipt=ctx.signer.sign(receipts.claims(entry, policy, url)),
-        subject_token=subject_token(ctx.keyring, entry.site, entry.subject),
+        subject_token=token,
         purposes=entry.purposes,
         expires_at=entry.expires_at,
     )
@@ -120,31 +128,25 @@ def _check_body(body: ConsentIn, policy: Policy) -> None:
     if unknown:
         known = ", ".join(sorted(policy.file.purposes))
         raise Problem(422, f"unknown purposes {unknown}; this policy knows: {known}")
-    if not 0 < len(body.source) <= 64:
-        raise Problem(422, "source must be 1 to 64 characters")
+    if not SOURCE.match(body.source):
+        raise Problem(422, "source must match [a-z0-9][a-z0-9_-]{0,63}, e.g. banner")
     if body.policy_version is not None and body.policy_version != policy.version:
         raise Problem(
             409, f"policy_version {body.policy_version!r} is not current ({policy.version!r})"
         )
 
 
-@route("/v1/sites/{site:str}/consent", http_method="OPTIONS", include_in_schema=False)
+@route(
+    ["/v1/sites/{site:str}/consent", "/v1/sites/{site:str}/consent/{subject:str}"],
+    http_method="OPTIONS",
+    include_in_schema=False,
+)
 async def consent_preflight(
     request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
 ) -> Response[None]:
     async with ctx.sessions() as session:
         found = await site_or_404(session, site)
     return Response(None, status_code=204, headers=_cors(found, request.headers.get("origin")))
-
-
-@route("/v1/sites/{site:str}/consent/{subject:str}", http_method="OPTIONS", include_in_schema=False)
-async def subject_preflight(
-    request: Request[Any, Any, State],
-    site: FromPath[str],
-    subject: FromPath[str],
-    ctx: NamedDependency[Context],
-) -> Response[None]:
-    return await consent_preflight.fn(request, site, ctx)  # type: ignore[no-any-return]
 
 
 @post("/v1/sites/{site:str}/consent", status_code=201, summary="Give or refuse consent")
@@ -157,26 +159,33 @@ async def give_consent(
     origin = request.headers.get("origin")
     async with ctx.sessions() as session, session.begin():
         found = await site_or_404(session, site)
-        if bearer(request):
+        admin = bearer(request) is not None
+        if admin:
             await require_key(request, session, ctx.keyring, site, "admin")
         else:
             if origin and origin.lower() not in found.origins:
                 raise Problem(403, f"origin {origin} is not allowed for site {site}")
-            client = request.client.host if request.client else "unknown"
-            if not ctx.consent_limiter.allow(f"{site}|{client}", time.time()):
+            if not ctx.consent_limiter.allow(site, client_of(request), time.time()):
                 raise Problem(429, "too many consent requests; try again in a minute")
+            if "@" in data.subject:
+                # An address is guessable: whoever posts it would get that person's token.
+                raise Problem(422, "e-mail addresses as subjects need an admin key")
         policy = ctx.policies[found.policy]
         _check_body(data, policy)
+        pseudonym = ctx.keyring.pseudonym(site, data.subject)
+        # The subject token opens the person's history: the public path hands it out only
+        # with a subject's first record, so nobody can claim someone else's by re-posting.
+        known = not admin and bool(await store.history(session, site, pseudonym))
         entry = await store.record(
             session,
             site=site,
-            subject=ctx.keyring.pseudonym(site, data.subject),
+            subject=pseudonym,
             purposes=data.purposes,
             policy=policy,
             proof=_proof(request, found, ctx, data.source),
             now=utcnow(),
         )
-        out = _receipt(ctx, entry, policy, _policy_url(request, site))
+        out = _receipt(ctx, entry, policy, _policy_url(request, site), with_token=not known)
     ctx.consent.invalidate(site, entry.subject)
     return Response(out, status_code=201, headers=_cors(found, origin))
 
@@ -231,29 +240,15 @@ async def consent_history(
     site: FromPath[str],
     subject: FromPath[str],
     ctx: NamedDependency[Context],
-) -> HistoryOut:
+) -> Response[HistoryOut]:
     async with ctx.sessions() as session:
-        _, pseudonym = await _subject_access(request, session, ctx, site, subject)
+        found, pseudonym = await _subject_access(request, session, ctx, site, subject)
         entries = await store.history(session, site, pseudonym)
-    return HistoryOut(
+    out = HistoryOut(
         subject=pseudonym,
-        entries=[
-            LedgerEntry(
-                id=str(e.id),
-                recorded_at=e.recorded_at,
-                action=e.action,
-                purposes=e.purposes,
-                policy_version=e.policy_version,
-                policy_sha256=e.policy_sha256,
-                source=e.source,
-                ip_prefix=e.ip_prefix,
-                ua_family=e.ua_family,
-                jurisdiction=e.jurisdiction,
-                expires_at=e.expires_at,
-            )
-            for e in entries
-        ],
+        entries=[msgspec.convert(e, LedgerEntry, from_attributes=True) for e in entries],
     )
+    return Response(out, headers=_cors(found, request.headers.get("origin")))
 
 
 @delete(

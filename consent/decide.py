@@ -1,7 +1,7 @@
 """The consent decision for one hit: pure, no I/O. SPEC §4.1 steps 1-4, in that order."""
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -41,10 +41,16 @@ class Decision(msgspec.Struct, frozen=True):
     purposes: list[PurposeDecision]
 
 
-def _registry(policy: Policy, record: Record, now: datetime) -> tuple[bool, str]:
+def _registry(policy: Policy, purpose: str, record: Record, now: datetime) -> tuple[bool, str]:
     if not record.granted:
         return False, "consent_withdrawn"
-    if record.expires_at is not None and record.expires_at <= now:
+    ends = [record.expires_at] if record.expires_at else []
+    if record.updated_at is not None:
+        # The policy may have shortened consent_ttl_days since: the shorter lifetime wins.
+        ends.append(
+            record.updated_at + timedelta(days=policy.file.purposes[purpose].consent_ttl_days)
+        )
+    if ends and min(ends) <= now:
         return False, "consent_expired"
     if policy.file.reconsent_on_change and record.policy_version != policy.version:
         return False, "consent_voided"
@@ -70,11 +76,12 @@ def decide_purpose(
     now: datetime,
 ) -> PurposeDecision:
     if record is not None:
-        allowed, reason = _registry(policy, record, now)
+        allowed, reason = _registry(policy, purpose, record, now)
         basis = f"consent:{record.record_id}"
     elif (by_tcf := _tcf(policy, purpose, signals)) is not None:
         allowed, reason = by_tcf, "tcf_granted" if by_tcf else "tcf_denied"
-        basis = f"tcf:{signals.tcf.cmp_id if signals.tcf else 0}"
+        tc = signals.tcf
+        basis = f"tcf:cmp={tc.cmp_id}:updated={tc.last_updated:%Y-%m-%d}" if tc else "tcf"
     else:
         allowed = policy.default_for(purpose, jurisdiction) == "granted"
         reason = "default_granted" if allowed else "default_denied"
@@ -94,8 +101,14 @@ def decide(
     signals: Signals,
     jurisdiction: str,
     now: datetime,
+    *,
+    has_subject: bool = True,
 ) -> Decision:
-    """Record only if every purpose the kind needs is allowed; else perhaps anonymously."""
+    """Record only if every purpose the kind needs is allowed.
+
+    A hit without a subject that the purposes do not allow may still be counted where the
+    policy says `anonymous_counting` (the audience-measurement exemption), unless a privacy
+    signal objected. A hit with a subject never is: a refusal or withdrawal means nothing."""
     purposes = [
         decide_purpose(policy, p, registry.get(p), signals, jurisdiction, now)
         for p in policy.purposes_for(kind)
@@ -105,7 +118,8 @@ def decide(
     if all(p.allowed for p in purposes):
         basis = {p.purpose: p.basis or "" for p in purposes}
         return Decision(record=True, anonymous=False, basis=basis, purposes=purposes)
-    if policy.file.anonymous_counting:
+    objected = any(p.reason in ("gpc", "dnt") for p in purposes)
+    if policy.file.anonymous_counting and not has_subject and not objected:
         basis = {p.purpose: f"anonymous_counting:{policy.name}@{policy.version}" for p in purposes}
         return Decision(record=True, anonymous=True, basis=basis, purposes=purposes)
     return Decision(record=False, anonymous=False, basis={}, purposes=purposes)

@@ -11,6 +11,7 @@ import msgspec
 Default = Literal["granted", "denied"]
 T = TypeVar("T")
 PURPOSE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+JURISDICTION = re.compile(r"^[a-z]{2}(-[a-z0-9]{1,3})?$")  # eu, us, us-ca
 KIND_NAME = re.compile(r"^([a-z][a-z0-9_]{0,31}|\*)$")
 
 
@@ -25,7 +26,9 @@ class Purpose(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sale_or_share: bool = False
 
 
-class Signals(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class SignalRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Which purposes each privacy signal denies."""
+
     gpc: list[str] = []
     dnt: list[str] = []
 
@@ -53,7 +56,7 @@ class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reconsent_on_change: bool = False
     require_signed_pixels: list[str] = []
     anonymous_counting: bool = False
-    signals: Signals = Signals()
+    signals: SignalRules = SignalRules()
     tcf: TCF | None = None
     dsar: DSAR = DSAR()
     reports: Reports = Reports()
@@ -124,6 +127,8 @@ def _check(path: Path, policy: PolicyFile) -> None:
     check_purposes("signals.gpc", policy.signals.gpc)
     check_purposes("signals.dnt", policy.signals.dnt)
     for region, overrides in policy.jurisdictions.items():
+        if not JURISDICTION.match(region):
+            raise fail(f"jurisdictions.{region}", "must look like eu, us or us-ca (lowercase)")
         check_purposes(f"jurisdictions.{region}", overrides)
     if policy.tcf is not None:
         check_purposes("tcf.purposes", policy.tcf.purposes)

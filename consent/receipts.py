@@ -9,9 +9,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import dialect_insert
 from app.pseudonym import KeyRing
 from app.tokens import b64url
 from consent.models import ConsentLedger, ReceiptKey
@@ -42,9 +42,8 @@ class Signer:
 
 async def publish_key(session: AsyncSession, signer: Signer, now: datetime) -> None:
     """List the current public key for good; keys of earlier secrets stay listed."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     await session.execute(
-        insert(ReceiptKey)
+        dialect_insert(session)(ReceiptKey)
         .values(kid=signer.kid, public_jwk=signer.public_jwk, created_at=now)
         .on_conflict_do_nothing(index_elements=["kid"])
     )
@@ -58,19 +57,23 @@ async def jwks(session: AsyncSession) -> dict[str, list[dict[str, Any]]]:
 def claims(entry: ConsentLedger, policy: Policy, policy_url: str) -> dict[str, Any]:
     """Kantara Consent Receipt v1.1 fields, plus the JWT registered claims."""
     issued = int(entry.recorded_at.timestamp())
-    purposes = [
-        {
-            "purpose": name,
-            "purposeCategory": [name],
-            "consentType": "EXPLICIT",
-            "piiCategory": ["pseudonymous identifier", "usage data"],
-            "primaryPurpose": False,
-            "termination": f"{policy.file.purposes[name].consent_ttl_days} days or withdrawal",
-            "thirdPartyDisclosure": policy.file.purposes[name].sale_or_share,
-            "state": "granted" if granted else "denied",
-        }
-        for name, granted in sorted(entry.purposes.items())
-    ]
+    purposes = []
+    for name, granted in sorted(entry.purposes.items()):
+        declared = policy.file.purposes.get(name)  # None: a purpose the policy has since dropped
+        purposes.append(
+            {
+                "purpose": name,
+                "purposeCategory": [name],
+                "consentType": "EXPLICIT",
+                "piiCategory": ["pseudonymous identifier", "usage data"],
+                "primaryPurpose": False,
+                "termination": (
+                    f"{declared.consent_ttl_days} days or withdrawal" if declared else "withdrawn"
+                ),
+                "thirdPartyDisclosure": declared.sale_or_share if declared else False,
+                "state": "granted" if granted else "denied",
+            }
+        )
     body: dict[str, Any] = {
         "iss": "pixelgate",
         "sub": entry.subject,
@@ -91,6 +94,8 @@ def claims(entry: ConsentLedger, policy: Policy, policy_url: str) -> dict[str, A
         "sensitive": False,
         "spiCat": [],
     }
+    # Not the JWT `exp`: a receipt is proof for as long as it is kept, not only while the
+    # consent lasts, and JOSE libraries refuse to verify a token past its `exp`.
     if entry.expires_at is not None:
-        body["exp"] = int(entry.expires_at.timestamp())
+        body["consentExpiresAt"] = int(entry.expires_at.timestamp())
     return body

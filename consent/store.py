@@ -6,9 +6,9 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import select, text, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import dialect_insert
 from consent.decide import Record
 from consent.models import ConsentLedger, ConsentState
 from consent.policy import Policy
@@ -26,9 +26,7 @@ class Proof(msgspec.Struct, frozen=True):
 
 
 async def _upsert_state(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(ConsentState).values(rows)
+    statement = dialect_insert(session)(ConsentState).values(rows)
     keys = ("site", "subject", "purpose")
     await session.execute(
         statement.on_conflict_do_update(
@@ -95,12 +93,14 @@ async def record(
 async def withdraw(
     session: AsyncSession, *, site: str, subject: str, policy: Policy, proof: Proof, now: datetime
 ) -> ConsentLedger:
-    """Withdraw every purpose of the policy at once: as easy as giving consent."""
+    """Withdraw every purpose at once, as easy as giving consent: the policy's, and any the
+    subject still holds from an earlier version of it."""
+    held = {row.purpose for row in await current(session, site, subject)}
     return await record(
         session,
         site=site,
         subject=subject,
-        purposes=dict.fromkeys(policy.file.purposes, False),
+        purposes=dict.fromkeys(sorted(set(policy.file.purposes) | held), False),
         policy=policy,
         proof=proof,
         now=now,

@@ -5,6 +5,7 @@ import logging
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -51,16 +52,8 @@ def _assert_nothing_raw(where: str, text: str) -> None:
     assert not leaked, f"raw identifiers found in {where}: {leaked}"
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db')}/pixelgate.db"
-        migrate(url)
-        yield url
-        _assert_nothing_raw("the SQLite database", dump_database(url))
-        return
+@contextmanager
+def _throwaway_postgresql() -> Iterator[str]:
     name = f"pixelgate_test_{secrets.token_hex(4)}"
     try:
         asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
@@ -75,6 +68,28 @@ def database_url(
         _assert_nothing_raw("the PostgreSQL database", dump_database(url))
     finally:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Storage tests run twice: on a SQLite file and on a throwaway PostgreSQL database."""
+    if request.param == "postgresql":
+        with _throwaway_postgresql() as url:
+            yield url
+        return
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db')}/pixelgate.db"
+    migrate(url)
+    yield url
+    _assert_nothing_raw("the SQLite database", dump_database(url))
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """For what only PostgreSQL does (LISTEN/NOTIFY, several server processes)."""
+    with _throwaway_postgresql() as url:
+        yield url
 
 
 @pytest.fixture(scope="session", autouse=True)

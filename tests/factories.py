@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import secrets
 import tempfile
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -156,3 +157,15 @@ def dump_database(database_url: str) -> str:
 def settle(client: Any) -> None:
     """Wait until every hit the app has accepted is written: the pixel answers first."""
     client.blocking_portal.call(client.app.state.ctx.ingest.settled)
+
+
+def wait_for_rows(
+    settings: Settings, table: str, count: int, timeout: float = 10.0, **where: Any
+) -> list[dict[str, Any]]:
+    """For a live server, which writes a few milliseconds after it answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = table_rows(settings, table, **where)
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)

@@ -301,3 +301,26 @@ def test_collect_takes_the_same_fields_as_json(client: Client, settings: Setting
     assert "set-cookie" not in ok.headers
     [event] = events(client, settings, site)
     assert (event["kind"], event["page"]) == ("click", "/a")
+
+
+def test_e_mail_addresses_in_campaign_and_utm_fields_are_masked(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    consent(client, site, subject, analytics=True)
+    hit(client, site, u=subject, c=TEST_EMAIL, utm_term=TEST_EMAIL, utm_content="id 12345678")
+    [event] = events(client, settings, site)
+    assert (event["campaign"], event["utm_term"]) == ("[email]", "[email]")
+    assert event["utm_content"] == "id [num]"
+
+
+def test_a_head_request_gets_the_same_headers_and_records_nothing(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    consent(client, site, subject, analytics=True)
+    head = client.head(f"/p/{site}/pixel.gif", params={"u": subject}, headers=BROWSER)
+    get = hit(client, site, u=subject)
+    assert head.status_code == 200 and head.content == b""
+    assert sorted(head.headers.items()) == sorted(get.headers.items())
+    assert len(events(client, settings, site)) == 1

@@ -14,7 +14,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.factories import CHROME, POLICIES, SECRET, settings_for, subject_id, table_rows
+from tests.factories import (
+    CHROME,
+    POLICIES,
+    SECRET,
+    forbidden_strings,
+    raw,
+    settings_for,
+    subject_id,
+    table_rows,
+    wait_for_rows,
+)
 
 
 def free_port() -> int:
@@ -55,6 +65,8 @@ def server(database_url: str, tmp_path: Path) -> Iterator[str]:
         log.close()
     server_log = (tmp_path / "server.log").read_text()
     assert "Traceback" not in server_log, server_log
+    leaked = sorted(s for s in forbidden_strings() if s in server_log)
+    assert not leaked, f"raw identifiers in the server log: {leaked}"
 
 
 def test_the_served_app_answers_health_readiness_and_openapi(server: str) -> None:
@@ -86,16 +98,19 @@ def test_a_consented_hit_over_the_network_is_recorded_with_a_truncated_ip(
     )  # fmt: skip
     assert json.loads(created.stdout)["slug"] == "live-shop"
     subject = subject_id()
+    # The server listens on 127.0.0.1; we speak from 127.0.0.2, a client address that may
+    # appear nowhere but as its /24.
+    client = httpx.Client(transport=httpx.HTTPTransport(local_address=raw("127.0.0.2")))
     headers = {"User-Agent": CHROME}
-    before = httpx.get(f"{server}/p/live-shop/pixel.gif", params={"u": subject}, headers=headers)
-    given = httpx.post(
+    before = client.get(f"{server}/p/live-shop/pixel.gif", params={"u": subject}, headers=headers)
+    given = client.post(
         f"{server}/v1/sites/live-shop/consent",
         json={"subject": subject, "purposes": {"analytics": True}},
         headers=headers,
     )
     assert given.status_code == 201
-    after = httpx.get(f"{server}/p/live-shop/pixel.gif", params={"u": subject}, headers=headers)
-    assert len(table_rows(settings, "events", site="live-shop")) == 1
+    after = client.get(f"{server}/p/live-shop/pixel.gif", params={"u": subject}, headers=headers)
+    assert len(wait_for_rows(settings, "events", 1, site="live-shop")) == 1
     [entry] = table_rows(settings, "consent_ledger", site="live-shop")
     assert entry["ip_prefix"] == "127.0.0.0"
     # On the wire too, the response does not tell recorded from not recorded.

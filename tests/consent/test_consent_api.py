@@ -1,11 +1,13 @@
 """The consent registry over HTTP (SPEC §4.4), on SQLite and PostgreSQL."""
 
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from litestar.testing import TestClient
 
+from app.main import create_app
 from app.settings import Settings
 from tests.factories import (
     CHROME,
@@ -13,6 +15,7 @@ from tests.factories import (
     auth,
     make_key,
     make_site,
+    settings_for,
     subject_id,
     table_rows,
 )
@@ -49,8 +52,9 @@ def test_giving_consent_returns_a_receipt_that_verifies_against_the_jwks(
     assert len(claims["policy"]["sha256"]) == 64
     purposes = {p["purpose"]: p["state"] for p in claims["services"][0]["purposes"]}
     assert purposes == {"analytics": "granted", "marketing": "denied"}
-    assert subject not in body["receipt"] and claims["piiPrincipalId"] != subject
-    assert claims["exp"] > claims["iat"]
+    assert all(subject not in str(value) for value in claims.values())
+    assert claims["consentExpiresAt"] > claims["iat"]
+    assert "exp" not in claims  # a receipt stays verifiable as proof after consent expires
 
 
 def test_a_tampered_receipt_does_not_verify(client: Client, settings: Settings) -> None:
@@ -126,8 +130,15 @@ def test_email_addresses_are_pseudonymised_case_insensitively(
     client: Client, settings: Settings
 ) -> None:
     site = make_site(settings)
-    first = give(client, site, TEST_EMAIL, email=True).json()
-    second = give(client, site, TEST_EMAIL.upper(), email=True).json()
+    admin = auth(make_key(settings, site))
+    first, second = (
+        client.post(
+            f"/v1/sites/{site}/consent",
+            json={"subject": address, "purposes": {"email": True}},
+            headers=admin,
+        ).json()
+        for address in (TEST_EMAIL, TEST_EMAIL.upper())
+    )
     claims = [
         jwt.decode(r["receipt"], options={"verify_signature": False}) for r in (first, second)
     ]
@@ -155,6 +166,7 @@ def test_the_same_person_has_different_pseudonyms_on_different_sites(
         ({"subject": "x", "purposes": {}}, 422, "at least one purpose"),
         ({"subject": "", "purposes": {"analytics": True}}, 422, "subject"),
         ({"subject": "x", "purposes": {"analytics": True}, "source": "b" * 65}, 422, "source"),
+        ({"subject": "x", "purposes": {"analytics": True}, "source": "a@b.c"}, 422, "source"),
         ({"subject": "x", "purposes": {"analytics": "yes"}}, 422, "Expected `bool`"),
         ({"subject": "x", "purposes": {"analytics": True}, "colour": 1}, 422, "unknown field"),
         (
@@ -262,3 +274,40 @@ def test_the_policy_notice_and_gpc_statement_are_published(
     gpc = client.get("/.well-known/gpc.json")
     assert gpc.headers["content-type"].startswith("application/json")
     assert gpc.json()["gpc"] is True and len(gpc.json()["lastUpdate"]) == 10
+
+
+def test_the_public_path_refuses_email_subjects_and_gives_a_token_only_once(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    refused = give(client, site, TEST_EMAIL, email=True)
+    assert refused.status_code == 422 and "admin key" in refused.json()["detail"]
+    first = give(client, site, subject, analytics=True).json()
+    again = give(client, site, subject, analytics=False).json()  # anyone could post this
+    assert first["subject_token"] and again["subject_token"] is None
+    admin = auth(make_key(settings, site))
+    by_admin = client.post(
+        f"/v1/sites/{site}/consent",
+        json={"subject": subject, "purposes": {"analytics": True}},
+        headers=admin,
+    ).json()
+    assert by_admin["subject_token"] == first["subject_token"]
+
+
+def test_withdrawal_covers_purposes_a_newer_policy_no_longer_names(
+    client: Client, settings: Settings, policies_copy: Path
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    give(client, site, subject, marketing=True)
+    (policies_copy / "gdpr-strict.toml").write_text(
+        'name = "gdpr-strict"\nversion = "2025-07-07"\n'
+        '[purposes.analytics]\ndefault = "denied"\n[kinds]\n"*" = ["analytics"]\n'
+    )
+    with TestClient(
+        create_app(settings_for(settings.database_url, policies_dir=policies_copy))
+    ) as c:
+        admin = auth(make_key(settings, site))
+        withdrawn = c.delete(f"/v1/sites/{site}/consent/{subject}", headers=admin).json()
+    assert withdrawn["purposes"]["marketing"] is False
+    [state] = table_rows(settings, "consent_state", site=site, purpose="marketing")
+    assert state["granted"] is False

@@ -16,7 +16,8 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
 RECORD_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
 VERSION = "2026-01"
-CMP_ID = 300  # what tests.tcf_strings.core writes
+CMP_ID = 300  # what tests.tcf_strings.core writes, with LastUpdated on 2025-06-03
+TCF_BASIS = f"tcf:cmp={CMP_ID}:updated=2025-06-03"
 NO_SIGNALS = Signals()
 
 # analytics is opt-in (granted in us-ca), marketing and sharing are opt-out sale/share purposes,
@@ -180,7 +181,7 @@ def test_without_a_record_a_tcf_string_decides_through_the_policy_mapping(
     signals = tcf_signals(tcf_purposes, vendors)
     decision = decide_purpose(policy, purpose, None, signals, "eu", NOW)
     assert (decision.allowed, decision.reason) == (allowed, reason)
-    assert decision.basis == (f"tcf:{CMP_ID}" if allowed else None)
+    assert decision.basis == (TCF_BASIS if allowed else None)
 
 
 def test_gdpr_0_makes_the_tcf_string_ignored_and_the_default_decide(policy: Policy) -> None:
@@ -318,7 +319,7 @@ def test_a_recorded_hit_carries_the_basis_of_each_of_its_purposes(policy: Policy
     signals = tcf_signals([1, 7])  # TCF speaks for marketing; analytics comes from the registry
     decision = decide(policy, "conversion", {"analytics": record()}, signals, "eu", NOW)
     assert decision.record is True
-    assert decision.basis == {"analytics": f"consent:{RECORD_ID}", "marketing": f"tcf:{CMP_ID}"}
+    assert decision.basis == {"analytics": f"consent:{RECORD_ID}", "marketing": TCF_BASIS}
 
 
 def test_a_recorded_hit_allowed_by_default_names_the_policy_and_version(policy: Policy) -> None:
@@ -348,11 +349,25 @@ def test_a_kind_the_policy_does_not_name_takes_the_star_purposes(policy: Policy,
 
 def test_anonymous_counting_records_a_denied_hit_without_a_subject(tmp_path: Path) -> None:
     policy = make_policy(tmp_path, anonymous_counting=True)
-    decision = decide(policy, "conversion", {"marketing": record()}, NO_SIGNALS, "eu", NOW)
+    decision = decide(policy, "conversion", {}, NO_SIGNALS, "eu", NOW, has_subject=False)
     assert (decision.record, decision.anonymous) == (True, True)
     basis = f"anonymous_counting:test@{VERSION}"
     assert decision.basis == {"analytics": basis, "marketing": basis}
-    assert [p.allowed for p in decision.purposes] == [False, True]
+
+
+def test_anonymous_counting_never_records_a_subject_who_refused_or_withdrew(
+    tmp_path: Path,
+) -> None:
+    policy = make_policy(tmp_path, anonymous_counting=True)
+    withdrawn = {"analytics": record(granted=False), "marketing": record(granted=False)}
+    decision = decide(policy, "conversion", withdrawn, NO_SIGNALS, "eu", NOW)
+    assert (decision.record, decision.anonymous) == (False, False)
+
+
+def test_anonymous_counting_stops_at_a_privacy_signal(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path, anonymous_counting=True)
+    decision = decide(policy, "conversion", {}, GPC, "eu", NOW, has_subject=False)
+    assert decision.record is False
 
 
 def test_anonymous_counting_keeps_the_subject_when_every_purpose_is_allowed(

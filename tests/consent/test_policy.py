@@ -209,6 +209,12 @@ BAD_POLICIES = [
         table('[tcf]\npurposes = { analytics = ["x"] }'),
         id="tcf purpose id not a number",
     ),
+    pytest.param(
+        "jurisdictions.US-CA",
+        "lowercase",
+        table('[jurisdictions]\nUS-CA = { analytics = "granted" }'),
+        id="jurisdiction key not lowercase",
+    ),
     pytest.param("tcf.vendor_id", "GVL vendor id", table("[tcf]\nvendor_id = -1"), id="vendor -1"),
     pytest.param(
         "require_signed_pixels",

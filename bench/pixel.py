@@ -1,0 +1,886 @@
+"""How fast does pixelgate answer its pixel, and does every consented hit land?
+
+    .venv/bin/python bench/pixel.py [--duration 10] [--connections 32] [--rounds 3]
+                                    [--database sqlite|postgresql] [--profile DIR]
+
+What runs. Three servers on loopback, each with one worker, driven in turn by the same wrk
+command (same duration, connections, threads, and bench/wrk_subjects.lua, which asks for
+/p/<site>/pixel.gif?p=/bench/page&u=<random subject> with a desktop Chrome user agent):
+
+- pixelgate itself: `pixelgate serve` (migrations, then granian) on a fresh database, seeded
+  beforehand with four sites under the `gdpr-strict` policy, where a hit is recorded only
+  with consent. Consent rows are bulk-inserted (state and ledger, as consent.store.record
+  would write them), then one decision per site is checked in-process.
+- nginx with `empty_gif` (bench/nginx.conf.template): the ceiling for answering a GIF.
+- a bare litestar app on granian (bench/bare_app.py): one handler, the same GIF and headers;
+  the floor of the framework and server pixelgate is built on.
+
+Scenarios (pixelgate's work is asynchronous: the GIF goes out before the hit is decided,
+and a batch writer decides and inserts behind it; the numbers include that writer's load):
+
+- consented, 1k   1,000 consented subjects, requests spread over them (all recorded)
+- consented, 1M   1,000,000 consented subjects, requests spread over all of them: most
+                  lookups miss the consent cache and go to the database
+- no consent      subjects that are not in the registry (nothing recorded)
+- anonymous       no `u` at all (nothing recorded under gdpr-strict)
+- nginx empty_gif / bare litestar: the same requests, to the two reference servers
+
+Each run is preceded by a 2 s warm-up against the same server. All scenarios run `--rounds`
+times, interleaved (each round starts one scenario later), and the table shows the median
+req/s, p50 and p99 of the rounds, with the slowest and fastest round's req/s. After each
+pixelgate run the bench waits for its write queue to empty, so a backlog does not spill into
+the next scenario; the largest backlog seen is reported.
+
+How to read it. `x nginx` and `x bare` are pixelgate's req/s divided by theirs in the same
+rounds. The targets checked are: >= 0.25 x nginx, >= 1.0 x bare litestar, p99 <= 15 ms, and
+the 1M scenario within 10 % of the 1k one. wrk shares the machine with the server (and with
+PostgreSQL): on a small machine nginx's figure is largely wrk's own ceiling, so its ratio is
+pessimistic. Then pixelgate is stopped with SIGTERM (it drains its queue) and the events
+table is counted per site: every 200 response wrk reports for a consented site should be a
+row. wrk stops with requests still in flight, which the server may have accepted (and
+recorded) without wrk counting the answer, so rows may exceed the 200s by at most the number
+of requests wrk wrote but saw no answer to; fewer rows than 200s means hits were lost.
+
+--profile DIR adds, per database, one more run of each consented scenario while py-spy
+samples the pixelgate worker, writes DIR/<database>-<scenario>.txt (collapsed stacks) and
+prints the functions with the most samples, by own and by total time.
+
+Needs root for `apt-get install nginx wrk` when they are missing, and for PostgreSQL the
+server at PIXELGATE_TEST_PG (default postgres@127.0.0.1:5432, trust auth); a throwaway
+database is created and dropped. Everything started is stopped and removed on exit, Ctrl-C
+included.
+"""
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy import func, insert, select
+
+from app.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
+from app.models import Event
+from app.pseudonym import KeyRing
+from app.sites import create_site
+from consent import store
+from consent.decide import Signals, decide
+from consent.models import ConsentLedger, ConsentState
+from consent.policy import Policy, load_policies
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+BIN = Path(sys.executable).parent
+POLICIES = ROOT / "policies"
+POLICY = "gdpr-strict"
+SECRET = bytes(range(64, 96))  # fixed, so pseudonyms computed here match the server's
+PG_HOST = os.environ.get("PIXELGATE_TEST_PG", "postgres@127.0.0.1:5432")
+WARMUP_SECONDS = 2
+SEED_BATCH = 100_000
+DRAIN_SECONDS = 180
+CHECK_SITE = "bench-check"  # unknown to pixelgate: a request to it is answered, not recorded
+LABELS = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
+PROFILE_RATE = 200  # py-spy samples per second
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    server: str  # "pixelgate", "nginx" or "bare"
+    site: str
+    subjects: int  # u is "s-<n>", n uniform in [0, subjects); 0 sends no u
+    consented: bool = False  # pixelgate: every 200 should become a row
+
+    @property
+    def pixelgate(self) -> bool:
+        return self.server == "pixelgate"
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    ok: int  # answers wrk counted, less non-2xx/3xx ones
+    sent: int  # requests the wrk threads wrote
+    errors: dict[str, int]
+    server_cpu: float = 0.0  # the server's processes, % of one core, while wrk ran
+
+
+@dataclass
+class Tally:
+    """Per pixelgate site, over warm-ups and measured runs alike."""
+
+    ok: int = 0
+    sent: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    max_backlog: int = 0
+
+    def add(self, run: WrkRun) -> None:
+        self.ok += run.ok
+        self.sent += run.sent
+        self.errors.update({k: v for k, v in run.errors.items() if v})
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass(frozen=True)
+class Profile:
+    path: Path  # collapsed stacks, one "frame;frame;... count" per line
+    seconds: int
+
+
+@dataclass
+class DatabaseReport:
+    database: str
+    runs: dict[str, list[WrkRun]]
+    tallies: dict[str, Tally]
+    rows: dict[str, int]
+    exit_code: int | None
+    drain_seconds: float
+    metrics: dict[str, float]
+    log_problems: list[tuple[int, str]]
+    profiles: dict[str, Profile]
+    seed_seconds: float
+
+
+def scenarios(subjects: int) -> list[Scenario]:
+    big = "1M" if subjects == 1_000_000 else f"{subjects:,}"
+    return [
+        Scenario("consented, 1k", "pixelgate", "bench-1k", 1_000, consented=True),
+        Scenario(f"consented, {big}", "pixelgate", "bench-1m", subjects, consented=True),
+        Scenario("no consent", "pixelgate", "bench-none", subjects),
+        Scenario("anonymous", "pixelgate", "bench-anon", 0),
+        Scenario("nginx empty_gif", "nginx", "bench-1k", 1_000),
+        Scenario("bare litestar", "bare", "bench-1k", 1_000),
+    ]
+
+
+def seeded_sites(subjects: int) -> dict[str, int]:
+    """Site slug -> consented subjects s-0 .. s-<n-1> to seed."""
+    return {"bench-1k": 1_000, "bench-1m": subjects, "bench-none": 0, "bench-anon": 0}
+
+
+# --- tools and processes -------------------------------------------------------------------
+
+
+def ensure_tools() -> None:
+    """apt-get install nginx and wrk if missing, without letting the package start nginx."""
+    if shutil.which("wrk") and nginx_binary():
+        return
+    print("installing nginx and wrk (apt-get) ...", flush=True)
+    guard = Path("/usr/sbin/policy-rc.d")  # exit 101: maintainer scripts may start nothing
+    created = not guard.exists()
+    if created:
+        guard.write_text("#!/bin/sh\nexit 101\n")
+        guard.chmod(0o755)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx", "wrk"],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+    finally:
+        if created:
+            guard.unlink()
+
+
+def nginx_binary() -> str | None:
+    found = shutil.which("nginx")
+    return found or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(name: str, argv: list[str], port: int, workdir: Path, **kwargs: Any) -> Server:
+    """Start a server in its own session (Ctrl-C reaches only us; we stop it in order)."""
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
+        )
+    return Server(name, port, proc, log)
+
+
+def stop(server: Server, timeout: float = 30) -> int | None:
+    """SIGTERM, wait; then SIGKILL what is left of its process group."""
+    proc = server.proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  {server.name} did not stop within {timeout:.0f} s: killed", flush=True)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers (workers) in the group it led
+    proc.wait()
+    return proc.returncode
+
+
+def http_get(port: int, path: str, timeout: float = 2) -> tuple[int, dict[str, str], bytes]:
+    url = f"http://127.0.0.1:{port}{path}"
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return response.status, headers, response.read()
+
+
+def wait_ready(server: Server, path: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited ({server.proc.returncode}):\n{tail(server)}")
+        with contextlib.suppress(OSError):
+            if http_get(server.port, path)[0] == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} not ready after {timeout:.0f} s:\n{tail(server)}")
+
+
+def tail(server: Server, lines: int = 20) -> str:
+    return "\n".join(server.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_nginx(workdir: Path) -> Server:
+    prefix = workdir / "nginx"
+    prefix.mkdir()
+    port = free_port()
+    template = (BENCH / "nginx.conf.template").read_text()
+    conf = prefix / "nginx.conf"
+    conf.write_text(template.replace("@PREFIX@", str(prefix)).replace("@PORT@", str(port)))
+    binary = nginx_binary() or "nginx"
+    # -e: the error log nginx opens before it has read the config, else /var/log/nginx.
+    argv = [binary, "-e", str(prefix / "error.log"), "-c", str(conf), "-p", str(prefix)]
+    server = spawn("nginx", argv, port, workdir)
+    wait_ready(server, f"/p/{CHECK_SITE}/pixel.gif")
+    return server
+
+
+def start_bare(workdir: Path) -> Server:
+    port = free_port()
+    argv = [str(BIN / "granian"), "--interface", "asgi", "bench.bare_app:app"]
+    argv += ["--workers", "1", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--working-dir", str(ROOT)]
+    server = spawn("bare", argv, port, workdir, cwd=ROOT)
+    wait_ready(server, f"/p/{CHECK_SITE}/pixel.gif")
+    return server
+
+
+def start_pixelgate(workdir: Path, database: str, database_url: str) -> Server:
+    port = free_port()
+    home = workdir / f"pixelgate-{database}"  # its cwd: data/spool lands here, not in the repo
+    home.mkdir()
+    env = {
+        **os.environ,
+        "PIXELGATE_DATABASE_URL": database_url,
+        "PIXELGATE_SECRET_KEY": base64.b64encode(SECRET).decode(),
+        "PIXELGATE_POLICIES_DIR": str(POLICIES),
+        "PIXELGATE_HOST": "127.0.0.1",
+        "PIXELGATE_PORT": str(port),
+        "PIXELGATE_WORKERS": "1",
+    }
+    argv = [str(BIN / "pixelgate"), "serve"]
+    server = spawn(f"pixelgate-{database}", argv, port, workdir, cwd=home, env=env)
+    wait_ready(server, "/readyz")
+    return server
+
+
+def worker_pid(server: Server) -> int:
+    """granian's worker: the child of the main process that runs the app."""
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
+    pids = [int(p) for p in children.split()]
+    for pid in pids:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"resource_tracker" not in cmdline:
+            return pid
+    raise RuntimeError(f"no worker process under {server.proc.pid}")
+
+
+def check_same_pixel(servers: dict[str, Server]) -> None:
+    """All servers answer a 1x1 GIF with the same Cache-Control; pixelgate and bare litestar
+    the very same bytes (42 of them: nginx's empty_gif has 43)."""
+    answers = {name: http_get(s.port, f"/p/{CHECK_SITE}/pixel.gif") for name, s in servers.items()}
+    for name, (status, headers, body) in answers.items():
+        if status != 200 or len(body) > 64 or not body.startswith(b"GIF89a\x01\x00\x01\x00"):
+            raise RuntimeError(f"{name} answered {status} with {len(body)} bytes")
+        if headers.get("cache-control") != answers["pixelgate"][1].get("cache-control"):
+            raise RuntimeError(f"{name}: Cache-Control {headers.get('cache-control')!r}")
+    if answers["bare"][2] != answers["pixelgate"][2]:
+        raise RuntimeError("bare litestar does not answer pixelgate's GIF")
+
+
+# --- wrk -----------------------------------------------------------------------------------
+
+
+def wrk_command(
+    server: Server, sc: Scenario, seconds: float, args: argparse.Namespace
+) -> list[str]:
+    return [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BENCH / "wrk_subjects.lua"),
+        f"http://127.0.0.1:{server.port}",
+        "--",
+        sc.site,
+        "s-",
+        "0",
+        str(sc.subjects),
+    ]
+
+
+def parse_wrk(output: str) -> WrkRun:
+    line = next((x for x in output.splitlines() if x.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{output}")
+    data = json.loads(line.removeprefix("WRK_JSON "))
+    errors = data["errors"]
+    latency = data["latency_us"]
+    return WrkRun(
+        rps=data["requests"] / (data["duration_us"] / 1e6),
+        p50_ms=latency["p50"] / 1000,
+        p99_ms=latency["p99"] / 1000,
+        ok=data["requests"] - errors["status"],
+        sent=data["sent"],
+        errors=errors,
+    )
+
+
+def run_wrk(server: Server, sc: Scenario, seconds: float, args: argparse.Namespace) -> WrkRun:
+    command = wrk_command(server, sc, seconds, args)
+    cpu_before, started = cpu_seconds(server.proc.pid), time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    cpu = (cpu_seconds(server.proc.pid) - cpu_before) / (time.perf_counter() - started)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return dataclasses.replace(parse_wrk(done.stdout), server_cpu=100 * cpu)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its descendants, from /proc."""
+    total = 0.0
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            total += sum(cpu_seconds(int(child)) for child in children.read_text().split())
+    return total
+
+
+# --- pixelgate's database ------------------------------------------------------------------
+
+
+def pg_dsn(database: str) -> str:
+    return f"postgresql://{PG_HOST}/{database}"
+
+
+async def pg_admin(statement: str) -> None:
+    connection = await asyncpg.connect(pg_dsn("test"), timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def consent_rows(
+    keyring: KeyRing, policy: Policy, site: str, numbers: range, now: datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ledger and state rows consent.store.record writes for `analytics: true`."""
+    expires = now + timedelta(days=policy.file.purposes["analytics"].consent_ttl_days)
+    ledger, state = [], []
+    for n in numbers:
+        subject = keyring.pseudonym(site, f"s-{n}")
+        record_id = uuid.uuid4()
+        ledger.append(
+            {
+                "site": site,
+                "id": record_id,
+                "subject": subject,
+                "recorded_at": now,
+                "action": "given",
+                "purposes": {"analytics": True},
+                "policy_version": policy.version,
+                "policy_sha256": policy.sha256,
+                "source": "bench",
+                "ip_prefix": None,
+                "ua_family": None,
+                "jurisdiction": "eu",
+                "expires_at": expires,
+            }
+        )
+        state.append(
+            {
+                "site": site,
+                "subject": subject,
+                "purpose": "analytics",
+                "granted": True,
+                "policy_version": policy.version,
+                "record_id": record_id,
+                "updated_at": now,
+                "expires_at": expires,
+            }
+        )
+    return ledger, state
+
+
+async def copy_rows(connection: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL COPY; JSON columns go as text."""
+    columns = list(rows[0])
+    records = [
+        tuple(json.dumps(v) if isinstance(v, dict) else v for v in row.values()) for row in rows
+    ]
+    await connection.copy_records_to_table(table, records=records, columns=columns)
+
+
+async def seed(database_url: str, sites: dict[str, int]) -> None:
+    """Create the sites with the library, bulk-insert consent, check one decision per site."""
+    policies = load_policies(POLICIES)
+    policy = policies[POLICY]
+    keyring = KeyRing(SECRET)
+    now = utcnow()
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    pg = database_url.startswith("postgresql")
+    try:
+        async with transaction(sessions) as session:
+            for slug in sites:
+                await create_site(
+                    session, slug=slug, policy=POLICY, policies=policies, origins=[],
+                    jurisdiction="eu", now=now,
+                )  # fmt: skip
+        raw = await asyncpg.connect(database_url.replace("+asyncpg", "")) if pg else None
+        try:
+            for slug, count in sites.items():
+                for start in range(0, count, SEED_BATCH):
+                    numbers = range(start, min(count, start + SEED_BATCH))
+                    ledger, state = consent_rows(keyring, policy, slug, numbers, now)
+                    if raw is not None:
+                        async with raw.transaction():
+                            await copy_rows(raw, "consent_ledger", ledger)
+                            await copy_rows(raw, "consent_state", state)
+                    else:
+                        async with engine.begin() as connection:
+                            await connection.execute(insert(ConsentLedger), ledger)
+                            await connection.execute(insert(ConsentState), state)
+            if raw is not None:
+                await raw.execute("ANALYZE")  # as autovacuum would have, on a live database
+        finally:
+            if raw is not None:
+                await raw.close()
+        async with sessions() as session:
+            for slug, count in sites.items():
+                registry = await store.registry(session, slug, keyring.pseudonym(slug, "s-0"))
+                decision = decide(policy, "pageview", registry, Signals(), "eu", utcnow())
+                if decision.record != (count > 0):
+                    raise RuntimeError(f"seeding {slug}: s-0 decided {decision}")
+    finally:
+        await engine.dispose()
+
+
+async def count_events(database_url: str) -> dict[str, int]:
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(select(Event.site, func.count()).group_by(Event.site))
+            return {site: int(n) for site, n in result}
+    finally:
+        await engine.dispose()
+
+
+# --- pixelgate's own view ------------------------------------------------------------------
+
+METRIC_LINE = re.compile(r"^(pixelgate_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$")
+
+
+def read_metrics(server: Server) -> dict[str, float]:
+    try:
+        body = http_get(server.port, "/metrics", timeout=10)[2].decode()
+    except OSError:
+        return {}
+    found = {}
+    for line in body.splitlines():
+        match = METRIC_LINE.match(line)
+        if match and not match.group(1).endswith("_created"):
+            found[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return found
+
+
+def wait_for_queue(server: Server, timeout: float = 120) -> int:
+    """Wait until pixelgate's write queue is empty; returns the depth first seen."""
+    first = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        depth = int(read_metrics(server).get("pixelgate_queue_depth", 0))
+        first = depth if first is None else first
+        if depth == 0:
+            break
+        time.sleep(0.2)
+    return first or 0
+
+
+LOG_PROBLEM = re.compile(r"error|exception|traceback|warn|critical|fatal", re.IGNORECASE)
+
+
+def log_problems(server: Server) -> list[tuple[int, str]]:
+    """Lines of the log that look like trouble, each once with how often it came."""
+    seen: Counter[str] = Counter()
+    for line in server.log.read_text(errors="replace").splitlines():
+        if LOG_PROBLEM.search(line):
+            seen[re.sub(r"^\[[^\]]*\]\s*", "", line.strip())] += 1
+    return [(n, line) for line, n in seen.most_common(15)]
+
+
+# --- profiling -----------------------------------------------------------------------------
+
+
+def profile_run(
+    server: Server, sc: Scenario, args: argparse.Namespace, out: Path
+) -> tuple[WrkRun, Profile]:
+    """One wrk run while py-spy samples the worker for most of it, keeping only samples of a
+    thread holding the GIL: the Python work the worker does, and what its one core spends."""
+    pyspy = BIN / "py-spy"
+    if not pyspy.exists():
+        subprocess.run([str(BIN / "pip"), "install", "-q", "py-spy"], check=True)
+    seconds = max(4, args.duration)
+    wrk = subprocess.Popen(
+        wrk_command(server, sc, seconds, args), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(1)
+        record = [str(pyspy), "record", "--pid", str(worker_pid(server)), "--format", "raw"]
+        record += ["--duration", str(seconds - 2), "--rate", str(PROFILE_RATE)]
+        record += ["--gil", "--threads", "-o", str(out)]
+        subprocess.run(record, check=True, capture_output=True)
+        output, _ = wrk.communicate()
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+            wrk.wait()
+    return parse_wrk(output), Profile(out, seconds - 2)
+
+
+def summarise_profile(profile: Profile, top: int = 15) -> list[str]:
+    """Shares of the GIL-holding samples: per function and per package (own time), and per
+    project function (total time). SQLAlchemy's async layer runs in greenlets, whose stacks
+    py-spy shows without their callers: totals only count what is visible."""
+    own: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    project: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    samples = 0
+    for line in profile.path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = [re.sub(r":-?\d+\)$", ")", f.strip()) for f in stack.split(";") if f.strip()]
+        if frames and frames[0].startswith("thread ("):
+            threads[frames.pop(0).removeprefix("thread ")] += n
+        if not frames:
+            frames = ["(no Python frame)"]
+        own[frames[-1]] += n
+        packages[package_of(frames[-1])] += n
+        for frame in set(frames):
+            if ("(app/" in frame or "(consent/" in frame) and "(app/cli.py)" not in frame:
+                project[frame] += n
+    if not samples:
+        return ["  (no samples)"]
+
+    def share(counter: Counter[str], limit: int) -> list[str]:
+        return [f"    {100 * n / samples:5.1f} %  {k}" for k, n in counter.most_common(limit)]
+
+    held = samples / (PROFILE_RATE * profile.seconds)
+    by_thread = ", ".join(f"{k} {100 * n / samples:.0f} %" for k, n in threads.most_common())
+    lines = [
+        f"  GIL held in {100 * held:.0f} % of the samples ({samples:,}); by thread: {by_thread}",
+        "  own time, by function:",
+        *share(own, top),
+        "  own time, by package or module:",
+        *share(packages, 12),
+        "  total time, project functions (with what they call):",
+        *share(project, top),
+    ]
+    return lines
+
+
+def package_of(frame: str) -> str:
+    """ "f (litestar/app.py)" -> "litestar"; "f (app/pixel.py)" -> "app/pixel.py"."""
+    if " (" not in frame:
+        return frame
+    where = frame.rpartition(" (")[2].rstrip(")")
+    top, _, rest = where.partition("/")
+    if top in ("app", "consent") or not rest:
+        return where
+    return top
+
+
+# --- one database --------------------------------------------------------------------------
+
+
+def bench_database(
+    database: str,
+    refs: dict[str, Server],
+    workdir: Path,
+    args: argparse.Namespace,
+    cleanup: contextlib.ExitStack,
+) -> DatabaseReport:
+    label = LABELS[database]
+    if database == "postgresql":
+        name = f"pixelgate_bench_{secrets.token_hex(4)}"
+        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
+        cleanup.callback(
+            lambda: asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        )
+        url = f"postgresql+asyncpg://{PG_HOST}/{name}"
+    else:
+        url = f"sqlite+aiosqlite:///{workdir / 'pixelgate.db'}"
+
+    started = time.perf_counter()
+    print(f"[{label}] migrating and seeding {args.subjects + 1_000:,} consented subjects ...")
+    migrate(url)
+    asyncio.run(seed(url, seeded_sites(args.subjects)))
+    seed_seconds = time.perf_counter() - started
+    print(f"[{label}] seeded in {seed_seconds:.1f} s; starting pixelgate", flush=True)
+
+    pixelgate = start_pixelgate(workdir, database, url)
+    cleanup.callback(stop, pixelgate)
+    servers = {"pixelgate": pixelgate, **refs}
+    check_same_pixel(servers)
+
+    plan = scenarios(args.subjects)
+    runs: dict[str, list[WrkRun]] = {sc.name: [] for sc in plan}
+    tallies = {sc.site: Tally() for sc in plan if sc.pixelgate}
+
+    def measured(sc: Scenario, seconds: float) -> WrkRun:
+        run = run_wrk(servers[sc.server], sc, seconds, args)
+        if sc.pixelgate:
+            tallies[sc.site].add(run)
+            backlog = wait_for_queue(pixelgate)
+            tallies[sc.site].max_backlog = max(tallies[sc.site].max_backlog, backlog)
+        return run
+
+    for round_ in range(args.rounds):
+        order = plan[round_ % len(plan) :] + plan[: round_ % len(plan)]
+        for sc in order:
+            measured(sc, WARMUP_SECONDS)
+            run = measured(sc, args.duration)
+            runs[sc.name].append(run)
+            errors = sum(run.errors.values())
+            print(
+                f"[{label}] round {round_ + 1}/{args.rounds}  {sc.name:<18} "
+                f"{run.rps:>9,.0f} req/s  p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms"
+                f"  server CPU {run.server_cpu:3.0f} %" + (f"  errors {errors}" if errors else ""),
+                flush=True,
+            )
+
+    profiles = {}
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        for sc in plan:
+            if sc.consented:
+                slug = sc.name.replace(", ", "-").replace(" ", "-")
+                out = args.profile / f"{database}-{slug}.txt"
+                print(f"[{label}] profiling {sc.name} with py-spy -> {out}", flush=True)
+                run, profiles[sc.name] = profile_run(pixelgate, sc, args, out)
+                tallies[sc.site].add(run)
+                wait_for_queue(pixelgate)
+
+    metrics = read_metrics(pixelgate)
+    print(f"[{label}] stopping pixelgate with SIGTERM (it drains its queue) ...", flush=True)
+    drain_started = time.perf_counter()
+    exit_code = stop(pixelgate, timeout=DRAIN_SECONDS)
+    drain_seconds = time.perf_counter() - drain_started
+    rows = asyncio.run(count_events(url))
+    return DatabaseReport(
+        database=database,
+        runs=runs,
+        tallies=tallies,
+        rows=rows,
+        exit_code=exit_code,
+        drain_seconds=drain_seconds,
+        metrics=metrics,
+        log_problems=log_problems(pixelgate),
+        profiles=profiles,
+        seed_seconds=seed_seconds,
+    )
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def median(runs: list[WrkRun], value: Callable[[WrkRun], float]) -> float:
+    return statistics.median(value(r) for r in runs)
+
+
+def report(rep: DatabaseReport, args: argparse.Namespace) -> list[str]:
+    plan = scenarios(args.subjects)
+    rps = {name: median(runs, lambda r: r.rps) for name, runs in rep.runs.items()}
+    nginx, bare = rps["nginx empty_gif"], rps["bare litestar"]
+    out = [
+        f"== {LABELS[rep.database]}: median of {args.rounds} round(s), {args.duration} s each, "
+        f"{args.connections} connections, {args.threads} wrk thread(s) ==",
+        "",
+        f"{'scenario':<18} {'req/s':>9} {'(slowest - fastest)':>21} {'p50 ms':>7} {'p99 ms':>7}"
+        f" {'CPU %':>6} {'x nginx':>8} {'x bare':>7}",
+    ]
+    for sc in plan:
+        runs = rep.runs[sc.name]
+        low, high = min(r.rps for r in runs), max(r.rps for r in runs)
+        ratios = f"{rps[sc.name] / nginx:>8.2f} {rps[sc.name] / bare:>7.2f}" if sc.pixelgate else ""
+        out.append(
+            f"{sc.name:<18} {rps[sc.name]:>9,.0f} {f'({low:,.0f} - {high:,.0f})':>21}"
+            f" {median(runs, lambda r: r.p50_ms):>7.2f} {median(runs, lambda r: r.p99_ms):>7.2f}"
+            f" {median(runs, lambda r: r.server_cpu):>6.0f} {ratios}".rstrip()
+        )
+
+    out += ["", "targets:"]
+    consented = [sc for sc in plan if sc.consented]
+    for sc in consented:
+        p99 = median(rep.runs[sc.name], lambda r: r.p99_ms)
+        checks = [
+            verdict(f"{rps[sc.name] / nginx:.2f} x nginx", rps[sc.name] >= 0.25 * nginx, ">= 0.25"),
+            verdict(f"{rps[sc.name] / bare:.2f} x bare", rps[sc.name] >= bare, ">= 1.0"),
+            verdict(f"p99 {p99:.1f} ms", p99 <= 15, "<= 15 ms"),
+        ]
+        out.append(f"  {sc.name:<18} " + "; ".join(checks))
+    small, big = consented[0].name, consented[1].name
+    change = rps[big] / rps[small] - 1
+    out.append(f"  {big} vs 1k: " + verdict(f"{100 * change:+.1f} %", abs(change) <= 0.10, "±10 %"))
+
+    out += [
+        "",
+        f"rows landed / hits sent (hits: 200 responses wrk counted, warm-ups included), "
+        f"after SIGTERM: exit {rep.exit_code}, drained in {rep.drain_seconds:.1f} s:",
+    ]
+    for sc in plan:
+        if not sc.pixelgate:
+            continue
+        tally, rows = rep.tallies[sc.site], rep.rows.get(sc.site, 0)
+        unanswered = tally.sent - tally.ok
+        expected = tally.ok if sc.consented else 0
+        if rows == expected:
+            state = "equal"
+        elif sc.consented and expected < rows <= expected + unanswered:
+            state = f"+{rows - expected} (within the {unanswered} requests wrk left unanswered)"
+        elif rows < expected:
+            state = f"MISSING {expected - rows:,}"
+        else:
+            state = f"UNEXPECTED +{rows - expected:,}"
+        what = f"{rows:,} / {tally.ok:,}" if sc.consented else f"{rows:,} (expected 0)"
+        extra = f"; queue backlog after a run up to {tally.max_backlog:,}"
+        if tally.errors:
+            extra += f"; wrk errors {dict(tally.errors)}"
+        out.append(f"  {sc.name:<18} {what:<24} {state}{extra}")
+
+    m = rep.metrics
+    hits = {k.split("{", 1)[1].rstrip("}"): int(v) for k, v in m.items() if "hits_total{" in k}
+    recorded = hits.get('outcome="recorded",reason="recorded"', 0)
+    all_rows = sum(rep.rows.values())
+    out.append(
+        f"  all sites: {all_rows:,} rows, pixelgate counted {recorded:,} hits as recorded"
+        f" ({'equal' if all_rows == recorded else 'DIFFERENT'})"
+    )
+    out += [
+        "",
+        "pixelgate /metrics before shutdown: "
+        + ", ".join(
+            f"{k} {int(m.get(f'pixelgate_events_{k}_total', 0)):,}"
+            for k in ("queued", "flushed", "spilled", "replayed", "dropped")
+        ),
+        "  hits: " + ", ".join(f"{k.replace(chr(34), '')} {v:,}" for k, v in sorted(hits.items())),
+    ]
+    flushes = m.get("pixelgate_flush_seconds_count", 0)
+    if flushes:
+        mean = 1000 * m.get("pixelgate_flush_seconds_sum", 0) / flushes
+        out.append(f"  batches written: {int(flushes):,}, mean {mean:.1f} ms per batch")
+    out.append(f"  seeding took {rep.seed_seconds:.1f} s")
+    out += ["", "pixelgate log, lines that look like trouble:"]
+    out += [f"  {n:>6} x {line[:160]}" for n, line in rep.log_problems] or ["  none"]
+    for name, profile in rep.profiles.items():
+        out += ["", f"py-spy profile of the worker under '{name}' ({profile.path}):"]
+        out += summarise_profile(profile)
+    return out
+
+
+def verdict(value: str, ok: bool, target: str) -> str:
+    return f"{value} ({target}: {'ok' if ok else 'MISSED'})"
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], action="append")
+    parser.add_argument("--subjects", type=int, default=1_000_000, help="the big registry")
+    parser.add_argument("--profile", type=Path, help="py-spy the consented runs into DIR")
+    args = parser.parse_args(argv)
+    args.database = args.database or ["postgresql", "sqlite"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
+    ensure_tools()
+    reports = []
+    with contextlib.ExitStack() as cleanup:
+        workdir = Path(tempfile.mkdtemp(prefix="pixelgate-bench-"))
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        refs = {}
+        for name, start in (("nginx", start_nginx), ("bare", start_bare)):
+            refs[name] = start(workdir)
+            cleanup.callback(stop, refs[name])
+        for database in args.database:
+            reports.append(bench_database(database, refs, workdir, args, cleanup))
+        print()
+        for rep in reports:
+            print("\n".join(report(rep, args)))
+            print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Server-side events (SPEC §4.6) and signed pixel URLs (SPEC §4.3), on both databases."""
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from litestar.testing import TestClient
+
+from app.pseudonym import KeyRing
+from app.settings import Settings
+from tests.factories import (
+    CHROME,
+    GOOGLEBOT,
+    TEST_EMAIL,
+    auth,
+    make_key,
+    make_site,
+    settle,
+    subject_id,
+    table_rows,
+)
+
+Client = TestClient[Any]
+
+
+def consent(client: Client, site: str, key: str, subject: str, **purposes: bool) -> None:
+    body = {"subject": subject, "purposes": purposes}
+    assert client.post(f"/v1/sites/{site}/consent", json=body, headers=auth(key)).status_code == 201
+
+
+def test_events_are_decided_like_hits_and_rejected_with_reasons(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    admin, ingest = make_key(settings, site), make_key(settings, site, "ingest")
+    subject = subject_id()
+    consent(client, site, admin, subject, analytics=True)
+    consent(client, site, admin, TEST_EMAIL, analytics=True)
+    events = [
+        {"kind": "conversion", "subject": subject, "value": 49.5, "currency": "EUR"},
+        {"kind": "conversion", "email": "  ALICE@example.test "},  # normalised, then pseudonymised
+        {"kind": "pageview", "subject": subject_id()},  # no consent
+        {"kind": "Bad Kind", "subject": subject},
+        {"kind": "pageview", "subject": subject, "user_agent": GOOGLEBOT},
+        {"kind": "pageview", "subject": subject, "email": TEST_EMAIL},  # two identifiers
+        {"kind": "pageview"},  # anonymous under an opt-in policy
+        {"kind": "pageview", "subject": subject, "occurred_at": "2999-01-01T00:00:00Z"},
+    ]
+    response = client.post(
+        f"/v1/sites/{site}/events", json={"events": events}, headers=auth(ingest)
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "accepted": 2,
+        "rejected": [
+            {"index": 2, "reason": "no_consent"},
+            {"index": 3, "reason": "invalid"},
+            {"index": 4, "reason": "bot"},
+            {"index": 5, "reason": "invalid"},
+            {"index": 6, "reason": "no_consent"},
+            {"index": 7, "reason": "invalid"},
+        ],
+    }
+    rows = sorted(table_rows(settings, "events", site=site), key=lambda r: str(r["value"]))
+    keyring = KeyRing(settings.secret_key)
+    assert {r["subject"] for r in rows} == {
+        keyring.pseudonym(site, subject),
+        keyring.pseudonym(site, TEST_EMAIL),
+    }
+
+
+def test_an_event_from_before_the_consent_is_not_recorded(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    admin = make_key(settings, site)
+    consent(client, site, admin, subject, analytics=True)
+    old = {"kind": "pageview", "subject": subject, "occurred_at": "2020-01-01T00:00:00Z"}
+    response = client.post(f"/v1/sites/{site}/events", json={"events": [old]}, headers=auth(admin))
+    assert response.json() == {"accepted": 0, "rejected": [{"index": 0, "reason": "no_consent"}]}
+
+
+def test_too_many_or_malformed_events_are_refused_and_nothing_is_written(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings, policy="ccpa", jurisdiction="us-ca")
+    key = auth(make_key(settings, site, "ingest"))
+    url = f"/v1/sites/{site}/events"
+    too_many = client.post(url, json={"events": [{"kind": "pageview"}] * 1001}, headers=key)
+    assert too_many.status_code == 413
+    assert too_many.headers["content-type"].startswith("application/problem+json")
+    wrong_shape = client.post(
+        url, json={"events": [{"kind": "pageview"}, {"kind": "pageview", "value": {}}]}, headers=key
+    )
+    assert wrong_shape.status_code == 422
+    broken = client.post(
+        url, content=b'{"events": [', headers={**key, "Content-Type": "application/json"}
+    )
+    assert broken.status_code == 400
+    assert table_rows(settings, "events", site=site) == []
+    ok = client.post(url, json={"events": [{"kind": "pageview"}] * 1000}, headers=key)
+    assert ok.json()["accepted"] == 1000
+
+
+def test_posting_events_needs_an_ingest_or_admin_key(client: Client, settings: Settings) -> None:
+    site = make_site(settings)
+    url, body = f"/v1/sites/{site}/events", {"events": []}
+    assert client.post(url, json=body).status_code == 401
+    assert (
+        client.post(url, json=body, headers=auth(make_key(settings, site, "read"))).status_code
+        == 403
+    )
+    assert client.post(url, json=body, headers=auth(make_key(settings, site))).status_code == 200
+
+
+def test_signed_pixel_urls_record_their_opens_and_carry_no_identifier(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    admin, ingest = make_key(settings, site), make_key(settings, site, "ingest")
+    recipient, other = subject_id(), subject_id()
+    consent(client, site, admin, recipient, email=True)
+    response = client.post(
+        f"/v1/sites/{site}/pixel-urls",
+        json={"kind": "open", "campaign": "jul-newsletter", "subjects": [recipient, other]},
+        headers=auth(ingest),
+    )
+    assert response.status_code == 200, response.text
+    urls = response.json()["urls"]
+    assert set(urls) == {recipient, other}
+    for url in urls.values():
+        parts = urlsplit(url)
+        assert parts.path == f"/p/{site}/pixel.gif" and recipient not in url
+        token = parse_qs(parts.query)["t"][0]
+        client.get(f"{parts.path}?t={token}", headers={"User-Agent": CHROME})
+    settle(client)
+    [event] = table_rows(settings, "events", site=site)
+    assert event["subject"] == KeyRing(settings.secret_key).pseudonym(site, recipient)
+    assert (event["kind"], event["campaign"]) == ("open", "jul-newsletter")
+
+
+def test_pixel_urls_refuse_a_bad_kind_and_too_many_subjects(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    key = auth(make_key(settings, site, "ingest"))
+    url = f"/v1/sites/{site}/pixel-urls"
+    bad = client.post(url, json={"kind": "Open!", "subjects": ["a"]}, headers=key)
+    assert bad.status_code == 422
+    many = client.post(url, json={"subjects": ["a"] * 10_001}, headers=key)
+    assert many.status_code == 413
+    empty = client.post(url, json={"subjects": [" "]}, headers=key)
+    assert empty.status_code == 422

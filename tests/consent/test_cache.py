@@ -1,0 +1,134 @@
+"""The consent cache in front of the registry, on SQLite and PostgreSQL."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from consent import store
+from consent.cache import ConsentCache, listen
+from consent.policy import load_policies
+from tests.factories import POLICIES
+
+POLICY = load_policies(POLICIES)["gdpr-strict"]
+PROOF = store.Proof(source="test", ip_prefix=None, ua_family=None, jurisdiction="eu")
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[Any]:
+    engine = make_engine(database_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+async def grant(sessions: Any, site: str, subject: str, granted: bool = True) -> None:
+    async with transaction(sessions) as session:
+        await store.record(
+            session,
+            site=site,
+            subject=subject,
+            purposes={"analytics": granted},
+            policy=POLICY,
+            proof=PROOF,
+            now=utcnow(),
+        )
+
+
+async def test_a_loaded_registry_is_served_until_invalidated(sessions: Any) -> None:
+    cache = ConsentCache(sessions)
+    key = ("cache-a", "p-1")
+    await grant(sessions, *key)
+    assert (await cache.registries([key]))[key]["analytics"].granted is True
+    await grant(sessions, *key, granted=False)  # behind the cache's back
+    assert (await cache.registries([key]))[key]["analytics"].granted is True
+    cache.invalidate(*key)
+    assert (await cache.registries([key]))[key]["analytics"].granted is False
+
+
+async def test_subjects_without_records_are_cached_as_empty(sessions: Any) -> None:
+    cache = ConsentCache(sessions)
+    assert await cache.registries([("cache-b", "nobody")]) == {("cache-b", "nobody"): {}}
+
+
+async def test_a_load_that_raced_with_an_invalidation_is_not_kept(
+    sessions: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = ConsentCache(sessions)
+    key = ("cache-c", "p-1")
+    await grant(sessions, *key)
+    real = store.registries
+
+    async def racing(session: Any, keys: Any) -> Any:
+        loaded = await real(session, keys)
+        cache.invalidate(*key)  # a withdrawal arrives while the rows are on their way
+        return loaded
+
+    monkeypatch.setattr(store, "registries", racing)
+    await cache.registries([key])
+    monkeypatch.setattr(store, "registries", real)
+    await grant(sessions, *key, granted=False)
+    assert (await cache.registries([key]))[key]["analytics"].granted is False
+
+
+async def test_the_cache_is_bounded_and_entries_expire(sessions: Any) -> None:
+    small = ConsentCache(sessions, max_entries=2)
+    await small.registries([("cache-d", f"p-{n}") for n in range(5)])
+    assert len(small._entries) == 2
+    stale = ConsentCache(sessions, ttl=0.0)
+    key = ("cache-d", "p-9")
+    await stale.registries([key])
+    await grant(sessions, *key)
+    assert (await stale.registries([key]))[key]["analytics"].granted is True
+
+
+async def test_a_notification_from_another_process_invalidates(postgresql_url: str) -> None:
+    database_url = postgresql_url
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    cache = ConsentCache(sessions)
+    ready = asyncio.Event()
+    listener = asyncio.create_task(listen(cache, database_url, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        key = ("cache-e", "p-1")
+        await grant(sessions, *key)
+        await cache.registries([key])
+        await grant(sessions, *key, granted=False)  # another process would notify the same
+        for _ in range(100):
+            if key not in cache._entries:
+                break
+            await asyncio.sleep(0.01)
+        assert (await cache.registries([key]))[key]["analytics"].granted is False
+
+        # A lost LISTEN connection empties the cache and comes back.
+        await cache.registries([key])
+        ready.clear()
+        dsn = database_url.replace("postgresql+asyncpg", "postgresql")
+        admin = await asyncpg.connect(dsn)
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+        )
+        await admin.close()
+        await asyncio.wait_for(ready.wait(), 10)
+        assert key not in cache._entries
+    finally:
+        listener.cancel()
+        await engine.dispose()
+
+
+async def test_without_postgresql_the_listener_keeps_trying_and_trusts_nothing(
+    sessions: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = ConsentCache(sessions)
+    await cache.registries([("cache-f", "p-1")])
+    ready = asyncio.Event()
+    nowhere = "postgresql+asyncpg://postgres@127.0.0.1:9/nothing-listens-here"
+    listener = asyncio.create_task(listen(cache, nowhere, ready))
+    await asyncio.sleep(0.3)
+    listener.cancel()
+    assert not ready.is_set() and not cache._entries
+    assert "consent notifications unavailable" in caplog.text
