@@ -36,7 +36,8 @@ LOGS = LogRecorder()
 logging.getLogger().addHandler(LOGS)
 logging.getLogger().setLevel(logging.DEBUG)
 # The test client's own request lines quote the URLs the tests send; they are not the app's.
-logging.getLogger("httpx").setLevel(logging.WARNING)
+for client_library in ("httpx", "httpcore"):
+    logging.getLogger(client_library).setLevel(logging.WARNING)
 
 
 async def _pg_admin(sql: str) -> None:

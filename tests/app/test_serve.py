@@ -3,11 +3,8 @@
 import base64
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,55 +15,21 @@ from tests.factories import (
     CHROME,
     POLICIES,
     SECRET,
-    forbidden_strings,
     raw,
     settings_for,
     subject_id,
     table_rows,
     wait_for_rows,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.servers import Server
 
 
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "PIXELGATE_DATABASE_URL": database_url,
-        "PIXELGATE_SECRET_KEY": base64.b64encode(SECRET).decode(),
-        "PIXELGATE_POLICIES_DIR": str(POLICIES),
-        "PIXELGATE_PORT": str(port),
-    }
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve"], cwd=tmp_path, env=env, stdout=log, stderr=log
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("server did not start: " + (tmp_path / "server.log").read_text())
-        yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
-        log.close()
-    server_log = (tmp_path / "server.log").read_text()
-    assert "Traceback" not in server_log, server_log
-    leaked = sorted(s for s in forbidden_strings() if s in server_log)
-    assert not leaked, f"raw identifiers in the server log: {leaked}"
+    running = Server(database_url, tmp_path).start()
+    yield running.url
+    running.stop()
+    running.assert_clean_log()
 
 
 def test_the_served_app_answers_health_readiness_and_openapi(server: str) -> None:

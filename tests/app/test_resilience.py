@@ -1,0 +1,183 @@
+"""Never lose a consented hit: shutdown under load, a database outage, a restart in between,
+and consent changes reaching every server process. Real server processes, real databases."""
+
+import asyncio
+import random
+import re
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.pseudonym import KeyRing
+from consent import store
+from consent.policy import load_policies
+from tests.factories import (
+    CHROME,
+    POLICIES,
+    auth,
+    make_key,
+    make_site,
+    raw,
+    run,
+    settings_for,
+    table_rows,
+    wait_for_rows,
+)
+from tests.servers import Server, TcpProxy
+
+HEADERS = {"User-Agent": CHROME}
+
+
+def seed(database_url: str, count: int) -> tuple[str, list[str]]:
+    """A gdpr-strict site and `count` subjects who consented to analytics."""
+    settings = settings_for(database_url)
+    site = make_site(settings)
+    subjects = [raw(f"load-{site}-{n}") for n in range(count)]
+    policy = load_policies(POLICIES)["gdpr-strict"]
+    keyring = KeyRing(settings.secret_key)
+
+    async def work() -> None:
+        engine = make_engine(database_url)
+        async with transaction(make_sessionmaker(engine)) as session:
+            for subject in subjects:
+                await store.record(
+                    session,
+                    site=site,
+                    subject=keyring.pseudonym(site, subject),
+                    purposes={"analytics": True},
+                    policy=policy,
+                    proof=store.Proof("test", None, None, "eu"),
+                    now=utcnow(),
+                )
+        await engine.dispose()
+
+    run(work())
+    return site, subjects
+
+
+async def _fire(
+    base: str, site: str, subjects: list[str], count: int, on_start: object = None
+) -> int:
+    """`count` pixel hits from 32 concurrent clients; returns how many were answered 200."""
+    answered = 0
+    left = count
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal answered, left
+        while left > 0:
+            left -= 1
+            try:
+                response = await client.get(
+                    f"/p/{site}/pixel.gif", params={"u": random.choice(subjects)}, headers=HEADERS
+                )
+            except httpx.TransportError:
+                continue  # the server is going away: this hit was never answered
+            answered += response.status_code == 200
+
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        clients = [asyncio.create_task(client_loop(client)) for _ in range(32)]
+        if callable(on_start):
+            await asyncio.sleep(0.5)
+            on_start()
+        await asyncio.gather(*clients)
+    return answered
+
+
+def fire(base: str, site: str, subjects: list[str], count: int, on_start: object = None) -> int:
+    return asyncio.run(_fire(base, site, subjects, count, on_start))
+
+
+def metric(base: str, name: str) -> float:
+    text = httpx.get(f"{base}/metrics").text
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_sigterm_under_load_loses_no_answered_hit(database_url: str, tmp_path: Path) -> None:
+    site, subjects = seed(database_url, 50)
+    server = Server(database_url, tmp_path).start()
+    answered = fire(server.url, site, subjects, 3000, on_start=lambda: server.process.terminate())  # type: ignore[union-attr]
+    assert server.stop() == 0
+    server.assert_clean_log()
+    assert 0 < answered < 3000  # the signal really came in the middle of the load
+    rows = table_rows(settings_for(database_url), "events", site=site)
+    assert len(rows) == answered
+
+
+def _proxied(postgresql_url: str, proxy: TcpProxy) -> str:
+    parts = urlsplit(postgresql_url)
+    return postgresql_url.replace(parts.netloc, f"postgres@127.0.0.1:{proxy.port}")
+
+
+def test_a_database_outage_during_load_loses_nothing_once_it_is_back(
+    postgresql_url: str, tmp_path: Path
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    site, subjects = seed(postgresql_url, 50)
+    server = Server(_proxied(postgresql_url, proxy), tmp_path).start()
+    try:
+        answered = fire(server.url, site, subjects, 300)
+        proxy.cut()
+        during = fire(server.url, site, subjects, 300)
+        assert during == 300  # the pixel keeps answering
+        assert httpx.get(f"{server.url}/readyz").status_code == 503
+        time.sleep(0.5)
+        proxy.restore()
+        answered += during + fire(server.url, site, subjects, 300)
+        rows = wait_for_rows(settings_for(postgresql_url), "events", answered, 30, site=site)
+        assert len(rows) == answered == 900
+        assert metric(server.url, "pixelgate_events_spilled_total") > 0
+        assert metric(server.url, "pixelgate_events_replayed_total") > 0
+        assert metric(server.url, "pixelgate_events_dropped_total") == 0
+    finally:
+        server.stop()
+        proxy.close()
+    server.assert_clean_log()
+
+
+def test_the_spool_survives_a_restart(postgresql_url: str, tmp_path: Path) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    site, subjects = seed(postgresql_url, 20)
+    url = _proxied(postgresql_url, proxy)
+    try:
+        first = Server(url, tmp_path).start()
+        fire(first.url, site, subjects, 10)  # subjects now cached: decided while it is down
+        proxy.cut()
+        answered = fire(first.url, site, subjects, 200)
+        assert first.stop() == 0  # drains into the spool: the database is still down
+        assert list((tmp_path / "data" / "spool").glob("*.spool"))
+        proxy.restore()
+        second = Server(url, tmp_path).start()
+        rows = wait_for_rows(settings_for(postgresql_url), "events", 210, 30, site=site)
+        assert len(rows) == answered + 10
+        second.stop()
+        assert not list((tmp_path / "data" / "spool").glob("*.spool"))
+    finally:
+        proxy.close()
+    first.assert_clean_log()
+
+
+def test_a_withdrawal_reaches_every_server_process_at_once(
+    postgresql_url: str, tmp_path: Path
+) -> None:
+    site, [subject] = seed(postgresql_url, 1)
+    settings = settings_for(postgresql_url)
+    admin = auth(make_key(settings, site))
+    one = Server(postgresql_url, tmp_path / "one").start()
+    two = Server(postgresql_url, tmp_path / "two").start()
+    try:
+        for _ in range(3):  # process two now holds the grant in its cache
+            httpx.get(f"{two.url}/p/{site}/pixel.gif", params={"u": subject}, headers=HEADERS)
+        assert len(wait_for_rows(settings, "events", 3, site=site)) == 3
+        withdrawn = httpx.delete(f"{one.url}/v1/sites/{site}/consent/{subject}", headers=admin)
+        assert withdrawn.status_code == 200
+        for _ in range(3):
+            httpx.get(f"{two.url}/p/{site}/pixel.gif", params={"u": subject}, headers=HEADERS)
+        time.sleep(1.0)
+        assert len(table_rows(settings, "events", site=site)) == 3
+    finally:
+        one.stop()
+        two.stop()
