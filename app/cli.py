@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import date, datetime
 from typing import NoReturn
 
 import msgspec
@@ -17,6 +18,7 @@ from app.pseudonym import KeyRing
 from app.settings import ConfigError, Settings, load_settings
 from app.sites import create_site, list_sites, site_out
 from consent.policy import Policy, PolicyError, load_policies
+from retention.schedule import JOBS, JobContext, run_job
 
 
 class UsageError(Exception):
@@ -52,7 +54,43 @@ def _parser() -> Parser:
     key_create.add_argument("--scope", required=True, choices=SCOPES)
     key_revoke = keys.add_parser("revoke", help="revoke a key by its id")
     key_revoke.add_argument("key_id")
+
+    jobs = commands.add_parser("jobs", help="scheduled jobs").add_subparsers(
+        dest="action", required=True, parser_class=Parser
+    )
+    run = jobs.add_parser("run", help="run every due job once, then exit")
+    run.add_argument("--only", choices=[job.name for job in JOBS])
+    run.add_argument("--dry-run", action="store_true", help="print what would change")
+    run.add_argument("--as-of", type=_as_of, help="run as if on this date (today or later)")
     return parser
+
+
+def _as_of(value: str) -> datetime:
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO date (YYYY-MM-DD)") from None
+    now = utcnow()
+    if day < now.date():
+        raise argparse.ArgumentTypeError(f"{value} is in the past: only today or later")
+    return now if day == now.date() else datetime.combine(day, now.timetz())
+
+
+async def _jobs_run(args: argparse.Namespace, ctx: "CliContext") -> None:
+    engine = make_engine(ctx.settings.database_url)
+    job_context = JobContext(engine, make_sessionmaker(engine), ctx.policies)
+    now = args.as_of or utcnow()
+    try:
+        for job in JOBS:
+            if args.only and job.name != args.only:
+                continue
+            counts = await run_job(job_context, job, now, dry_run=args.dry_run)
+            result = {"job": job.name, "dry_run": args.dry_run, "as_of": now, "counts": counts}
+            if counts is None:
+                result["skipped"] = "running in another process"
+            _print_json(result)
+    finally:
+        await engine.dispose()
 
 
 def _print_json(value: object) -> None:
@@ -135,6 +173,8 @@ def run(argv: Sequence[str]) -> None:
         _serve(settings)
     elif args.command == "migrate":
         migrate(settings.database_url)
+    elif args.command == "jobs":
+        asyncio.run(_jobs_run(args, CliContext(settings, policies, KeyRing(settings.secret_key))))
     else:
         ctx = CliContext(settings, policies, KeyRing(settings.secret_key))
         command = DATABASE_COMMANDS[(args.command, args.action)]

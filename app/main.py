@@ -10,7 +10,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
-from app import events_api, health, links, pixel
+from app import dsar, events_api, health, links, pixel
 from app.context import Context
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.ingest import Ingest
@@ -25,6 +25,7 @@ from consent import api as consent_api
 from consent.cache import ConsentCache, listen
 from consent.policy import load_policies
 from consent.receipts import Signer, publish_key
+from retention.schedule import JobContext, scheduler
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -67,9 +68,15 @@ def create_app(settings: Settings) -> Litestar:
             listener = asyncio.create_task(listen(consent, settings.database_url, ready))
             await asyncio.wait_for(ready.wait(), timeout=10)
         ctx.ingest.start()
+        jobs = None
+        if settings.jobs:
+            job_context = JobContext(engine, sessions, policies, forget=consent.invalidate)
+            jobs = asyncio.create_task(scheduler(job_context, utcnow))
         try:
             yield
         finally:
+            if jobs is not None:
+                jobs.cancel()
             await ctx.ingest.close()
             if listener is not None:
                 listener.cancel()
@@ -80,6 +87,10 @@ def create_app(settings: Settings) -> Litestar:
             pixel.pixel_edge,
             pixel.debug,
             pixel.metrics,
+            dsar.file_request,
+            dsar.read_request,
+            dsar.download_export,
+            dsar.list_requests,
             events_api.post_events,
             events_api.pixel_urls,
             links.put_campaign,

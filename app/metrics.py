@@ -21,6 +21,10 @@ class Metrics:
         self.dropped = Counter(
             "pixelgate_events_dropped", "Events lost (could not be written nor spooled)", registry=r
         )
+        self.dsar_open = Gauge("pixelgate_dsar_open", "Data subject requests not done", registry=r)
+        self.dsar_overdue = Gauge(
+            "pixelgate_dsar_overdue", "Data subject requests past their due date", registry=r
+        )
         self.queue_depth = Gauge("pixelgate_queue_depth", "Hits waiting to be written", registry=r)
         self.flush_seconds = Histogram(
             "pixelgate_flush_seconds",

@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, Integer, Numeric, String, Uuid
+from sqlalchemy import JSON, Boolean, Index, Integer, LargeBinary, Numeric, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -89,3 +89,40 @@ class Link(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("uq_links_code", "code", unique=True),)
+
+
+class DsarRequest(Base):
+    """A data subject request and, once done, its audit record: the pseudonym is kept only
+    while the request is open; after that only a separately keyed hash of it remains."""
+
+    __tablename__ = "dsar_requests"
+    __table_args__ = (
+        Index("ix_dsar_requests_status", "status", "received_at"),
+        Index("ix_dsar_requests_subject_hash", "site", "subject_hash"),
+    )
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))  # access | erasure | opt_out
+    regulation: Mapped[str] = mapped_column(String(8))  # gdpr | ccpa
+    status: Mapped[str] = mapped_column(String(16))  # pending | in_progress | completed | rejected
+    subject: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    subject_hash: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    export_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DsarExport(Base):
+    """An access request's export document, kept until it expires (or the subject is erased)."""
+
+    __tablename__ = "dsar_exports"
+    __table_args__ = (Index("ix_dsar_exports_subject_hash", "site", "subject_hash"),)
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    subject_hash: Mapped[str] = mapped_column(String(64))
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -27,10 +27,12 @@ from litestar.openapi.spec import (
 )
 from litestar.params import FromPath
 from litestar.types import HTTPScope, Receive, Scope, Send
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import require_key
 from app.context import Context
 from app.db import utcnow
+from app.dsar import open_and_overdue
 from app.pipeline import Dropped, Hit, Outcome, evaluate, prepare
 from app.sites import site_or_404
 
@@ -193,6 +195,13 @@ async def debug(
 @get("/metrics", media_type="text/plain; version=0.0.4", summary="Prometheus metrics")
 async def metrics(ctx: NamedDependency[Context]) -> Response[bytes]:
     ctx.metrics.queue_depth.set(ctx.ingest.depth())
+    try:
+        async with ctx.sessions() as session:
+            open_count, overdue = await open_and_overdue(session, utcnow())
+        ctx.metrics.dsar_open.set(open_count)
+        ctx.metrics.dsar_overdue.set(overdue)
+    except SQLAlchemyError:
+        pass  # the database is down: the other counters are worth more than nothing
     return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

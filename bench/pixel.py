@@ -1,54 +1,62 @@
 """How fast does pixelgate answer its pixel, and does every consented hit land?
 
     .venv/bin/python bench/pixel.py [--duration 10] [--connections 32] [--rounds 3]
-                                    [--database sqlite|postgresql] [--profile DIR]
+        [--database sqlite|postgresql] [--threads 1] [--subjects 1000000] [--profile DIR]
 
 What runs. Three servers on loopback, each with one worker, driven in turn by the same wrk
-command (same duration, connections, threads, and bench/wrk_subjects.lua, which asks for
-/p/<site>/pixel.gif?p=/bench/page&u=<random subject> with a desktop Chrome user agent):
+command (same duration, connections and threads, and bench/wrk_subjects.lua, which asks for
+/p/<site>/pixel.gif?p=/bench/page&u=s-<random n> with a desktop Chrome user agent):
 
-- pixelgate itself: `pixelgate serve` (migrations, then granian) on a fresh database, seeded
-  beforehand with four sites under the `gdpr-strict` policy, where a hit is recorded only
-  with consent. Consent rows are bulk-inserted (state and ledger, as consent.store.record
-  would write them), then one decision per site is checked in-process.
+- pixelgate itself: `pixelgate serve` (migrations, then granian) on a fresh database (a
+  throwaway PostgreSQL database, or a SQLite file), seeded beforehand with four sites under
+  the `gdpr-strict` policy, where a hit is recorded only with consent. Consent is
+  bulk-inserted, state and ledger rows as consent.store.record writes them (COPY on
+  PostgreSQL, then VACUUM ANALYZE; Core inserts on SQLite); one decision per site is then
+  checked in-process against the seeded rows.
 - nginx with `empty_gif` (bench/nginx.conf.template): the ceiling for answering a GIF.
 - a bare litestar app on granian (bench/bare_app.py): one handler, the same GIF and headers;
   the floor of the framework and server pixelgate is built on.
 
-Scenarios (pixelgate's work is asynchronous: the GIF goes out before the hit is decided,
-and a batch writer decides and inserts behind it; the numbers include that writer's load):
+Scenarios (pixelgate answers before a hit is decided; a batch writer in the same process
+decides and inserts behind it, so the numbers include that writer's load):
 
-- consented, 1k   1,000 consented subjects, requests spread over them (all recorded)
-- consented, 1M   1,000,000 consented subjects, requests spread over all of them: most
-                  lookups miss the consent cache and go to the database
-- no consent      subjects that are not in the registry (nothing recorded)
+- consented, 1k   a site with 1,000 consented subjects, requests spread over them
+- consented, 1M   a site with 1,000,000 consented subjects, requests spread over all of
+                  them: most lookups miss the consent cache and go to the database
+- no consent      a site with no consent at all, random subjects (nothing recorded)
 - anonymous       no `u` at all (nothing recorded under gdpr-strict)
-- nginx empty_gif / bare litestar: the same requests, to the two reference servers
+- nginx empty_gif / bare litestar: the same requests as `consented, 1k`
 
-Each run is preceded by a 2 s warm-up against the same server. All scenarios run `--rounds`
-times, interleaved (each round starts one scenario later), and the table shows the median
-req/s, p50 and p99 of the rounds, with the slowest and fastest round's req/s. After each
-pixelgate run the bench waits for its write queue to empty, so a backlog does not spill into
-the next scenario; the largest backlog seen is reported.
+Every run is preceded by a 2 s warm-up of the same server with the same requests. All
+scenarios run `--rounds` times, interleaved (each round starts one scenario later); after
+each pixelgate run the bench waits for its write queue to empty, so that a backlog does not
+spill into the next scenario (the largest backlog seen is reported).
 
-How to read it. `x nginx` and `x bare` are pixelgate's req/s divided by theirs in the same
-rounds. The targets checked are: >= 0.25 x nginx, >= 1.0 x bare litestar, p99 <= 15 ms, and
-the 1M scenario within 10 % of the 1k one. wrk shares the machine with the server (and with
-PostgreSQL): on a small machine nginx's figure is largely wrk's own ceiling, so its ratio is
-pessimistic. Then pixelgate is stopped with SIGTERM (it drains its queue) and the events
-table is counted per site: every 200 response wrk reports for a consented site should be a
-row. wrk stops with requests still in flight, which the server may have accepted (and
-recorded) without wrk counting the answer, so rows may exceed the 200s by at most the number
-of requests wrk wrote but saw no answer to; fewer rows than 200s means hits were lost.
+How to read it. One table per database: the median over the rounds of req/s, p50 and p99
+latency, and of the server's CPU use while wrk ran (its processes, in % of one core: a
+single worker near or above 100 % is CPU-bound); the slowest and fastest round's req/s show
+the noise. `x nginx` and `x bare` are pixelgate's median req/s over theirs. The targets
+checked: >= 0.25 x nginx, >= 1.0 x bare litestar, p99 <= 15 ms, and the 1M scenario within
+10 % of the 1k one. wrk shares the machine with the servers and PostgreSQL: on a small
+machine nginx's figure is mostly wrk's own ceiling, and it moves with where the scheduler
+puts the two.
 
---profile DIR adds, per database, one more run of each consented scenario while py-spy
-samples the pixelgate worker, writes DIR/<database>-<scenario>.txt (collapsed stacks) and
-prints the functions with the most samples, by own and by total time.
+Then pixelgate is stopped with SIGTERM (it drains its queue) and the events table is counted
+per site: each 200 response wrk counted for a consented site (warm-ups included) should be
+a row, and the other sites should have none. wrk stops with requests in flight, which the
+server may accept and record without wrk counting the answer: so rows may exceed the 200s,
+by at most the requests wrk wrote and saw no answer to; fewer rows than 200s means lost hits.
+The total is also compared with pixelgate's own count of recorded hits (/metrics).
 
-Needs root for `apt-get install nginx wrk` when they are missing, and for PostgreSQL the
-server at PIXELGATE_TEST_PG (default postgres@127.0.0.1:5432, trust auth); a throwaway
-database is created and dropped. Everything started is stopped and removed on exit, Ctrl-C
-included.
+--profile DIR: per database, one more run of each consented scenario while py-spy samples
+the pixelgate worker (only samples holding the GIL, i.e. its Python work), written to
+DIR/<database>-<scenario>.txt as collapsed stacks and summarised: by function and by package
+(own time), and by project function (total time).
+
+Needs root for `apt-get install nginx wrk` when they are missing (the package is not allowed
+to start the system's nginx), and PostgreSQL at PIXELGATE_TEST_PG (postgres@127.0.0.1:5432 by
+default, trust auth). Every process, temp dir and database it made is removed on exit,
+Ctrl-C and errors included.
 """
 
 import argparse
@@ -79,6 +87,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
 from app.models import Event
@@ -419,54 +428,36 @@ async def pg_admin(statement: str) -> None:
         await connection.close()
 
 
+LEDGER_COLUMNS = (
+    "site", "id", "subject", "recorded_at", "action", "purposes", "policy_version",
+    "policy_sha256", "source", "ip_prefix", "ua_family", "jurisdiction", "expires_at",
+)  # fmt: skip
+STATE_COLUMNS = (
+    "site", "subject", "purpose", "granted", "policy_version", "record_id", "updated_at",
+    "expires_at",
+)  # fmt: skip
+
+PURPOSES = {"analytics": True}
+PURPOSES_JSON = json.dumps(PURPOSES)
+
+
 def consent_rows(
-    keyring: KeyRing, policy: Policy, site: str, numbers: range, now: datetime
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The ledger and state rows consent.store.record writes for `analytics: true`."""
+    policy: Policy, site: str, subjects: list[str], now: datetime, purposes: object
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The ledger and state rows consent.store.record writes for `analytics: true`, in the
+    order of LEDGER_COLUMNS and STATE_COLUMNS. `purposes` is that JSON value as the driver
+    takes it: a dict for SQLAlchemy, text for COPY."""
     expires = now + timedelta(days=policy.file.purposes["analytics"].consent_ttl_days)
+    version, sha256 = policy.version, policy.sha256
     ledger, state = [], []
-    for n in numbers:
-        subject = keyring.pseudonym(site, f"s-{n}")
+    for subject in subjects:
         record_id = uuid.uuid4()
         ledger.append(
-            {
-                "site": site,
-                "id": record_id,
-                "subject": subject,
-                "recorded_at": now,
-                "action": "given",
-                "purposes": {"analytics": True},
-                "policy_version": policy.version,
-                "policy_sha256": policy.sha256,
-                "source": "bench",
-                "ip_prefix": None,
-                "ua_family": None,
-                "jurisdiction": "eu",
-                "expires_at": expires,
-            }
-        )
-        state.append(
-            {
-                "site": site,
-                "subject": subject,
-                "purpose": "analytics",
-                "granted": True,
-                "policy_version": policy.version,
-                "record_id": record_id,
-                "updated_at": now,
-                "expires_at": expires,
-            }
-        )
+            (site, record_id, subject, now, "given", purposes, version, sha256, "bench",
+             None, None, "eu", expires)
+        )  # fmt: skip
+        state.append((site, subject, "analytics", True, version, record_id, now, expires))
     return ledger, state
-
-
-async def copy_rows(connection: Any, table: str, rows: list[dict[str, Any]]) -> None:
-    """PostgreSQL COPY; JSON columns go as text."""
-    columns = list(rows[0])
-    records = [
-        tuple(json.dumps(v) if isinstance(v, dict) else v for v in row.values()) for row in rows
-    ]
-    await connection.copy_records_to_table(table, records=records, columns=columns)
 
 
 async def seed(database_url: str, sites: dict[str, int]) -> None:
@@ -478,6 +469,7 @@ async def seed(database_url: str, sites: dict[str, int]) -> None:
     engine = make_engine(database_url)
     sessions = make_sessionmaker(engine)
     pg = database_url.startswith("postgresql")
+    raw = await asyncpg.connect(database_url.replace("+asyncpg", "")) if pg else None
     try:
         async with transaction(sessions) as session:
             for slug in sites:
@@ -485,25 +477,19 @@ async def seed(database_url: str, sites: dict[str, int]) -> None:
                     session, slug=slug, policy=POLICY, policies=policies, origins=[],
                     jurisdiction="eu", now=now,
                 )  # fmt: skip
-        raw = await asyncpg.connect(database_url.replace("+asyncpg", "")) if pg else None
-        try:
-            for slug, count in sites.items():
-                for start in range(0, count, SEED_BATCH):
-                    numbers = range(start, min(count, start + SEED_BATCH))
-                    ledger, state = consent_rows(keyring, policy, slug, numbers, now)
-                    if raw is not None:
-                        async with raw.transaction():
-                            await copy_rows(raw, "consent_ledger", ledger)
-                            await copy_rows(raw, "consent_state", state)
-                    else:
-                        async with engine.begin() as connection:
-                            await connection.execute(insert(ConsentLedger), ledger)
-                            await connection.execute(insert(ConsentState), state)
-            if raw is not None:
-                await raw.execute("ANALYZE")  # as autovacuum would have, on a live database
-        finally:
-            if raw is not None:
-                await raw.close()
+        for slug, count in sites.items():
+            # In key order, the indexes grow at their end: several times faster to load.
+            subjects = sorted(keyring.pseudonym(slug, f"s-{n}") for n in range(count))
+            for start in range(0, count, SEED_BATCH):
+                batch = subjects[start : start + SEED_BATCH]
+                if raw is not None:
+                    await copy_consent(raw, *consent_rows(policy, slug, batch, now, PURPOSES_JSON))
+                else:
+                    await insert_consent(engine, *consent_rows(policy, slug, batch, now, PURPOSES))
+        if raw is not None:
+            # As autovacuum would have by now on a live database (and so that it does not
+            # start on these tables in the middle of a measurement).
+            await raw.execute("VACUUM ANALYZE")
         async with sessions() as session:
             for slug, count in sites.items():
                 registry = await store.registry(session, slug, keyring.pseudonym(slug, "s-0"))
@@ -511,7 +497,25 @@ async def seed(database_url: str, sites: dict[str, int]) -> None:
                 if decision.record != (count > 0):
                     raise RuntimeError(f"seeding {slug}: s-0 decided {decision}")
     finally:
+        if raw is not None:
+            await raw.close()
         await engine.dispose()
+
+
+async def copy_consent(raw: Any, ledger: list[Any], state: list[Any]) -> None:
+    """PostgreSQL: COPY, one transaction per batch."""
+    async with raw.transaction():
+        await raw.copy_records_to_table("consent_ledger", records=ledger, columns=LEDGER_COLUMNS)
+        await raw.copy_records_to_table("consent_state", records=state, columns=STATE_COLUMNS)
+
+
+async def insert_consent(engine: AsyncEngine, ledger: list[Any], state: list[Any]) -> None:
+    """SQLite: a Core executemany (SQLAlchemy converts the values), one transaction per batch."""
+    async with engine.begin() as connection:
+        rows = [dict(zip(LEDGER_COLUMNS, row, strict=True)) for row in ledger]
+        await connection.execute(insert(ConsentLedger), rows)
+        rows = [dict(zip(STATE_COLUMNS, row, strict=True)) for row in state]
+        await connection.execute(insert(ConsentState), rows)
 
 
 async def count_events(database_url: str) -> dict[str, int]:
@@ -863,7 +867,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
+    # Ctrl-C (even when started in the background, which ignores it) and SIGTERM unwind
+    # through the cleanup below.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ensure_tools()
     reports = []
     with contextlib.ExitStack() as cleanup:
@@ -883,4 +890,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted (everything started was stopped and removed)", file=sys.stderr)
+        sys.exit(130)

@@ -92,7 +92,9 @@ def _cors(site: Site, origin: str | None) -> dict[str, str]:
     }
 
 
-def _proof(request: Request[Any, Any, Any], site: Site, ctx: Context, source: str) -> store.Proof:
+def consent_proof(
+    request: Request[Any, Any, Any], site: Site, ctx: Context, source: str
+) -> store.Proof:
     agent = classify(request.headers.get("user-agent", ""))
     region = request.headers.get(ctx.settings.region_header) if ctx.settings.region_header else None
     return store.Proof(
@@ -182,7 +184,7 @@ async def give_consent(
             subject=pseudonym,
             purposes=data.purposes,
             policy=policy,
-            proof=_proof(request, found, ctx, data.source),
+            proof=consent_proof(request, found, ctx, data.source),
             now=utcnow(),
         )
         out = _receipt(ctx, entry, policy, _policy_url(request, site), with_token=not known)
@@ -270,7 +272,7 @@ async def withdraw_consent(
             site=site,
             subject=pseudonym,
             policy=policy,
-            proof=_proof(request, found, ctx, "withdrawal"),
+            proof=consent_proof(request, found, ctx, "withdrawal"),
             now=utcnow(),
         )
         out = _receipt(ctx, entry, policy, _policy_url(request, site))

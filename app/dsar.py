@@ -1,0 +1,256 @@
+"""Data subject requests over HTTP (SPEC §4.5): filed by an admin or by the person themself
+(with their subject token), fulfilled by the dsar job (retention/dsar.py)."""
+
+import calendar
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import bearer, read_subject_token, require_key
+from app.context import Context
+from app.db import utcnow
+from app.models import DsarExport, DsarRequest
+from app.problems import Problem
+from app.ratelimit import client_of
+from app.sites import site_or_404
+from consent import store
+from consent.api import MAX_SUBJECT, consent_proof
+from consent.policy import Policy
+
+Kind = Literal["access", "erasure", "opt_out"]
+Regulation = Literal["gdpr", "ccpa"]
+OPEN = ("pending", "in_progress")
+CCPA_DAYS = 45
+
+
+class DsarIn(msgspec.Struct, forbid_unknown_fields=True):
+    type: Kind
+    subject: str
+    regulation: Regulation = "gdpr"
+
+
+class DsarOut(msgspec.Struct):
+    id: uuid.UUID
+    type: str
+    regulation: str
+    status: str
+    received_at: datetime
+    due_at: datetime
+    completed_at: datetime | None
+    counts: dict[str, Any]
+    overdue: bool
+    export_expires_at: datetime | None
+
+
+class DsarList(msgspec.Struct):
+    requests: list[DsarOut]
+
+
+def _end_of_day(day: datetime) -> datetime:
+    return day.replace(hour=23, minute=59, second=59, microsecond=0)
+
+
+def add_calendar_month(received: datetime) -> datetime:
+    """Reg. 1182/71: the same date next month, or its last day when there is no such date."""
+    year, month = (
+        (received.year + 1, 1) if received.month == 12 else (received.year, received.month + 1)
+    )
+    day = min(received.day, calendar.monthrange(year, month)[1])
+    return received.replace(year=year, month=month, day=day)
+
+
+def due_at(received: datetime, regulation: str, policy: Policy) -> datetime:
+    """GDPR: one calendar month (Art. 12(3)); CCPA: 45 days; a policy may only shorten it."""
+    due = add_calendar_month(received) if regulation == "gdpr" else received + timedelta(CCPA_DAYS)
+    if policy.file.dsar.max_days is not None:
+        due = min(due, received + timedelta(days=policy.file.dsar.max_days))
+    return _end_of_day(due)
+
+
+def subject_hash(ctx: Context, pseudonym: str) -> str:
+    """Keyed apart from the pseudonym itself: the audit trail cannot be joined back to data."""
+    return ctx.keyring.mac(pseudonym.encode(), "dsar-audit").hex()
+
+
+def dsar_out(row: DsarRequest, now: datetime) -> DsarOut:
+    return DsarOut(
+        id=row.id,
+        type=row.type,
+        regulation=row.regulation,
+        status=row.status,
+        received_at=row.received_at,
+        due_at=row.due_at,
+        completed_at=row.completed_at,
+        counts=row.counts,
+        overdue=row.status in OPEN and row.due_at < now,
+        export_expires_at=row.export_expires_at,
+    )
+
+
+async def _authorise(
+    request: Request[Any, Any, Any],
+    session: AsyncSession,
+    ctx: Context,
+    site: str,
+    owner: str | None,
+) -> None:
+    """An admin key, or the subject token of `owner` (a subject hash); 401/403 otherwise."""
+    token = request.headers.get("x-subject-token")
+    if token is None or owner is None:
+        await require_key(request, session, ctx.keyring, site, "admin")
+        return
+    claim = read_subject_token(ctx.keyring, token)
+    if claim is None:
+        raise Problem(401, "the subject token is not valid")
+    if claim.site != site or subject_hash(ctx, claim.subject) != owner:
+        raise Problem(403, "this subject token is for another subject or site")
+
+
+@post("/v1/sites/{site:str}/dsar", status_code=202, summary="File a data subject request")
+async def file_request(
+    request: Request[Any, Any, State],
+    site: FromPath[str],
+    data: JSONBody[DsarIn],
+    ctx: NamedDependency[Context],
+) -> Response[DsarOut]:
+    if not 0 < len(data.subject.strip()) <= MAX_SUBJECT:
+        raise Problem(422, f"subject must be 1 to {MAX_SUBJECT} characters")
+    now = utcnow()
+    pseudonym = ctx.keyring.pseudonym(site, data.subject)
+    owner = subject_hash(ctx, pseudonym)
+    async with ctx.sessions() as session, session.begin():
+        found = await site_or_404(session, site)
+        anonymous = data.type == "opt_out" and not bearer(request)
+        if anonymous and "x-subject-token" not in request.headers:
+            # CCPA: an opt-out needs no identity check, only a brake on floods.
+            if not ctx.consent_limiter.allow(site, client_of(request), time.time()):
+                raise Problem(429, "too many requests; try again in a minute")
+        else:
+            await _authorise(request, session, ctx, site, owner)
+        policy = ctx.policies[found.policy]
+        row = DsarRequest(
+            site=site,
+            id=uuid.uuid4(),
+            type=data.type,
+            regulation=data.regulation,
+            status="pending",
+            subject=pseudonym,
+            subject_hash=owner,
+            received_at=now,
+            due_at=due_at(now, data.regulation, policy),
+            counts={},
+        )
+        if data.type == "opt_out":
+            # Takes effect at once: a denial of every sale/share purpose in the registry.
+            denied = policy.sale_or_share()
+            if denied:
+                await store.record(
+                    session,
+                    site=site,
+                    subject=pseudonym,
+                    purposes=dict.fromkeys(denied, False),
+                    policy=policy,
+                    proof=consent_proof(request, found, ctx, "opt-out-request"),
+                    now=now,
+                )
+            row.status, row.completed_at, row.subject = "completed", now, None
+            row.counts = {"purposes_denied": len(denied)}
+        session.add(row)
+    if data.type == "opt_out":
+        ctx.consent.invalidate(site, pseudonym)
+    return Response(dsar_out(row, now), status_code=202)
+
+
+async def _find(session: AsyncSession, site: str, request_id: str) -> DsarRequest:
+    try:
+        key = uuid.UUID(request_id)
+    except ValueError:
+        raise Problem(404, "unknown request") from None
+    row = await session.get(DsarRequest, (site, key))
+    if row is None:
+        raise Problem(404, "unknown request")
+    return row
+
+
+@get("/v1/sites/{site:str}/dsar/{request_id:str}", summary="A data subject request's status")
+async def read_request(
+    request: Request[Any, Any, State],
+    site: FromPath[str],
+    request_id: FromPath[str],
+    ctx: NamedDependency[Context],
+) -> DsarOut:
+    async with ctx.sessions() as session:
+        await site_or_404(session, site)
+        row = await _find(session, site, request_id)
+        await _authorise(request, session, ctx, site, row.subject_hash)
+    return dsar_out(row, utcnow())
+
+
+@get(
+    "/v1/sites/{site:str}/dsar/{request_id:str}/export",
+    media_type="application/json",
+    summary="Download an access request's export",
+)
+async def download_export(
+    request: Request[Any, Any, State],
+    site: FromPath[str],
+    request_id: FromPath[str],
+    ctx: NamedDependency[Context],
+) -> Response[bytes]:
+    now = utcnow()
+    async with ctx.sessions() as session:
+        await site_or_404(session, site)
+        row = await _find(session, site, request_id)
+        await _authorise(request, session, ctx, site, row.subject_hash)
+        if row.type != "access":
+            raise Problem(404, f"a {row.type} request has no export")
+        if row.status in OPEN:
+            raise Problem(404, "the export is not ready: the request is still pending")
+        export = await session.get(DsarExport, (site, row.id))
+    if export is None or export.expires_at <= now:
+        raise Problem(404, "the export has expired or was erased; file a new access request")
+    filename = f"pixelgate-export-{site}-{row.id}.json"
+    return Response(
+        export.document,
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@get("/v1/sites/{site:str}/dsar", summary="Data subject requests, with overdue flags")
+async def list_requests(
+    request: Request[Any, Any, State],
+    site: FromPath[str],
+    ctx: NamedDependency[Context],
+    status: FromQuery[str | None] = None,
+) -> DsarList:
+    async with ctx.sessions() as session:
+        await site_or_404(session, site)
+        await require_key(request, session, ctx.keyring, site, "admin")
+        query = select(DsarRequest).where(DsarRequest.site == site)
+        if status is not None:
+            query = query.where(DsarRequest.status == status)
+        rows = await session.scalars(query.order_by(DsarRequest.received_at))
+        now = utcnow()
+        return DsarList(requests=[dsar_out(row, now) for row in rows])
+
+
+async def open_and_overdue(session: AsyncSession, now: datetime) -> tuple[int, int]:
+    open_count = await session.scalar(
+        select(func.count()).select_from(DsarRequest).where(DsarRequest.status.in_(OPEN))
+    )
+    overdue = await session.scalar(
+        select(func.count())
+        .select_from(DsarRequest)
+        .where(DsarRequest.status.in_(OPEN), DsarRequest.due_at < now)
+    )
+    return int(open_count or 0), int(overdue or 0)

@@ -1,0 +1,88 @@
+"""The one table of what runs when, and the loop that runs it inside the server.
+
+On PostgreSQL a job runs under an advisory lock, so however many processes share the
+database (servers, `pixelgate jobs run` from cron), one runs a given job at a time.
+"""
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from consent.policy import Policy
+from retention.dsar import run_dsar
+
+log = logging.getLogger("pixelgate.jobs")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    policies: dict[str, Policy]
+    forget: Callable[[str, str], None] | None = None  # drop a subject from a consent cache
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    every: timedelta
+    run: Callable[[JobContext, datetime, bool], Awaitable[msgspec.Struct]]
+
+
+async def _dsar(ctx: JobContext, now: datetime, dry_run: bool) -> msgspec.Struct:
+    return await run_dsar(ctx.sessions, ctx.policies, now, dry_run=dry_run, forget=ctx.forget)
+
+
+JOBS = [
+    Job("dsar", timedelta(minutes=1), _dsar),
+]
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(
+        hashlib.sha256(f"pixelgate-job:{name}".encode()).digest()[:8], "big", signed=True
+    )
+
+
+async def run_job(ctx: JobContext, job: Job, now: datetime, dry_run: bool = False) -> Any:
+    """The job's counts, or None when another process holds it right now."""
+    if ctx.engine.dialect.name != "postgresql":
+        return await job.run(ctx, now, dry_run)
+    async with ctx.engine.connect() as connection:
+        key = _lock_key(job.name)
+        held = await connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+        await connection.commit()
+        if not held:
+            return None
+        try:
+            return await job.run(ctx, now, dry_run)
+        finally:
+            await connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            await connection.commit()
+
+
+async def scheduler(ctx: JobContext, clock: Callable[[], datetime], tick: float = 5.0) -> None:
+    """Run each job when it is due, for as long as the server lives."""
+    last: dict[str, float] = {}
+    while True:
+        for job in JOBS:
+            if time.monotonic() - last.get(job.name, -1e9) < job.every.total_seconds():
+                continue
+            last[job.name] = time.monotonic()
+            try:
+                counts = await run_job(ctx, job, clock())
+            except Exception as exc:  # a failed run is retried at the next due time
+                log.error("job %s failed: %s", job.name, type(exc).__name__)
+                continue
+            if counts is not None:
+                log.info("job %s: %s", job.name, msgspec.json.encode(counts).decode())
+        await asyncio.sleep(tick)

@@ -1,0 +1,342 @@
+"""Data subject requests (SPEC §4.5) on SQLite and PostgreSQL: access, erasure, opt-out, by an
+admin or by the person with their subject token, fulfilled by the dsar job."""
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import update
+
+from app.db import make_engine, make_sessionmaker, utcnow
+from app.dsar import add_calendar_month, due_at
+from app.main import create_app
+from app.models import DsarExport, DsarRequest
+from app.pseudonym import KeyRing
+from app.settings import Settings
+from consent.policy import load_policies
+from retention.dsar import run_dsar
+from tests.factories import (
+    CHROME,
+    POLICIES,
+    auth,
+    dump_database,
+    make_key,
+    make_site,
+    run,
+    settings_for,
+    settle,
+    subject_id,
+    table_rows,
+)
+from tests.servers import Server, environment
+
+Client = TestClient[Any]
+POLICY_SET = load_policies(POLICIES)
+
+
+def run_job(settings: Settings) -> Any:
+    async def work() -> Any:
+        engine = make_engine(settings.database_url)
+        try:
+            return await run_dsar(make_sessionmaker(engine), POLICY_SET, utcnow())
+        finally:
+            await engine.dispose()
+
+    return run(work())
+
+
+def set_column(settings: Settings, model: Any, request_id: str, **values: Any) -> None:
+    """Move a date by hand, as time would."""
+
+    async def work() -> None:
+        engine = make_engine(settings.database_url)
+        async with engine.begin() as connection:
+            key = model.request_id if model is DsarExport else model.id
+            await connection.execute(
+                update(model).where(key == uuid.UUID(request_id)).values(**values)
+            )
+        await engine.dispose()
+
+    run(work())
+
+
+def person_with_data(
+    client: Client, settings: Settings, site: str, admin: dict[str, str]
+) -> tuple[str, str]:
+    """A subject who consented (getting their token) and has two recorded events."""
+    subject = subject_id()
+    given = client.post(
+        f"/v1/sites/{site}/consent",
+        json={"subject": subject, "purposes": {"analytics": True}},
+        headers={"User-Agent": CHROME},
+    ).json()
+    events = [
+        {"kind": "pageview", "subject": subject, "page": "/a"},
+        {"kind": "conversion", "subject": subject, "value": 12},
+    ]
+    accepted = client.post(f"/v1/sites/{site}/events", json={"events": events}, headers=admin)
+    assert accepted.json()["accepted"] == 2
+    return subject, given["subject_token"]
+
+
+def file(client: Client, site: str, headers: dict[str, str], **body: str) -> Any:
+    return client.post(f"/v1/sites/{site}/dsar", json=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("received", "regulation", "policy", "due"),
+    [
+        ("2026-01-31T10:00:00", "gdpr", "ccpa", "2026-02-28T23:59:59"),
+        ("2028-01-31T10:00:00", "gdpr", "ccpa", "2028-02-29T23:59:59"),
+        ("2026-12-15T10:00:00", "gdpr", "ccpa", "2027-01-15T23:59:59"),
+        ("2026-01-31T10:00:00", "ccpa", "ccpa", "2026-03-17T23:59:59"),
+        ("2026-03-31T10:00:00", "gdpr", "gdpr-strict", "2026-04-30T23:59:59"),  # max_days=30
+        ("2026-03-01T10:00:00", "ccpa", "gdpr-strict", "2026-03-31T23:59:59"),  # policy shortens
+    ],
+)
+def test_due_dates_follow_the_regulation_and_a_policy_may_only_shorten_them(
+    received: str, regulation: str, policy: str, due: str
+) -> None:
+    at = datetime.fromisoformat(received).replace(tzinfo=UTC)
+    assert due_at(at, regulation, POLICY_SET[policy]) == datetime.fromisoformat(due).replace(
+        tzinfo=UTC
+    )
+    assert add_calendar_month(at) > at
+
+
+def test_an_access_request_is_exported_once_completed(client: Client, settings: Settings) -> None:
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    subject, _ = person_with_data(client, settings, site, admin)
+    filed = file(client, site, admin, type="access", subject=subject)
+    assert filed.status_code == 202
+    body = filed.json()
+    assert body["status"] == "pending" and body["due_at"] > body["received_at"]
+    url = f"/v1/sites/{site}/dsar/{body['id']}"
+
+    early = client.get(f"{url}/export", headers=admin)
+    assert early.status_code == 404
+    assert early.headers["content-type"].startswith("application/problem+json")
+    assert "pending" in early.json()["detail"]
+
+    assert run_job(settings).access >= 1
+    status = client.get(url, headers=admin).json()
+    assert status["status"] == "completed" and status["completed_at"]
+    assert status["counts"] == {"events": 2, "consent_ledger": 1}
+
+    export = client.get(f"{url}/export", headers=admin)
+    assert export.status_code == 200
+    document = export.json()
+    assert document["schema_version"] == 1 and document["site"] == site
+    assert document["subject"] == KeyRing(settings.secret_key).pseudonym(site, subject)
+    assert sorted(e["kind"] for e in document["events"]) == ["conversion", "pageview"]
+    assert set(document["events"][0]) == {
+        "occurred_at", "kind", "page", "campaign", "utm_source", "utm_medium", "utm_campaign",
+        "utm_content", "utm_term", "referrer", "device", "browser", "os", "jurisdiction",
+        "value", "currency", "machine", "basis",
+    }  # fmt: skip
+    assert document["consent"][0]["ua_family"] == "Chrome / Windows"
+    assert document["audience_memberships"] == []
+    assert {p["purpose"] for p in document["about"]["purposes"]} == {
+        "analytics",
+        "marketing",
+        "email",
+    }
+    assert subject not in export.text
+
+    set_column(settings, DsarExport, body["id"], expires_at=utcnow() - timedelta(seconds=1))
+    expired = client.get(f"{url}/export", headers=admin)
+    assert expired.status_code == 404 and "expired" in expired.json()["detail"]
+
+
+def test_erasure_leaves_nothing_under_the_pseudonym(client: Client, settings: Settings) -> None:
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    subject, _ = person_with_data(client, settings, site, admin)
+    other, _ = person_with_data(client, settings, site, admin)
+    pseudonym = KeyRing(settings.secret_key).pseudonym(site, subject)
+    access = file(client, site, admin, type="access", subject=subject).json()
+    run_job(settings)
+    erasure = file(client, site, admin, type="erasure", subject=subject, regulation="ccpa").json()
+    run_job(settings)
+
+    done = client.get(f"/v1/sites/{site}/dsar/{erasure['id']}", headers=admin).json()
+    assert done["status"] == "completed"
+    assert done["counts"] == {
+        "events": 2,
+        "consent_state": 1,
+        "consent_ledger": 1,
+        "exports": 1,
+        "audience_memberships": 0,
+    }
+    assert pseudonym not in dump_database(settings.database_url)
+    others = KeyRing(settings.secret_key).pseudonym(site, other)
+    assert others in dump_database(settings.database_url)  # nobody else was touched
+    audit = {r["type"]: r for r in table_rows(settings, "dsar_requests", site=site)}
+    assert audit["erasure"]["subject"] is None and len(audit["erasure"]["subject_hash"]) == 64
+    assert audit["access"]["subject"] is None
+    gone = client.get(f"/v1/sites/{site}/dsar/{access['id']}/export", headers=admin)
+    assert gone.status_code == 404
+    # And the pixel no longer finds a consent for them.
+    client.get(f"/p/{site}/pixel.gif", params={"u": subject}, headers={"User-Agent": CHROME})
+    assert all(e["subject"] != pseudonym for e in table_rows(settings, "events", site=site))
+
+
+def test_a_subject_token_files_and_reads_only_its_own_requests_on_its_own_site(
+    client: Client, settings: Settings
+) -> None:
+    site, elsewhere = make_site(settings), make_site(settings)
+    admin = auth(make_key(settings, site))
+    subject, token = person_with_data(client, settings, site, admin)
+    mine = {"X-Subject-Token": token}
+    own = file(client, site, mine, type="access", subject=subject)
+    assert own.status_code == 202
+    assert client.get(f"/v1/sites/{site}/dsar/{own.json()['id']}", headers=mine).status_code == 200
+    assert file(client, site, mine, type="erasure", subject=subject_id()).status_code == 403
+    assert file(client, elsewhere, mine, type="access", subject=subject).status_code == 403
+    theirs = file(client, site, admin, type="access", subject=subject_id()).json()
+    assert client.get(f"/v1/sites/{site}/dsar/{theirs['id']}", headers=mine).status_code == 403
+    forged = {"X-Subject-Token": token[:-2] + "xx"}
+    assert file(client, site, forged, type="access", subject=subject).status_code == 401
+    assert file(client, site, {}, type="access", subject=subject).status_code == 401
+
+
+def test_an_opt_out_needs_no_identity_and_takes_effect_at_once(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings, policy="ccpa", jurisdiction="us-ca")
+    subject = subject_id()
+    filed = file(client, site, {}, type="opt_out", subject=subject, regulation="ccpa")
+    assert filed.status_code == 202
+    assert filed.json()["status"] == "completed"
+    assert filed.json()["counts"] == {"purposes_denied": 1}
+    pseudonym = KeyRing(settings.secret_key).pseudonym(site, subject)
+    [state] = table_rows(settings, "consent_state", site=site, subject=pseudonym)
+    assert (state["purpose"], state["granted"]) == ("marketing", False)
+    client.get(
+        f"/p/{site}/pixel.gif",
+        params={"u": subject, "k": "conversion"},
+        headers={"User-Agent": CHROME},
+    )
+    client.get(f"/p/{site}/pixel.gif", params={"u": subject}, headers={"User-Agent": CHROME})
+    settle(client)
+    assert [e["kind"] for e in table_rows(settings, "events", site=site)] == ["pageview"]
+
+
+def test_requests_are_listed_with_overdue_flags_and_counted_in_metrics(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    late = file(client, site, admin, type="access", subject=subject_id()).json()
+    file(client, site, admin, type="erasure", subject=subject_id())
+    set_column(settings, DsarRequest, late["id"], due_at=utcnow() - timedelta(days=1))
+    listed = client.get(f"/v1/sites/{site}/dsar", params={"status": "pending"}, headers=admin)
+    flags = {r["id"]: r["overdue"] for r in listed.json()["requests"]}
+    assert len(flags) == 2 and flags[late["id"]] is True and sum(flags.values()) == 1
+    metrics = client.get("/metrics").text
+    assert "pixelgate_dsar_overdue" in metrics and "pixelgate_dsar_open" in metrics
+    assert (
+        client.get(
+            f"/v1/sites/{site}/dsar", headers=auth(make_key(settings, site, "read"))
+        ).status_code
+        == 403
+    )
+
+
+@pytest.mark.parametrize("request_id", ["3f1c0000-0000-4000-8000-000000000000", "not-a-uuid"])
+def test_an_unknown_request_is_a_404(client: Client, settings: Settings, request_id: str) -> None:
+    site = make_site(settings)
+    response = client.get(
+        f"/v1/sites/{site}/dsar/{request_id}", headers=auth(make_key(settings, site))
+    )
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_bad_request_body_is_refused(client: Client, settings: Settings) -> None:
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    assert file(client, site, admin, type="delete_everything", subject="x").status_code == 422
+    assert (
+        file(client, site, admin, type="access", subject="x", regulation="lgpd").status_code == 422
+    )
+    assert file(client, site, admin, type="access", subject="").status_code == 422
+    assert table_rows(settings, "dsar_requests", site=site) == []
+
+
+def test_racing_processes_fulfil_each_request_exactly_once(
+    postgresql_url: str, tmp_path: Path
+) -> None:
+    """Two servers (each runs the job as it starts) and two `pixelgate jobs run` at once. A
+    second fulfilment would insert a second export under the same key and fail loudly."""
+    settings = settings_for(postgresql_url)
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    with TestClient(create_app(settings_for(postgresql_url, jobs=False))) as client:
+        subjects = [person_with_data(client, settings, site, admin)[0] for _ in range(5)]
+        for n in range(240):
+            file(client, site, admin, type="access", subject=subjects[n % 5])
+    servers = [Server(postgresql_url, tmp_path / name) for name in ("one", "two")]
+    cli = [
+        subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "jobs", "run", "--only", "dsar"],
+            cwd=tmp_path,
+            env=environment(postgresql_url),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for server in servers:
+        server.start()
+    outputs = [process.communicate(timeout=60)[0] for process in cli]
+    assert [process.returncode for process in cli] == [0, 0], outputs
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the servers' own runs may still be finishing
+        statuses = {r["status"] for r in table_rows(settings, "dsar_requests", site=site)}
+        if statuses == {"completed"}:
+            break
+        time.sleep(0.2)
+    for server in servers:
+        server.stop()
+        server.assert_clean_log()
+        assert "failed" not in server.log()
+    requests = table_rows(settings, "dsar_requests", site=site)
+    assert len(requests) == 240 and {r["status"] for r in requests} == {"completed"}
+    assert len(table_rows(settings, "dsar_exports", site=site)) == 240
+
+
+def test_concurrent_job_runs_claim_each_request_once_without_the_advisory_lock(
+    postgresql_url: str,
+) -> None:
+    """Below the advisory lock, row claims alone keep two runs off the same request."""
+    settings = settings_for(postgresql_url)
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    with TestClient(create_app(settings_for(postgresql_url, jobs=False))) as client:
+        subject = person_with_data(client, settings, site, admin)[0]
+        for _ in range(60):
+            file(client, site, admin, type="access", subject=subject)
+
+    async def race() -> list[int]:
+        engines = [make_engine(postgresql_url) for _ in range(4)]
+        try:
+            runs = await asyncio.gather(
+                *(run_dsar(make_sessionmaker(e), POLICY_SET, utcnow()) for e in engines)
+            )
+        finally:
+            for engine in engines:
+                await engine.dispose()
+        return [r.access for r in runs]
+
+    shares = run(race())
+    assert sum(shares) == 60 and sum(1 for s in shares if s) > 1  # shared, and each once
+    assert len(table_rows(settings, "dsar_exports", site=site)) == 60
