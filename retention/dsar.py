@@ -207,7 +207,7 @@ async def fulfil_one(
         return None
     subject = request.subject or ""
     site = await session.get(Site, request.site)
-    policy = policies[site.policy] if site is not None else None
+    policy = policies.get(site.policy) if site is not None else None
     if policy is None:
         request.status, request.counts = "rejected", {"reason": "site or policy gone"}
     elif request.type == "access":

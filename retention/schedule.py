@@ -83,6 +83,6 @@ async def scheduler(ctx: JobContext, clock: Callable[[], datetime], tick: float 
             except Exception as exc:  # a failed run is retried at the next due time
                 log.error("job %s failed: %s", job.name, type(exc).__name__)
                 continue
-            if counts is not None:
-                log.info("job %s: %s", job.name, msgspec.json.encode(counts).decode())
+            done = "held by another process" if counts is None else msgspec.json.encode(counts)
+            log.info("job %s: %s", job.name, done if isinstance(done, str) else done.decode())
         await asyncio.sleep(tick)

@@ -76,6 +76,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
         "secret_key": SECRET,
         "policies_dir": POLICIES,
         "spool_dir": Path(tempfile.mkdtemp(prefix="pixelgate-spool-")),
+        "jobs": False,  # tests run jobs when they mean to; test_schedule runs the scheduler
     }
     values.update(overrides)
     return Settings(**values)

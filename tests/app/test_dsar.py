@@ -41,11 +41,17 @@ Client = TestClient[Any]
 POLICY_SET = load_policies(POLICIES)
 
 
+FORGOTTEN: list[tuple[str, str]] = []  # what the job told the consent cache to drop
+
+
 def run_job(settings: Settings) -> Any:
     async def work() -> Any:
         engine = make_engine(settings.database_url)
         try:
-            return await run_dsar(make_sessionmaker(engine), POLICY_SET, utcnow())
+            sessions = make_sessionmaker(engine)
+            return await run_dsar(
+                sessions, POLICY_SET, utcnow(), forget=lambda *key: FORGOTTEN.append(key)
+            )
         finally:
             await engine.dispose()
 
@@ -177,6 +183,7 @@ def test_erasure_leaves_nothing_under_the_pseudonym(client: Client, settings: Se
         "audience_memberships": 0,
     }
     assert pseudonym not in dump_database(settings.database_url)
+    assert (site, pseudonym) in FORGOTTEN
     others = KeyRing(settings.secret_key).pseudonym(site, other)
     assert others in dump_database(settings.database_url)  # nobody else was touched
     audit = {r["type"]: r for r in table_rows(settings, "dsar_requests", site=site)}

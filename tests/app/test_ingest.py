@@ -1,0 +1,164 @@
+"""The batching writer and its spool, in process: what the database refuses is kept on disk
+and written, in order and once, when it answers again."""
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.ingest import Ingest
+from app.metrics import Metrics
+from app.pipeline import EventRow, Pending, SignalsSeen
+from app.pseudonym import KeyRing
+from app.spool import HEADER, Frame, Spool
+from consent import store
+from consent.cache import ConsentCache
+from consent.decide import Signals
+from consent.policy import load_policies
+from tests.factories import POLICIES, make_site, run, settings_for, subject_id, table_rows
+
+POLICY_SET = load_policies(POLICIES)
+NOWHERE = "postgresql+asyncpg://postgres@127.0.0.1:9/nothing-listens-here"
+
+
+def pending(site: str, subject: str | None, seconds_ago: float = 0) -> Pending:
+    event = EventRow(
+        site=site,
+        occurred_at=utcnow() - timedelta(seconds=seconds_ago),
+        id=uuid.uuid4(),
+        kind="pageview",
+        subject=subject,
+        page="/",
+        campaign=None,
+        utm_source=None,
+        utm_medium=None,
+        utm_campaign=None,
+        utm_content=None,
+        utm_term=None,
+        referrer=None,
+        device="desktop",
+        browser="Firefox",
+        os="Linux",
+        jurisdiction="eu",
+        value=None,
+        currency=None,
+        machine=False,
+        basis={},
+    )
+    seen = SignalsSeen(gpc=False, dnt=False, gdpr_applies=True, tcf=None, jurisdiction="eu")
+    return Pending(policy="gdpr-strict", event=event, signals=Signals(), seen=seen)
+
+
+def ingest_for(url: str, spool: Path, metrics: Metrics) -> tuple[Ingest, Any]:
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    writer = Ingest(
+        engine=engine,
+        sessions=sessions,
+        policies=POLICY_SET,
+        consent=ConsentCache(sessions),
+        spool=Spool(spool),
+        metrics=metrics,
+        retry_seconds=0.05,
+    )
+    return writer, engine
+
+
+def consented(database_url: str, site: str, subject: str, when: Any = None) -> None:
+    async def work() -> None:
+        engine = make_engine(database_url)
+        async with transaction(make_sessionmaker(engine)) as session:
+            await store.record(
+                session,
+                site=site,
+                subject=subject,
+                purposes={"analytics": True},
+                policy=POLICY_SET["gdpr-strict"],
+                proof=store.Proof("test", None, None, "eu"),
+                now=when or utcnow() - timedelta(minutes=5),
+            )
+        await engine.dispose()
+
+    run(work())
+
+
+def test_what_the_database_refuses_is_spooled_then_replayed_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    site = make_site(settings_for(database_url))
+    subject = KeyRing(b"k" * 32).pseudonym(site, subject_id())
+    consented(database_url, site, subject)
+    hits = [pending(site, subject) for _ in range(25)] + [pending(site, None)]
+
+    async def while_down() -> Metrics:
+        metrics = Metrics()
+        writer, engine = ingest_for(NOWHERE, tmp_path, metrics)
+        writer.start()
+        for hit in hits:
+            await writer.submit(hit)
+        await writer.close()  # drains: into the spool, the database being unreachable
+        await engine.dispose()
+        return metrics
+
+    down = run(while_down())
+    assert down.spilled._value.get() == 26 and down.dropped._value.get() == 0
+    assert len(list(tmp_path.glob("*.spool"))) == 1
+
+    async def once_back() -> Metrics:
+        metrics = Metrics()
+        writer, engine = ingest_for(database_url, tmp_path, metrics)
+        writer.start()
+        await writer.close()
+        await engine.dispose()
+        return metrics
+
+    back = run(once_back())
+    rows = table_rows(settings_for(database_url), "events", site=site)
+    assert len(rows) == 25  # the anonymous hit is not recorded under an opt-in policy
+    assert back.replayed._value.get() == 25
+    assert not list(tmp_path.glob("*.spool"))
+    run(once_back())  # nothing left: a second start replays nothing
+    assert len(table_rows(settings_for(database_url), "events", site=site)) == 25
+
+
+def test_a_hit_whose_consent_changed_after_it_is_not_recorded_at_replay(
+    database_url: str, tmp_path: Path
+) -> None:
+    site = make_site(settings_for(database_url))
+    subject = KeyRing(b"k" * 32).pseudonym(site, subject_id())
+    Spool(tmp_path).append(Frame(pending=[pending(site, subject, seconds_ago=60)]))
+    consented(database_url, site, subject, when=utcnow())  # after the hit
+
+    async def replay() -> None:
+        writer, engine = ingest_for(database_url, tmp_path, Metrics())
+        writer.start()
+        await writer.close()
+        await engine.dispose()
+
+    run(replay())
+    assert table_rows(settings_for(database_url), "events", site=site) == []
+
+
+def test_a_frame_cut_short_by_a_crash_is_ignored(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append(Frame(pending=[pending("s", None)]))
+    spool.close()
+    [path] = list(tmp_path.glob("*.spool"))
+    with path.open("ab") as file:
+        file.write(HEADER.pack(1000) + b"half a fra")
+    with Spool(tmp_path).claim(path) as frames:
+        assert frames is not None and len(frames) == 1
+    assert not path.exists()
+
+
+def test_a_file_a_live_process_still_writes_is_left_alone(tmp_path: Path) -> None:
+    writing = Spool(tmp_path)
+    writing.append(Frame(pending=[pending("s", None)]))
+    [path] = list(tmp_path.glob("*.spool"))
+    with Spool(tmp_path).claim(path) as frames:
+        assert frames is None
+    assert path.exists()
+    writing.close()
+    with Spool(tmp_path).claim(tmp_path / "gone.spool") as frames:
+        assert frames is None
