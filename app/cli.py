@@ -4,10 +4,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import replace
 from datetime import date, datetime
+from functools import partial
 from typing import NoReturn
 
 import msgspec
+from rich.progress import Progress
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,17 +82,26 @@ def _as_of(value: str) -> datetime:
 
 async def _jobs_run(args: argparse.Namespace, ctx: "CliContext") -> None:
     engine = make_engine(ctx.settings.database_url)
-    job_context = JobContext(engine, make_sessionmaker(engine), ctx.policies)
+    base = JobContext(engine, make_sessionmaker(engine), ctx.policies)
     now = args.as_of or utcnow()
+    jobs = [job for job in JOBS if not args.only or job.name == args.only]
+    bar = Progress(transient=True) if sys.stdout.isatty() else None
     try:
-        for job in JOBS:
-            if args.only and job.name != args.only:
-                continue
-            counts = await run_job(job_context, job, now, dry_run=args.dry_run)
-            result = {"job": job.name, "dry_run": args.dry_run, "as_of": now, "counts": counts}
-            if counts is None:
-                result["skipped"] = "running in another process"
-            _print_json(result)
+        with bar or nullcontext():
+            for job in jobs:
+                job_context = base
+                if bar is not None:
+                    task = bar.add_task(job.name, total=None)
+                    job_context = replace(base, progress=partial(bar.advance, task))
+                counts = await run_job(job_context, job, now, dry_run=args.dry_run)
+                result = {"job": job.name, "dry_run": args.dry_run, "as_of": now, "counts": counts}
+                if counts is None:
+                    result["skipped"] = "running in another process"
+                if bar is not None:
+                    bar.update(task, total=1, completed=1)
+                    bar.console.print(msgspec.json.encode(result).decode())
+                else:
+                    _print_json(result)
     finally:
         await engine.dispose()
 

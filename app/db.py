@@ -1,5 +1,6 @@
 """Declarative base, engine and sessions. Every table's key begins with the site."""
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -91,6 +92,14 @@ def dialect_insert(session: AsyncSession) -> Callable[..., Any]:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+PARTITION = re.compile(r"^events_(default|\d{4}_\d{2})$")
+
+
+def managed_by_alembic(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Monthly partitions of `events` are made by the retention job, not by migrations."""
+    return not (type_ == "table" and name is not None and PARTITION.match(name))
 
 
 def alembic_config(database_url: str) -> AlembicConfig:

@@ -10,7 +10,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
-from app import dsar, events_api, health, links, pixel
+from app import dsar, events_api, health, links, pixel, reports
 from app.context import Context
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.ingest import Ingest
@@ -92,6 +92,7 @@ def create_app(settings: Settings) -> Litestar:
             dsar.download_export,
             dsar.list_requests,
             events_api.post_events,
+            reports.summary,
             events_api.pixel_urls,
             links.put_campaign,
             links.create_link,

@@ -1,11 +1,22 @@
 """Tables owned by tracking: sites, API keys, events."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, Integer, LargeBinary, Numeric, String, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -126,3 +137,42 @@ class DsarExport(Base):
     subject_hash: Mapped[str] = mapped_column(String(64))
     document: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RollupDaily(Base):
+    """Anonymous daily totals of purged events, per kind and campaign ("" for none): what the
+    reports read for days whose raw events retention has removed."""
+
+    __tablename__ = "rollup_daily"
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hits: Mapped[int] = mapped_column(BigInteger)
+    subjects: Mapped[int] = mapped_column(BigInteger)  # distinct, within this row
+
+
+class RollupDetail(Base):
+    """Anonymous daily aggregates by every reported dimension; `key` is a hash of them."""
+
+    __tablename__ = "rollup_detail"
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    page: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    campaign: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    utm_source: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    utm_medium: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    utm_campaign: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    utm_content: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    utm_term: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    referrer: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    device: Mapped[str] = mapped_column(String(16))
+    browser: Mapped[str] = mapped_column(String(64))
+    os: Mapped[str] = mapped_column(String(64))
+    machine: Mapped[bool] = mapped_column(Boolean)
+    hits: Mapped[int] = mapped_column(BigInteger)
+    subjects: Mapped[int] = mapped_column(BigInteger)

@@ -29,8 +29,9 @@ decides and inserts behind it, so the numbers include that writer's load):
 
 Every run is preceded by a 2 s warm-up of the same server with the same requests. All
 scenarios run `--rounds` times, interleaved (each round starts one scenario later); after
-each pixelgate run the bench waits for its write queue to empty, so that a backlog does not
-spill into the next scenario (the largest backlog seen is reported).
+each pixelgate run the bench waits until pixelgate has written all it queued, so that a
+backlog does not spill into the next scenario (the largest backlog seen is reported, with
+the time it took to write it: the writer falling behind the pixel shows there).
 
 How to read it. One table per database: the median over the rounds of req/s, p50 and p99
 latency, and of the server's CPU use while wrk ran (its processes, in % of one core: a
@@ -144,7 +145,8 @@ class Tally:
     ok: int = 0
     sent: int = 0
     errors: Counter[str] = field(default_factory=Counter)
-    max_backlog: int = 0
+    max_backlog: int = 0  # queue depth when wrk stopped, the largest seen
+    drain_seconds: float = 0.0  # how long that backlog took to be written
 
     def add(self, run: WrkRun) -> None:
         self.ok += run.ok
@@ -546,17 +548,30 @@ def read_metrics(server: Server) -> dict[str, float]:
     return found
 
 
-def wait_for_queue(server: Server, timeout: float = 120) -> int:
-    """Wait until pixelgate's write queue is empty; returns the depth first seen."""
-    first = None
+def wait_for_writer(server: Server, timeout: float = 120) -> tuple[int, float]:
+    """Wait until pixelgate has decided and written every hit it queued: the queue is empty
+    and its counters add up (queued = written + decided against + spooled + lost), or, should
+    they never add up, until they stop moving for 2 s. Returns the backlog (the queue depth
+    first seen once wrk has stopped) and how long it took to write it."""
+    started = time.monotonic()
+    backlog = int(read_metrics(server).get("pixelgate_queue_depth", 0))
+    time.sleep(0.2)  # the requests wrk left in flight
+    last, still_since = {}, time.monotonic()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        depth = int(read_metrics(server).get("pixelgate_queue_depth", 0))
-        first = depth if first is None else first
-        if depth == 0:
+        m = read_metrics(server)
+        depth = int(m.get("pixelgate_queue_depth", 0))
+        settled = m.get('pixelgate_hits_total{outcome="denied",reason="no_consent"}', 0) + sum(
+            m.get(f"pixelgate_events_{k}_total", 0) for k in ("flushed", "spilled", "dropped")
+        )
+        if depth == 0 and settled >= m.get("pixelgate_events_queued_total", 0):
             break
-        time.sleep(0.2)
-    return first or 0
+        if m != last:
+            last, still_since = m, time.monotonic()
+        elif time.monotonic() - still_since >= 2:
+            break
+        time.sleep(0.1)
+    return backlog, time.monotonic() - started
 
 
 LOG_PROBLEM = re.compile(r"error|exception|traceback|warn|critical|fatal", re.IGNORECASE)
@@ -697,8 +712,10 @@ def bench_database(
         run = run_wrk(servers[sc.server], sc, seconds, args)
         if sc.pixelgate:
             tallies[sc.site].add(run)
-            backlog = wait_for_queue(pixelgate)
-            tallies[sc.site].max_backlog = max(tallies[sc.site].max_backlog, backlog)
+            backlog, seconds = wait_for_writer(pixelgate)
+            tally = tallies[sc.site]
+            if backlog >= tally.max_backlog:
+                tally.max_backlog, tally.drain_seconds = backlog, seconds
         return run
 
     for round_ in range(args.rounds):
@@ -725,7 +742,7 @@ def bench_database(
                 print(f"[{label}] profiling {sc.name} with py-spy -> {out}", flush=True)
                 run, profiles[sc.name] = profile_run(pixelgate, sc, args, out)
                 tallies[sc.site].add(run)
-                wait_for_queue(pixelgate)
+                wait_for_writer(pixelgate)
 
     metrics = read_metrics(pixelgate)
     print(f"[{label}] stopping pixelgate with SIGTERM (it drains its queue) ...", flush=True)
@@ -809,7 +826,9 @@ def report(rep: DatabaseReport, args: argparse.Namespace) -> list[str]:
         else:
             state = f"UNEXPECTED +{rows - expected:,}"
         what = f"{rows:,} / {tally.ok:,}" if sc.consented else f"{rows:,} (expected 0)"
-        extra = f"; queue backlog after a run up to {tally.max_backlog:,}"
+        extra = f"; backlog when wrk stopped up to {tally.max_backlog:,}"
+        if tally.max_backlog:
+            extra += f" (written in {tally.drain_seconds:.1f} s)"
         if tally.errors:
             extra += f"; wrk errors {dict(tally.errors)}"
         out.append(f"  {sc.name:<18} {what:<24} {state}{extra}")

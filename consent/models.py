@@ -44,6 +44,8 @@ class ConsentState(Base):
     record_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set by the retention job once a grant has lapsed (the pixel goes by expires_at anyway).
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ReceiptKey(Base):

@@ -56,6 +56,8 @@ class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reconsent_on_change: bool = False
     require_signed_pixels: list[str] = []
     anonymous_counting: bool = False
+    # How long the consent ledger of a person who withdrew is kept as proof, then purged.
+    consent_proof_days: int = 1095
     signals: SignalRules = SignalRules()
     tcf: TCF | None = None
     dsar: DSAR = DSAR()
@@ -90,6 +92,11 @@ class Policy(msgspec.Struct, frozen=True):
         """GPC always denies every sale/share purpose, whatever the policy lists."""
         listed = set(self.file.signals.gpc)
         return listed | {name for name, p in self.file.purposes.items() if p.sale_or_share}
+
+    def retention_days(self, kind: str) -> int:
+        """Raw events are kept for the longest retention of the purposes their kind serves."""
+        purposes = self.purposes_for(kind) or list(self.file.purposes)
+        return max(self.file.purposes[p].retention_days for p in purposes)
 
     def sale_or_share(self) -> list[str]:
         return sorted(name for name, p in self.file.purposes.items() if p.sale_or_share)
@@ -140,6 +147,8 @@ def _check(path: Path, policy: PolicyFile) -> None:
     for kind in policy.require_signed_pixels:
         if not KIND_NAME.match(kind) or kind == "*":
             raise fail("require_signed_pixels", f"{kind!r} is not a kind name")
+    if policy.consent_proof_days < 1:
+        raise fail("consent_proof_days", "must be at least 1")
     if policy.dsar.export_ttl_days < 1:
         raise fail("dsar.export_ttl_days", "must be at least 1")
     if policy.dsar.max_days is not None and policy.dsar.max_days < 1:

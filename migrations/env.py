@@ -7,7 +7,7 @@ from sqlalchemy.engine import Connection
 
 import app.models
 import consent.models  # noqa: F401  (registers the consent tables on Base.metadata)
-from app.db import Base, make_engine
+from app.db import Base, make_engine, managed_by_alembic
 
 target_metadata = Base.metadata
 _ = app.models
@@ -20,6 +20,7 @@ def _run(connection: Connection) -> None:
         # SQLite cannot ALTER most things in place; batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=managed_by_alembic,
     )
     with context.begin_transaction():
         context.run_migrations()

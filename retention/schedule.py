@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from consent.policy import Policy
 from retention.dsar import run_dsar
+from retention.jobs import expire_consents, purge_events
 
 log = logging.getLogger("pixelgate.jobs")
 
@@ -29,6 +30,7 @@ class JobContext:
     sessions: async_sessionmaker[AsyncSession]
     policies: dict[str, Policy]
     forget: Callable[[str, str], None] | None = None  # drop a subject from a consent cache
+    progress: Callable[[int], None] | None = None  # told how many events each batch deleted
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,18 @@ async def _dsar(ctx: JobContext, now: datetime, dry_run: bool) -> msgspec.Struct
     return await run_dsar(ctx.sessions, ctx.policies, now, dry_run=dry_run, forget=ctx.forget)
 
 
+async def _retention(ctx: JobContext, now: datetime, dry_run: bool) -> msgspec.Struct:
+    return await purge_events(ctx.engine, ctx.sessions, ctx.policies, now, dry_run, ctx.progress)
+
+
+async def _consent_expiry(ctx: JobContext, now: datetime, dry_run: bool) -> msgspec.Struct:
+    return await expire_consents(ctx.sessions, ctx.policies, now, dry_run)
+
+
 JOBS = [
     Job("dsar", timedelta(minutes=1), _dsar),
+    Job("consent-expiry", timedelta(hours=1), _consent_expiry),
+    Job("retention", timedelta(hours=24), _retention),
 ]
 
 

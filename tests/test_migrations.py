@@ -5,7 +5,7 @@ from sqlalchemy.engine import Connection
 
 import app.models
 import consent.models
-from app.db import Base, alembic_config, make_engine
+from app.db import Base, alembic_config, make_engine, managed_by_alembic
 from tests.factories import run
 
 _ = (app.models, consent.models)
@@ -18,7 +18,8 @@ def test_migrations_have_one_head() -> None:
 
 def test_models_match_the_migrated_schema(database_url: str) -> None:
     def diff(connection: Connection) -> list[object]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        options = {"compare_type": True, "include_name": managed_by_alembic}
+        context = MigrationContext.configure(connection, opts=options)
         return list(compare_metadata(context, Base.metadata))
 
     async def check() -> list[object]:

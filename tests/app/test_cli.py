@@ -137,3 +137,39 @@ def test_migrate_on_the_embedded_default_creates_the_database_and_a_private_secr
     first = secret.read_text()
     pixelgate("sites", "list", cwd=tmp_path, PIXELGATE_SECRET_KEY="")
     assert secret.read_text() == first
+
+
+def test_jobs_run_once_prints_counts_and_refuses_a_past_date(
+    database_url: str, tmp_path: Path
+) -> None:
+    ran = pixelgate(
+        "jobs",
+        "run",
+        "--only",
+        "consent-expiry",
+        "--dry-run",
+        cwd=tmp_path,
+        database_url=database_url,
+    )
+    assert ran.returncode == 0, ran.stderr
+    [line] = ran.stdout.splitlines()
+    result = json.loads(line)
+    assert result["job"] == "consent-expiry" and result["dry_run"] is True
+    assert set(result["counts"]) == {"consents_expired", "ledger_entries_purged"}
+    everything = pixelgate(
+        "jobs", "run", "--dry-run", "--as-of", "2999-01-01", cwd=tmp_path, database_url=database_url
+    )
+    assert [json.loads(x)["job"] for x in everything.stdout.splitlines()] == [
+        "dsar",
+        "consent-expiry",
+        "retention",
+    ]
+    assert json.loads(everything.stdout.splitlines()[0])["as_of"].startswith("2999-01-01")
+    one_line_error(
+        pixelgate("jobs", "run", "--as-of", "2001-01-01", cwd=tmp_path, database_url=database_url),
+        2,
+        "in the past",
+    )
+    one_line_error(
+        pixelgate("jobs", "run", "--only", "everything", cwd=tmp_path), 2, "invalid choice"
+    )

@@ -223,6 +223,9 @@ BAD_POLICIES = [
         id="signed kind typo",
     ),
     pytest.param(
+        "consent_proof_days", "at least 1", at_top("consent_proof_days = 0"), id="no proof"
+    ),
+    pytest.param(
         "dsar.export_ttl_days", "at least 1", table("[dsar]\nexport_ttl_days = 0"), id="ttl 0"
     ),
 ]

@@ -1,0 +1,348 @@
+"""Retention jobs: (sessions, policies, now) -> counts. Idempotent: a second run changes
+nothing. Raw events are rolled up into anonymous daily aggregates before they are deleted,
+so reports keep working for purged days."""
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import msgspec
+from sqlalchemy import ColumnElement, delete, func, select, text, tuple_, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db import dialect_insert
+from app.models import DsarExport, Event, RollupDaily, RollupDetail, Site
+from consent.models import ConsentLedger, ConsentState
+from consent.policy import Policy
+
+log = logging.getLogger("pixelgate.retention")
+BATCH = 10_000
+MONTHS_AHEAD = 2
+DIMENSIONS = (
+    "page", "campaign", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term",
+    "referrer", "device", "browser", "os", "machine",
+)  # fmt: skip
+Progress = Callable[[int], None]
+
+
+class EventCounts(msgspec.Struct):
+    days_rolled_up: int = 0
+    events_rolled_up: int = 0
+    events_deleted: int = 0
+    partitions_created: int = 0
+    partitions_dropped: int = 0
+    exports_deleted: int = 0
+
+
+class ConsentCounts(msgspec.Struct):
+    consents_expired: int = 0
+    ledger_entries_purged: int = 0
+
+
+def start_of_day(moment: datetime) -> datetime:
+    return datetime.combine(moment.astimezone(UTC).date(), time(), tzinfo=UTC)
+
+
+def cutoff(now: datetime, days: int) -> datetime:
+    """Events before this instant are past retention: whole days, in UTC."""
+    return start_of_day(now) - timedelta(days=days)
+
+
+def day_of(session: AsyncSession, column: Any) -> ColumnElement[Any]:
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", column))
+    return func.date(column)
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _month(moment: datetime) -> datetime:
+    return datetime(moment.year, moment.month, 1, tzinfo=UTC)
+
+
+def _next_month(month: datetime) -> datetime:
+    return datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
+
+
+async def partitions(connection: AsyncConnection) -> list[str]:
+    """The partitions of events on PostgreSQL, by name (events_YYYY_MM, events_default)."""
+    names = await connection.scalars(
+        text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'events'"
+        )
+    )
+    return sorted(names)
+
+
+async def ensure_partitions(engine: AsyncEngine, policies: dict[str, Policy], now: datetime) -> int:
+    """PostgreSQL: monthly partitions from the oldest month retention may still hold to
+    MONTHS_AHEAD ahead, so that new events never land in the default partition."""
+    if engine.dialect.name != "postgresql":
+        return 0
+    longest = max(
+        (p.retention_days for pol in policies.values() for p in pol.file.purposes.values()),
+        default=0,
+    )
+    month, created = _month(cutoff(now, longest)), 0
+    last = _month(now)
+    for _ in range(MONTHS_AHEAD):
+        last = _next_month(last)
+    async with engine.connect() as connection:
+        existing = set(await partitions(connection))
+        while month <= last:
+            name = f"events_{month:%Y_%m}"
+            if name not in existing:
+                end = _next_month(month)
+                try:
+                    await connection.execute(text(
+                        f"CREATE TABLE {name} PARTITION OF events "
+                        f"FOR VALUES FROM ('{month.isoformat()}') TO ('{end.isoformat()}')"
+                    ))  # fmt: skip
+                    await connection.commit()
+                    created += 1
+                except DBAPIError:  # the default partition already holds rows of that month
+                    await connection.rollback()
+                    log.warning("partition %s not created: rows for it are in events_default", name)
+            month = _next_month(month)
+    return created
+
+
+async def _site_policies(session: AsyncSession, policies: dict[str, Policy]) -> dict[str, Policy]:
+    rows = await session.execute(select(Site.slug, Site.policy))
+    return {slug: policies[name] for slug, name in rows if name in policies}
+
+
+async def _expired_groups(
+    session: AsyncSession, policies: dict[str, Policy], now: datetime
+) -> tuple[list[tuple[str, str, datetime]], bool]:
+    """(site, kind, cutoff) for every kind of every site that has events, and whether every
+    site with events has a policy we know (else nothing may be dropped wholesale)."""
+    by_site = await _site_policies(session, policies)
+    groups = list(await session.execute(select(Event.site, Event.kind).distinct()))
+    known = [
+        (site, kind, cutoff(now, by_site[site].retention_days(kind)))
+        for site, kind in groups
+        if site in by_site
+    ]
+    return known, len(known) == len(groups)
+
+
+async def _roll_up(
+    session: AsyncSession,
+    site: str,
+    kind: str,
+    before: datetime,
+    counts: EventCounts,
+    dry_run: bool,
+) -> None:
+    """Aggregate the expired days of one (site, kind) not rolled up yet, in one transaction."""
+    day = day_of(session, Event.occurred_at)
+    done = {
+        _as_date(d)
+        for d in await session.scalars(
+            select(RollupDaily.day)
+            .where(
+                RollupDaily.site == site, RollupDaily.kind == kind, RollupDaily.day < before.date()
+            )
+            .distinct()
+        )
+    }
+    expired = (Event.site == site, Event.kind == kind, Event.occurred_at < before)
+    dims = [getattr(Event, d) for d in DIMENSIONS]
+    detail = await session.execute(
+        select(day, *dims, func.count(), func.count(Event.subject.distinct()))
+        .where(*expired)
+        .group_by(day, *dims)
+    )
+    detail_rows, days = [], set()
+    for row in detail:
+        when = _as_date(row[0])
+        if when in done:
+            continue  # rolled up by an earlier run; its events are only left to delete
+        values = dict(zip(DIMENSIONS, row[1:-2], strict=True))
+        key = hashlib.sha256(msgspec.json.encode([kind, *values.values()])).hexdigest()
+        detail_rows.append(
+            {
+                "site": site,
+                "day": when,
+                "key": key,
+                "kind": kind,
+                **values,
+                "hits": row[-2],
+                "subjects": row[-1],
+            }
+        )
+        days.add(when)
+    campaign = func.coalesce(Event.campaign, "")  # one expression: GROUP BY must match it
+    daily = await session.execute(
+        select(day, campaign, func.count(), func.count(Event.subject.distinct()))
+        .where(*expired)
+        .group_by(day, campaign)
+    )
+    daily_rows = [
+        {"site": site, "day": _as_date(d), "kind": kind, "campaign": c, "hits": h, "subjects": s}
+        for d, c, h, s in daily
+        if _as_date(d) not in done
+    ]
+    counts.days_rolled_up += len(days)
+    counts.events_rolled_up += sum(r["hits"] for r in daily_rows)
+    if dry_run or not daily_rows:
+        return
+    insert = dialect_insert(session)
+    for start in range(0, len(detail_rows), 1000):
+        await session.execute(insert(RollupDetail), detail_rows[start : start + 1000])
+    for start in range(0, len(daily_rows), 1000):
+        await session.execute(insert(RollupDaily), daily_rows[start : start + 1000])
+
+
+async def _drop_expired_partitions(
+    engine: AsyncEngine, before: datetime, counts: EventCounts
+) -> None:
+    """Whole months that retention has passed for every site and kind: one DROP each."""
+    async with engine.connect() as connection:
+        for name in await partitions(connection):
+            if name == "events_default":
+                continue
+            year, month = int(name[7:11]), int(name[12:14])
+            end = _next_month(datetime(year, month, 1, tzinfo=UTC))
+            if end <= before:
+                rows = await connection.scalar(text(f"SELECT count(*) FROM {name}"))  # noqa: S608
+                await connection.execute(text(f"DROP TABLE {name}"))
+                await connection.commit()
+                counts.events_deleted += int(rows or 0)
+                counts.partitions_dropped += 1
+
+
+async def _delete_expired(
+    sessions: async_sessionmaker[AsyncSession],
+    site: str,
+    kind: str,
+    before: datetime,
+    progress: Progress | None,
+) -> int:
+    """In batches, each its own transaction: the pixel's writes never wait long."""
+    deleted = 0
+    key = tuple_(Event.site, Event.occurred_at, Event.id)
+    while True:
+        async with sessions() as session, session.begin():
+            batch = (
+                select(Event.site, Event.occurred_at, Event.id)
+                .where(Event.site == site, Event.kind == kind, Event.occurred_at < before)
+                .limit(BATCH)
+            )
+            result = await session.execute(delete(Event).where(key.in_(batch)))
+        count = int(getattr(result, "rowcount", 0))
+        deleted += count
+        if progress is not None and count:
+            progress(count)
+        if count < BATCH:
+            return deleted
+
+
+async def purge_events(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    policies: dict[str, Policy],
+    now: datetime,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> EventCounts:
+    """Roll up, then delete, every event past the retention of its kind; drop expired months
+    and expired access exports."""
+    counts = EventCounts()
+    if not dry_run:
+        counts.partitions_created = await ensure_partitions(engine, policies, now)
+    async with sessions() as session, session.begin():
+        groups, complete = await _expired_groups(session, policies, now)
+        for site, kind, before in groups:
+            await _roll_up(session, site, kind, before, counts, dry_run)
+        expired_exports = (
+            select(func.count()).select_from(DsarExport).where(DsarExport.expires_at <= now)
+        )
+        counts.exports_deleted = int(await session.scalar(expired_exports) or 0)
+        if dry_run:
+            for site, kind, before in groups:
+                found = await session.scalar(
+                    select(func.count())
+                    .select_from(Event)
+                    .where(Event.site == site, Event.kind == kind, Event.occurred_at < before)
+                )
+                counts.events_deleted += int(found or 0)
+            return counts
+        await session.execute(delete(DsarExport).where(DsarExport.expires_at <= now))
+    if engine.dialect.name == "postgresql" and groups and complete:
+        await _drop_expired_partitions(engine, min(before for _, _, before in groups), counts)
+    for site, kind, before in groups:
+        counts.events_deleted += await _delete_expired(sessions, site, kind, before, progress)
+    return counts
+
+
+async def expire_consents(
+    sessions: async_sessionmaker[AsyncSession],
+    policies: dict[str, Policy],
+    now: datetime,
+    dry_run: bool = False,
+) -> ConsentCounts:
+    """Mark lapsed grants expired; purge the ledger of people who withdrew long enough ago."""
+    counts = ConsentCounts()
+    lapsed = (
+        ConsentState.granted.is_(True),
+        ConsentState.expires_at <= now,
+        ConsentState.expired_at.is_(None),
+    )
+    async with sessions() as session, session.begin():
+        if dry_run:
+            found = await session.scalar(
+                select(func.count()).select_from(ConsentState).where(*lapsed)
+            )
+            counts.consents_expired = int(found or 0)
+        else:
+            result = await session.execute(
+                update(ConsentState).where(*lapsed).values(expired_at=ConsentState.expires_at)
+            )
+            counts.consents_expired = int(getattr(result, "rowcount", 0))
+        by_site = await _site_policies(session, policies)
+        still_granted = select(ConsentState.site, ConsentState.subject).where(
+            ConsentState.granted.is_(True), ConsentState.expired_at.is_(None)
+        )
+        latest = await session.execute(
+            select(ConsentLedger.site, ConsentLedger.subject, func.max(ConsentLedger.recorded_at))
+            .where(tuple_(ConsentLedger.site, ConsentLedger.subject).not_in(still_granted))
+            .group_by(ConsentLedger.site, ConsentLedger.subject)
+        )
+        done: Sequence[tuple[str, str]] = [
+            (site, subject)
+            for site, subject, last in latest
+            if site in by_site
+            and _aware(last) < now - timedelta(days=by_site[site].file.consent_proof_days)
+        ]
+        for start in range(0, len(done), 500):
+            chunk = list(done[start : start + 500])
+            if dry_run:
+                found = await session.scalar(
+                    select(func.count())
+                    .select_from(ConsentLedger)
+                    .where(tuple_(ConsentLedger.site, ConsentLedger.subject).in_(chunk))
+                )
+                counts.ledger_entries_purged += int(found or 0)
+                continue
+            result = await session.execute(
+                delete(ConsentLedger).where(
+                    tuple_(ConsentLedger.site, ConsentLedger.subject).in_(chunk)
+                )
+            )
+            counts.ledger_entries_purged += int(getattr(result, "rowcount", 0))
+    return counts
+
+
+def _aware(moment: Any) -> datetime:
+    value: datetime = (
+        moment if isinstance(moment, datetime) else datetime.fromisoformat(str(moment))
+    )
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
