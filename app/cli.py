@@ -99,7 +99,8 @@ async def _jobs_run(args: argparse.Namespace, ctx: "CliContext") -> None:
                     result["skipped"] = "running in another process"
                 if bar is not None:
                     bar.update(task, total=1, completed=1)
-                    bar.console.print(msgspec.json.encode(result).decode())
+                    line = msgspec.json.encode(result).decode()
+                    bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
                 else:
                     _print_json(result)
     finally:

@@ -173,3 +173,34 @@ def test_jobs_run_once_prints_counts_and_refuses_a_past_date(
     one_line_error(
         pixelgate("jobs", "run", "--only", "everything", cwd=tmp_path), 2, "invalid choice"
     )
+
+
+def test_jobs_run_on_a_terminal_draws_a_progress_bar(database_url: str, tmp_path: Path) -> None:
+    import pty
+
+    env = {
+        "PATH": os.environ["PATH"],
+        "PIXELGATE_POLICIES_DIR": str(POLICIES),
+        "PIXELGATE_SECRET_KEY": base64.b64encode(SECRET).decode(),
+        "PIXELGATE_DATABASE_URL": database_url,
+        "TERM": "xterm",
+    }
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "jobs", "run", "--only", "retention", "--dry-run"],
+        cwd=tmp_path, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
+    )  # fmt: skip
+    os.close(terminal)
+    assert process.wait(timeout=60) == 0
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert b'"job":"retention"' in output.replace(b"\r\n", b"")
+    assert b"\x1b[" in output  # the terminal got drawn on, not plain lines
