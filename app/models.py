@@ -48,7 +48,11 @@ class Event(Base):
     """One recorded hit. Never a raw identifier: subject is a pseudonym, the rest is reduced."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_site_subject", "site", "subject"),)
+    __table_args__ = (
+        Index("ix_events_site_subject", "site", "subject"),
+        # what retention and reports select by: one site's kind, before or within a time
+        Index("ix_events_site_kind_time", "site", "kind", "occurred_at"),
+    )
 
     site: Mapped[str] = mapped_column(String(63), primary_key=True)
     # occurred_at in the key so that PostgreSQL can partition events by month.
@@ -154,14 +158,15 @@ class RollupDaily(Base):
 
 
 class RollupDetail(Base):
-    """Anonymous daily aggregates by every reported dimension; `key` is a hash of them."""
+    """Anonymous daily aggregates by every reported dimension; `n` numbers the rows of one
+    (site, day, kind), which is rolled up exactly once."""
 
     __tablename__ = "rollup_detail"
 
     site: Mapped[str] = mapped_column(String(63), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, primary_key=True)
     page: Mapped[str | None] = mapped_column(String(512), nullable=True)
     campaign: Mapped[str | None] = mapped_column(String(128), nullable=True)
     utm_source: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -2,18 +2,26 @@
 nothing. Raw events are rolled up into anonymous daily aggregates before they are deleted,
 so reports keep working for purged days."""
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, delete, func, select, text, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.db import dialect_insert
 from app.models import DsarExport, Event, RollupDaily, RollupDetail, Site
 from consent.models import ConsentLedger, ConsentState
 from consent.policy import Policy
@@ -141,64 +149,49 @@ async def _roll_up(
     counts: EventCounts,
     dry_run: bool,
 ) -> None:
-    """Aggregate the expired days of one (site, kind) not rolled up yet, in one transaction."""
+    """Aggregate, inside the database, the expired days of one (site, kind) that no earlier
+    run rolled up; the caller's transaction makes the two rollups one step."""
     day = day_of(session, Event.occurred_at)
-    done = {
-        _as_date(d)
-        for d in await session.scalars(
+    done = list(
+        await session.scalars(
             select(RollupDaily.day)
             .where(
                 RollupDaily.site == site, RollupDaily.kind == kind, RollupDaily.day < before.date()
             )
             .distinct()
         )
-    }
-    expired = (Event.site == site, Event.kind == kind, Event.occurred_at < before)
-    dims = [getattr(Event, d) for d in DIMENSIONS]
-    detail = await session.execute(
-        select(day, *dims, func.count(), func.count(Event.subject.distinct()))
-        .where(*expired)
-        .group_by(day, *dims)
     )
-    detail_rows, days = [], set()
-    for row in detail:
-        when = _as_date(row[0])
-        if when in done:
-            continue  # rolled up by an earlier run; its events are only left to delete
-        values = dict(zip(DIMENSIONS, row[1:-2], strict=True))
-        key = hashlib.sha256(msgspec.json.encode([kind, *values.values()])).hexdigest()
-        detail_rows.append(
-            {
-                "site": site,
-                "day": when,
-                "key": key,
-                "kind": kind,
-                **values,
-                "hits": row[-2],
-                "subjects": row[-1],
-            }
-        )
-        days.add(when)
-    campaign = func.coalesce(Event.campaign, "")  # one expression: GROUP BY must match it
-    daily = await session.execute(
-        select(day, campaign, func.count(), func.count(Event.subject.distinct()))
-        .where(*expired)
-        .group_by(day, campaign)
-    )
-    daily_rows = [
-        {"site": site, "day": _as_date(d), "kind": kind, "campaign": c, "hits": h, "subjects": s}
-        for d, c, h, s in daily
-        if _as_date(d) not in done
-    ]
-    counts.days_rolled_up += len(days)
-    counts.events_rolled_up += sum(r["hits"] for r in daily_rows)
-    if dry_run or not daily_rows:
+    expired = [Event.site == site, Event.kind == kind, Event.occurred_at < before]
+    if done:  # rolled up by a run cut short before its deletes: only left to delete
+        iso = session.get_bind().dialect.name != "postgresql"  # SQLite's date() is text
+        expired.append(day.not_in([d.isoformat() if iso else d for d in map(_as_date, done)]))
+    days, events = (
+        await session.execute(select(func.count(day.distinct()), func.count()).where(*expired))
+    ).one()
+    counts.days_rolled_up += days
+    counts.events_rolled_up += events
+    if dry_run or not events:
         return
-    insert = dialect_insert(session)
-    for start in range(0, len(detail_rows), 1000):
-        await session.execute(insert(RollupDetail), detail_rows[start : start + 1000])
-    for start in range(0, len(daily_rows), 1000):
-        await session.execute(insert(RollupDaily), daily_rows[start : start + 1000])
+    subjects = func.count(Event.subject.distinct())
+    dims = [getattr(Event, d) for d in DIMENSIONS]
+    number = func.row_number().over(partition_by=day)
+    await session.execute(
+        insert(RollupDetail).from_select(
+            ["site", "day", "kind", "n", *DIMENSIONS, "hits", "subjects"],
+            select(literal(site), day, literal(kind), number, *dims, func.count(), subjects)
+            .where(*expired)
+            .group_by(day, *dims),
+        )
+    )
+    campaign = func.coalesce(Event.campaign, "")  # one expression: GROUP BY must match it
+    await session.execute(
+        insert(RollupDaily).from_select(
+            ["site", "day", "kind", "campaign", "hits", "subjects"],
+            select(literal(site), day, literal(kind), campaign, func.count(), subjects)
+            .where(*expired)
+            .group_by(day, campaign),
+        )
+    )
 
 
 async def _drop_expired_partitions(

@@ -33,8 +33,8 @@ def upgrade() -> None:
         "rollup_detail",
         sa.Column("site", sa.String(length=63), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
         sa.Column("page", sa.String(length=512), nullable=True),
         sa.Column("campaign", sa.String(length=128), nullable=True),
         sa.Column("utm_source", sa.String(length=128), nullable=True),
@@ -49,12 +49,13 @@ def upgrade() -> None:
         sa.Column("machine", sa.Boolean(), nullable=False),
         sa.Column("hits", sa.BigInteger(), nullable=False),
         sa.Column("subjects", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("site", "day", "key", name=op.f("pk_rollup_detail")),
+        sa.PrimaryKeyConstraint("site", "day", "kind", "n", name=op.f("pk_rollup_detail")),
     )
     with op.batch_alter_table("consent_state", schema=None) as batch_op:
         batch_op.add_column(sa.Column("expired_at", UTCDateTime(), nullable=True))
     if op.get_bind().dialect.name == "postgresql":
         _partition_events()
+    op.create_index("ix_events_site_kind_time", "events", ["site", "kind", "occurred_at"])
 
 
 def _partition_events() -> None:
@@ -96,6 +97,7 @@ def _unpartition_events() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_events_site_kind_time", table_name="events")
     if op.get_bind().dialect.name == "postgresql":
         _unpartition_events()
     with op.batch_alter_table("consent_state", schema=None) as batch_op:
