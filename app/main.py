@@ -1,6 +1,7 @@
 """create_app(settings) -> Litestar: the only wiring file. Nothing happens at import time."""
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -125,4 +126,7 @@ def create_app(settings: Settings) -> Litestar:
 
 def serve_app() -> Litestar:
     """Entry point for granian's factory mode: each worker reads the environment once."""
-    return create_app(load_settings())
+    app = create_app(load_settings())
+    # What start-up built lives as long as the process: keep it out of every collection.
+    gc.freeze()
+    return app

@@ -34,8 +34,11 @@ MAX_TC_STRING = 4096  # real ones are a few hundred characters
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 
 
-class Hit(msgspec.Struct, kw_only=True):
-    """A request as read at the edge. Holds raw values: never stored, logged or returned."""
+class Hit(msgspec.Struct, kw_only=True, gc=False):
+    """A request as read at the edge. Holds raw values: never stored, logged or returned.
+
+    Hot-path structs are `gc=False`: they hold no cycles, and tens of thousands of them may
+    wait in the writer's queue, which full garbage collections would otherwise walk."""
 
     site: str
     kind: str = "pageview"
@@ -59,7 +62,7 @@ class Hit(msgspec.Struct, kw_only=True):
     region: str | None = None
 
 
-class EventRow(msgspec.Struct, kw_only=True):
+class EventRow(msgspec.Struct, kw_only=True, gc=False):
     """An event as stored: pseudonymised and reduced."""
 
     site: str
@@ -85,7 +88,7 @@ class EventRow(msgspec.Struct, kw_only=True):
     basis: dict[str, str]
 
 
-class TCFSeen(msgspec.Struct):
+class TCFSeen(msgspec.Struct, gc=False):
     valid: bool
     error: str | None = None
     cmp_id: int | None = None
@@ -93,7 +96,7 @@ class TCFSeen(msgspec.Struct):
     vendor_consents: int = 0
 
 
-class SignalsSeen(msgspec.Struct):
+class SignalsSeen(msgspec.Struct, gc=False):
     gpc: bool
     dnt: bool
     gdpr_applies: bool
@@ -101,7 +104,7 @@ class SignalsSeen(msgspec.Struct):
     jurisdiction: str
 
 
-class Outcome(msgspec.Struct):
+class Outcome(msgspec.Struct, gc=False):
     """What the pipeline decided; the debug endpoint returns it, the pixel records its event."""
 
     would_record: bool
@@ -111,7 +114,7 @@ class Outcome(msgspec.Struct):
     event: EventRow | None = None
 
 
-class Pending(msgspec.Struct):
+class Pending(msgspec.Struct, gc=False):
     """A hit reduced and pseudonymised, its consent not decided yet. Safe to keep or spool."""
 
     policy: str

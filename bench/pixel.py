@@ -1,7 +1,8 @@
 """How fast does pixelgate answer its pixel, and does every consented hit land?
 
     .venv/bin/python bench/pixel.py [--duration 10] [--connections 32] [--rounds 3]
-        [--database sqlite|postgresql] [--threads 1] [--subjects 1000000] [--profile DIR]
+        [--database sqlite|postgresql] [--threads 1] [--subjects 1000000] [--jobs off|on]
+        [--profile DIR]
 
 What runs. Three servers on loopback, each with one worker, driven in turn by the same wrk
 command (same duration, connections and threads, and bench/wrk_subjects.lua, which asks for
@@ -12,7 +13,9 @@ command (same duration, connections and threads, and bench/wrk_subjects.lua, whi
   the `gdpr-strict` policy, where a hit is recorded only with consent. Consent is
   bulk-inserted, state and ledger rows as consent.store.record writes them (COPY on
   PostgreSQL, then VACUUM ANALYZE; Core inserts on SQLite); one decision per site is then
-  checked in-process against the seeded rows.
+  checked in-process against the seeded rows. Its scheduled jobs are off unless `--jobs on`:
+  they all run at start-up, in the same process, and with a registry this size the
+  consent-expiry one can keep PostgreSQL busy for the whole bench (watch pg_stat_activity).
 - nginx with `empty_gif` (bench/nginx.conf.template): the ceiling for answering a GIF.
 - a bare litestar app on granian (bench/bare_app.py): one handler, the same GIF and headers;
   the floor of the framework and server pixelgate is built on.
@@ -310,7 +313,7 @@ def start_bare(workdir: Path) -> Server:
     return server
 
 
-def start_pixelgate(workdir: Path, database: str, database_url: str) -> Server:
+def start_pixelgate(workdir: Path, database: str, database_url: str, jobs: str) -> Server:
     port = free_port()
     home = workdir / f"pixelgate-{database}"  # its cwd: data/spool lands here, not in the repo
     home.mkdir()
@@ -322,6 +325,7 @@ def start_pixelgate(workdir: Path, database: str, database_url: str) -> Server:
         "PIXELGATE_HOST": "127.0.0.1",
         "PIXELGATE_PORT": str(port),
         "PIXELGATE_WORKERS": "1",
+        "PIXELGATE_JOBS": jobs,
     }
     argv = [str(BIN / "pixelgate"), "serve"]
     server = spawn(f"pixelgate-{database}", argv, port, workdir, cwd=home, env=env)
@@ -699,7 +703,7 @@ def bench_database(
     seed_seconds = time.perf_counter() - started
     print(f"[{label}] seeded in {seed_seconds:.1f} s; starting pixelgate", flush=True)
 
-    pixelgate = start_pixelgate(workdir, database, url)
+    pixelgate = start_pixelgate(workdir, database, url, args.jobs)
     cleanup.callback(stop, pixelgate)
     servers = {"pixelgate": pixelgate, **refs}
     check_same_pixel(servers)
@@ -777,7 +781,7 @@ def report(rep: DatabaseReport, args: argparse.Namespace) -> list[str]:
     nginx, bare = rps["nginx empty_gif"], rps["bare litestar"]
     out = [
         f"== {LABELS[rep.database]}: median of {args.rounds} round(s), {args.duration} s each, "
-        f"{args.connections} connections, {args.threads} wrk thread(s) ==",
+        f"{args.connections} connections, {args.threads} wrk thread(s), jobs {args.jobs} ==",
         "",
         f"{'scenario':<18} {'req/s':>9} {'(slowest - fastest)':>21} {'p50 ms':>7} {'p99 ms':>7}"
         f" {'CPU %':>6} {'x nginx':>8} {'x bare':>7}",
@@ -879,6 +883,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--database", choices=["sqlite", "postgresql"], action="append")
     parser.add_argument("--subjects", type=int, default=1_000_000, help="the big registry")
     parser.add_argument("--profile", type=Path, help="py-spy the consented runs into DIR")
+    parser.add_argument(
+        "--jobs", choices=["on", "off"], default="off", help="pixelgate's scheduled jobs"
+    )
     args = parser.parse_args(argv)
     args.database = args.database or ["postgresql", "sqlite"]
     return args

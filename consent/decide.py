@@ -9,7 +9,7 @@ from consent.policy import Policy
 from consent.tcf import TCString
 
 
-class Record(msgspec.Struct, frozen=True):
+class Record(msgspec.Struct, frozen=True, gc=False):
     """The registry's latest word on one purpose for one subject."""
 
     granted: bool
@@ -19,14 +19,14 @@ class Record(msgspec.Struct, frozen=True):
     updated_at: datetime | None = None
 
 
-class Signals(msgspec.Struct, frozen=True):
+class Signals(msgspec.Struct, frozen=True, gc=False):
     gpc: bool = False
     dnt: bool = False
     gdpr_applies: bool = True
     tcf: TCString | None = None  # only a valid, decoded string
 
 
-class PurposeDecision(msgspec.Struct, frozen=True):
+class PurposeDecision(msgspec.Struct, frozen=True, gc=False):
     purpose: str
     allowed: bool
     reason: str  # consent_granted, consent_withdrawn, consent_expired, consent_voided,
@@ -34,7 +34,7 @@ class PurposeDecision(msgspec.Struct, frozen=True):
     basis: str | None  # what allowed it: consent:<ledger id>, tcf:<cmp>, default:<policy@version>
 
 
-class Decision(msgspec.Struct, frozen=True):
+class Decision(msgspec.Struct, frozen=True, gc=False):
     record: bool
     anonymous: bool  # record without a subject
     basis: dict[str, str]

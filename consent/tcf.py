@@ -25,7 +25,7 @@ class TCFError(ValueError):
     """The TC string is malformed or not acceptable under TCF 2.2+ rules."""
 
 
-class TCString(msgspec.Struct, frozen=True):
+class TCString(msgspec.Struct, frozen=True, gc=False):
     version: int
     created: datetime
     last_updated: datetime

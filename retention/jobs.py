@@ -3,7 +3,7 @@ nothing. Raw events are rolled up into anonymous daily aggregates before they ar
 so reports keep working for purged days."""
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -11,6 +11,7 @@ import msgspec
 from sqlalchemy import (
     ColumnElement,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -301,36 +302,41 @@ async def expire_consents(
             )
             counts.consents_expired = int(getattr(result, "rowcount", 0))
         by_site = await _site_policies(session, policies)
-        still_granted = select(ConsentState.site, ConsentState.subject).where(
-            ConsentState.granted.is_(True), ConsentState.expired_at.is_(None)
+        # Correlated, not `NOT IN (subquery)`: PostgreSQL plans that one quadratically once the
+        # subquery outgrows work_mem (seen at a million subjects).
+        still_granted = exists().where(
+            ConsentState.site == ConsentLedger.site,
+            ConsentState.subject == ConsentLedger.subject,
+            ConsentState.granted.is_(True),
+            ConsentState.expired_at.is_(None),
         )
+        shortest = min((p.file.consent_proof_days for p in by_site.values()), default=0)
         latest = await session.execute(
             select(ConsentLedger.site, ConsentLedger.subject, func.max(ConsentLedger.recorded_at))
-            .where(tuple_(ConsentLedger.site, ConsentLedger.subject).not_in(still_granted))
+            .where(~still_granted)
             .group_by(ConsentLedger.site, ConsentLedger.subject)
+            .having(func.max(ConsentLedger.recorded_at) < now - timedelta(days=shortest))
         )
-        done: Sequence[tuple[str, str]] = [
-            (site, subject)
-            for site, subject, last in latest
-            if site in by_site
-            and _aware(last) < now - timedelta(days=by_site[site].file.consent_proof_days)
-        ]
-        for start in range(0, len(done), 500):
-            chunk = list(done[start : start + 500])
-            if dry_run:
-                found = await session.scalar(
-                    select(func.count())
-                    .select_from(ConsentLedger)
-                    .where(tuple_(ConsentLedger.site, ConsentLedger.subject).in_(chunk))
+        done: dict[str, list[str]] = {}
+        for site, subject, last in latest:
+            if site in by_site and _aware(last) < now - timedelta(
+                days=by_site[site].file.consent_proof_days
+            ):
+                done.setdefault(site, []).append(subject)
+        for site, subjects in done.items():
+            for start in range(0, len(subjects), 500):
+                chunk = (
+                    ConsentLedger.site == site,
+                    ConsentLedger.subject.in_(subjects[start : start + 500]),
                 )
-                counts.ledger_entries_purged += int(found or 0)
-                continue
-            result = await session.execute(
-                delete(ConsentLedger).where(
-                    tuple_(ConsentLedger.site, ConsentLedger.subject).in_(chunk)
-                )
-            )
-            counts.ledger_entries_purged += int(getattr(result, "rowcount", 0))
+                if dry_run:
+                    found = await session.scalar(
+                        select(func.count()).select_from(ConsentLedger).where(*chunk)
+                    )
+                    counts.ledger_entries_purged += int(found or 0)
+                else:
+                    result = await session.execute(delete(ConsentLedger).where(*chunk))
+                    counts.ledger_entries_purged += int(getattr(result, "rowcount", 0))
     return counts
 
 

@@ -244,6 +244,10 @@ def test_lapsed_consents_are_marked_and_old_withdrawals_purged(database_url: str
                 await store.withdraw(
                     session, site=site, subject="left", policy=STRICT, proof=proof, now=gone
                 )
+                # a site pixelgate no longer knows: its proof period is unknown, so it stays
+                await store.withdraw(
+                    session, site="ghost-site", subject="left", policy=STRICT, proof=proof, now=gone
+                )
                 recent = NOW - timedelta(days=10)
                 await store.withdraw(
                     session, site=site, subject="recent", policy=STRICT, proof=proof, now=recent
@@ -261,6 +265,8 @@ def test_lapsed_consents_are_marked_and_old_withdrawals_purged(database_url: str
         r["subject"] for r in table_rows(settings_for(database_url), "consent_ledger", site=site)
     }
     assert ledger == {"lapsed", "fresh", "recent"}
+    ghost = table_rows(settings_for(database_url), "consent_ledger", site="ghost-site")
+    assert len(ghost) >= 1
     states = {
         r["subject"]: r
         for r in table_rows(
