@@ -1,6 +1,7 @@
 """API keys (only their HMAC is stored), scopes, and subject self-service tokens."""
 
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -99,3 +100,23 @@ def read_subject_token(keyring: KeyRing, token: str) -> SubjectClaim | None:
         return msgspec.json.decode(payload, type=SubjectClaim)
     except msgspec.DecodeError:
         return None
+
+
+async def require_admin_or_subject(
+    request: AnyRequest,
+    session: AsyncSession,
+    keyring: KeyRing,
+    site: str,
+    owns: Callable[[str], bool],
+) -> None:
+    """An admin key of the site, or a subject token of this site for a pseudonym `owns` accepts
+    (401 for a token that is not ours, 403 for one of another subject or site)."""
+    token = request.headers.get("x-subject-token")
+    if token is None:
+        await require_key(request, session, keyring, site, "admin")
+        return
+    claim = read_subject_token(keyring, token)
+    if claim is None:
+        raise NotAuthorizedException("the subject token is not valid")
+    if claim.site != site or not owns(claim.subject):
+        raise PermissionDeniedException("this subject token is for another subject or site")

@@ -15,7 +15,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import bearer, read_subject_token, require_key
+from app.auth import bearer, require_admin_or_subject, require_key
 from app.context import Context
 from app.db import utcnow
 from app.models import DsarExport, DsarRequest
@@ -97,22 +97,14 @@ def dsar_out(row: DsarRequest, now: datetime) -> DsarOut:
 
 
 async def _authorise(
-    request: Request[Any, Any, Any],
-    session: AsyncSession,
-    ctx: Context,
-    site: str,
-    owner: str | None,
+    request: Request[Any, Any, Any], session: AsyncSession, ctx: Context, site: str, owner: str
 ) -> None:
     """An admin key, or the subject token of `owner` (a subject hash); 401/403 otherwise."""
-    token = request.headers.get("x-subject-token")
-    if token is None or owner is None:
-        await require_key(request, session, ctx.keyring, site, "admin")
-        return
-    claim = read_subject_token(ctx.keyring, token)
-    if claim is None:
-        raise Problem(401, "the subject token is not valid")
-    if claim.site != site or subject_hash(ctx, claim.subject) != owner:
-        raise Problem(403, "this subject token is for another subject or site")
+
+    def owns(pseudonym: str) -> bool:
+        return subject_hash(ctx, pseudonym) == owner
+
+    await require_admin_or_subject(request, session, ctx.keyring, site, owns)
 
 
 @post("/v1/sites/{site:str}/dsar", status_code=202, summary="File a data subject request")

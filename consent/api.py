@@ -13,7 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import bearer, read_subject_token, require_key, subject_token
+from app.auth import bearer, require_admin_or_subject, require_key, subject_token
 from app.context import Context
 from app.db import utcnow
 from app.models import Site
@@ -198,15 +198,7 @@ async def _subject_access(
     """An admin key of the site, or the subject's own token; returns the site and pseudonym."""
     found = await site_or_404(session, site)
     pseudonym = ctx.keyring.pseudonym(site, subject)
-    token = request.headers.get("x-subject-token")
-    if token is None:
-        await require_key(request, session, ctx.keyring, site, "admin")
-        return found, pseudonym
-    claim = read_subject_token(ctx.keyring, token)
-    if claim is None:
-        raise Problem(401, "the subject token is not valid")
-    if claim.site != site or claim.subject != pseudonym:
-        raise Problem(403, "this subject token is for another subject or site")
+    await require_admin_or_subject(request, session, ctx.keyring, site, pseudonym.__eq__)
     return found, pseudonym
 
 
