@@ -205,7 +205,7 @@ class Ingest:
             outcome = settle(self._policies[pending.policy], pending, registry)
             if outcome.would_record and outcome.event is not None:
                 rows.append(outcome.event)
-                self._metrics.hits.labels("recorded", "recorded").inc()
+                self._metrics.recorded.inc()
             else:
                 self._metrics.hits.labels("denied", outcome.reason).inc()
         return rows

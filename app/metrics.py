@@ -10,6 +10,7 @@ class Metrics:
         self.hits = Counter(
             "pixelgate_hits", "Hits by outcome and reason", ["outcome", "reason"], registry=r
         )
+        self.recorded = self.hits.labels("recorded", "recorded")  # bound once: every hit
         self.queued = Counter("pixelgate_events_queued", "Hits queued for writing", registry=r)
         self.flushed = Counter("pixelgate_events_flushed", "Events written", registry=r)
         self.spilled = Counter(

@@ -130,7 +130,7 @@ def as_record(row: ConsentState) -> Record:
 
 async def registry(session: AsyncSession, site: str, subject: str) -> dict[str, Record]:
     """What the decision needs, per purpose."""
-    return {row.purpose: as_record(row) for row in await current(session, site, subject)}
+    return (await registries(session, [(site, subject)])).get((site, subject), {})
 
 
 async def registries(

@@ -98,7 +98,9 @@ def test_current_state_and_history_follow_grant_withdraw_grant(
     assert first["ip_prefix"] is None  # the test client has no IP address; see test_serve
 
 
-def test_the_ledger_is_append_only(client: Client, settings: Settings) -> None:
+def test_a_withdrawal_appends_to_the_ledger_and_leaves_earlier_entries_as_they_were(
+    client: Client, settings: Settings
+) -> None:
     site, subject = make_site(settings), subject_id()
     admin = auth(make_key(settings, site))
     give(client, site, subject, analytics=True)

@@ -14,7 +14,7 @@ from app.main import create_app
 from consent.policy import load_policies
 from retention import schedule
 from retention.schedule import Job, JobContext, run_job, scheduler
-from tests.factories import POLICIES, auth, make_key, make_site, run, settings_for, subject_id
+from tests.factories import POLICIES, auth, make_key, make_site, settings_for, subject_id
 
 POLICY_SET = load_policies(POLICIES)
 
@@ -95,4 +95,3 @@ async def test_a_job_held_by_another_process_is_skipped(postgresql_url: str) -> 
 def test_every_job_has_a_distinct_lock() -> None:
     keys = {schedule._lock_key(job.name) for job in schedule.JOBS}
     assert len(keys) == len(schedule.JOBS)
-    _ = run
