@@ -113,13 +113,14 @@ def _print_json(value: object) -> None:
 
 def _serve(settings: Settings) -> None:
     from granian import Granian
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, Loops
 
     migrate(settings.database_url)
     Granian(
         "app.main:serve_app",
         factory=True,
         interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
         address=settings.host,
         port=settings.port,
         workers=settings.workers,

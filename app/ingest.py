@@ -6,9 +6,12 @@ and are replayed, in order, once it answers again. On shutdown the queue is drai
 """
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import Counter, deque
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
@@ -19,7 +22,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.db import dialect_insert
 from app.metrics import Metrics
 from app.models import Event
-from app.pipeline import EventRow, Pending, settle
+from app.pipeline import (
+    Arrival,
+    Dropped,
+    EventRow,
+    Pending,
+    parse_query,
+    prepare_at_site,
+    read_hit,
+    settle,
+)
+from app.pseudonym import KeyRing
+from app.sites import SiteDirectory, SiteOut
 from app.spool import Frame, Spool
 from consent import store
 from consent.cache import ConsentCache, Registry
@@ -35,6 +49,9 @@ UNREACHABLE = (
     asyncpg.InterfaceError,
 )
 EVENT_COLUMNS = list(EventRow.__struct_fields__)  # basis last, as JSON text
+# The writer shares the event loop with the pixel: it lets the pixel answer between every
+# this many hits it reads or decides (about half a millisecond of work).
+YIELD_EVERY = 50
 
 
 async def write_events(
@@ -70,9 +87,12 @@ class Ingest:
         engine: AsyncEngine,
         sessions: async_sessionmaker[AsyncSession],
         policies: dict[str, Policy],
+        sites: SiteDirectory,
+        keyring: KeyRing,
         consent: ConsentCache,
         spool: Spool,
         metrics: Metrics,
+        region_header: str | None = None,
         batch_rows: int = 1000,
         batch_seconds: float = 0.01,
         capacity: int = 100_000,
@@ -81,30 +101,50 @@ class Ingest:
         self._engine = engine
         self._sessions = sessions
         self._policies = policies
+        self._sites = sites
+        self._keyring = keyring
         self._consent = consent
         self._spool = spool
         self._metrics = metrics
+        self._region_header = region_header
         self._batch_rows = batch_rows
         self._batch_seconds = batch_seconds
+        self._capacity = capacity
         self._retry_seconds = retry_seconds
-        self._queue: asyncio.Queue[Pending | None] = asyncio.Queue(capacity)
-        self._down_until = 0.0  # while the database is down, batches go straight to the spool
-        self._replay_needed = spool.has_files()  # files left by an earlier run, perhaps
+        # A plain deque and three events rather than an asyncio.Queue: the pixel's side is
+        # one append, and the writer takes a whole batch at once.
+        self._arrivals: deque[Arrival] = deque()
+        self._arrived = asyncio.Event()  # the deque is no longer empty (or we are closing)
+        self._full = asyncio.Event()  # a whole batch is waiting (or we are closing)
+        self._room = asyncio.Event()  # the writer took a batch: a full deque has room again
         self._idle = asyncio.Event()
         self._idle.set()
+        self._closing = False
+        self._submitted = 0  # counted into the `queued` counter a batch at a time
+        self._published = 0
+        self._down_until = 0.0  # while the database is down, batches go straight to the spool
+        self._replay_needed = spool.has_files()  # files left by an earlier run, perhaps
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, pending: Pending) -> None:
+    async def submit(self, arrival: Arrival) -> None:
         """Queue a hit; only when the queue is full does the caller wait (back-pressure)."""
-        self._metrics.queued.inc()
-        self._idle.clear()
-        try:
-            self._queue.put_nowait(pending)
-        except asyncio.QueueFull:
-            await self._queue.put(pending)
+        while len(self._arrivals) >= self._capacity:
+            self._room.clear()
+            await self._room.wait()
+        arrivals = self._arrivals
+        arrivals.append(arrival)
+        self._submitted += 1
+        if len(arrivals) == 1:
+            self._arrived.set()
+            self._idle.clear()
+        elif len(arrivals) == self._batch_rows:
+            self._full.set()
 
-    def depth(self) -> int:
-        return self._queue.qsize()
+    def publish(self) -> None:
+        """Bring the queue's counters in /metrics up to date."""
+        self._metrics.queued.inc(self._submitted - self._published)
+        self._published = self._submitted
+        self._metrics.queue_depth.set(len(self._arrivals))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pixelgate-ingest")
@@ -112,64 +152,57 @@ class Ingest:
     async def close(self) -> None:
         """Drain: everything queued is written (or spooled) before this returns."""
         if self._task is not None:
-            await self._queue.put(None)
+            self._closing = True
+            self._arrived.set()
+            self._full.set()
             await self._task
             self._task = None
         self._spool.close()
 
     async def settled(self) -> None:
         """Wait until everything submitted so far has been written or spooled."""
-        await self._idle.wait()  # cleared by every submit, set when the queue runs empty
+        await self._idle.wait()  # cleared when the deque fills, set when it runs empty
 
     async def _run(self) -> None:
         while True:
-            batch, closing = await self._next_batch()
+            batch = await self._next_batch()
             if batch:
                 started = time.perf_counter()
                 await self._write(batch)
                 self._metrics.flush_seconds.observe(time.perf_counter() - started)
             if self._replay_needed:
                 await self._replay_if_due()
-            if self._queue.empty():
+            if not self._arrivals:
                 self._idle.set()
-            self._metrics.queue_depth.set(self._queue.qsize())
-            if closing:
+            self.publish()
+            if self._closing and not self._arrivals:
                 return
 
-    async def _next_batch(self) -> tuple[list[Pending], bool]:
+    async def _next_batch(self) -> list[Arrival]:
         """Up to batch_rows hits, or what came within batch_seconds of the first."""
-        batch: list[Pending] = []
-        timeout = self._retry_seconds if self._replay_needed else None
-        try:
-            first = await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return batch, False
-        if first is None:
-            return batch, True
-        batch.append(first)
-        deadline = time.monotonic() + self._batch_seconds
-        while len(batch) < self._batch_rows:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
+        if not self._arrivals and not self._closing:
+            self._arrived.clear()
+            timeout = self._retry_seconds if self._replay_needed else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+        if len(self._arrivals) < self._batch_rows and not self._closing:
+            self._full.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self._batch_seconds)
+        arrivals = self._arrivals
+        batch = [arrivals.popleft() for _ in range(min(len(arrivals), self._batch_rows))]
+        self._room.set()
+        return batch
 
     def _database_down(self, exc: BaseException) -> None:
         if time.monotonic() >= self._down_until:
             log.warning("database unreachable (%s); spooling events", type(exc).__name__)
         self._down_until = time.monotonic() + self._retry_seconds
 
-    async def _write(self, batch: list[Pending]) -> None:
+    async def _write(self, arrivals: list[Arrival]) -> None:
+        batch = await self._prepare(arrivals)
+        if not batch:
+            return
         if time.monotonic() < self._down_until:
             self._spill(Frame(pending=batch), len(batch))
             return
@@ -188,6 +221,54 @@ class Ingest:
             return
         self._metrics.flushed.inc(len(rows))
 
+    async def _prepare(self, arrivals: list[Arrival]) -> list[Pending]:
+        """Read, check and pseudonymise each hit; after this nothing raw is left."""
+        sites: dict[str, SiteOut | None] = {}
+        unreadable = set()
+        for slug in {a.site for a in arrivals}:
+            try:
+                sites[slug] = await self._sites.get(slug)
+            except UNREACHABLE as exc:
+                self._database_down(exc)
+                unreadable.add(slug)
+        batch, dropped, lost = [], Counter[str](), 0
+        for number, arrival in enumerate(arrivals, 1):
+            if number % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            if arrival.site in unreadable:
+                lost += 1
+                continue
+            site = sites[arrival.site]
+            if site is None or site.policy not in self._policies:
+                dropped["unknown_site"] += 1
+                continue
+            values = arrival.values
+            if values is None:
+                values = parse_query(arrival.query)
+            hit = read_hit(site.slug, values, arrival.headers, self._region_header)
+            at = datetime.fromtimestamp(arrival.at, UTC)
+            try:
+                batch.append(
+                    prepare_at_site(self._keyring, site, self._policies[site.policy], hit, at)
+                )
+            except Dropped as exc:
+                dropped[exc.reason] += 1
+            except Exception as exc:
+                # Only the type: the text could quote the request.
+                log.error("hit not accepted: %s", type(exc).__name__)
+                dropped["error"] += 1
+        self._count_denied(dropped)
+        if lost:
+            # Without its site's policy a hit can be neither decided nor spooled (the spool
+            # holds nothing raw): only a site first seen during an outage comes to this.
+            log.error("%d hits lost: their site is not cached and the database is down", lost)
+            self._metrics.dropped.inc(lost)
+        return batch
+
+    def _count_denied(self, reasons: Counter[str]) -> None:
+        for reason, count in reasons.items():
+            self._metrics.hits.labels("denied", reason).inc(count)
+
     async def _decide(self, batch: list[Pending]) -> list[EventRow]:
         keys = [(p.event.site, p.event.subject) for p in batch if p.event.subject]
         registries = await self._consent.registries(keys)
@@ -196,18 +277,19 @@ class Ingest:
     async def _settle(
         self, batch: list[Pending], registries: dict[tuple[str, str], Registry]
     ) -> list[EventRow]:
-        rows = []
-        for number, pending in enumerate(batch):
-            if number % 100 == 99:
-                await asyncio.sleep(0)  # let the pixel answer meanwhile: it shares this loop
+        rows, denied = [], Counter[str]()
+        for number, pending in enumerate(batch, 1):
+            if number % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             event = pending.event
             registry = registries.get((event.site, event.subject), {}) if event.subject else {}
             outcome = settle(self._policies[pending.policy], pending, registry)
             if outcome.would_record and outcome.event is not None:
                 rows.append(outcome.event)
-                self._metrics.recorded.inc()
             else:
-                self._metrics.hits.labels("denied", outcome.reason).inc()
+                denied[outcome.reason] += 1
+        self._metrics.recorded.inc(len(rows))
+        self._count_denied(denied)
         return rows
 
     def _spill(self, frame: Frame, count: int) -> None:

@@ -16,8 +16,8 @@ from app.auth import require_key
 from app.context import Context
 from app.db import dialect_insert, utcnow
 from app.models import Campaign, Link
-from app.pipeline import MAX_TEXT
-from app.pixel import CACHE_CONTROL, accept, read_hit
+from app.pipeline import MAX_TEXT, hit_values
+from app.pixel import CACHE_CONTROL, queue_hit
 from app.problems import Problem
 from app.sites import site_or_404
 
@@ -139,8 +139,7 @@ async def follow_link(
         fields.append(("c", link.campaign))
     if subject := request.query_params.get("u"):
         fields.append(("u", subject))
-    region = ctx.settings.region_header
-    await accept(ctx, read_hit(link.site, fields, request.scope["headers"], region))
+    await queue_hit(ctx, link.site, request.scope, b"", hit_values(fields))
     return Response(
         None,
         status_code=302,

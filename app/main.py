@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.types import ASGIApp
 
 from app import dsar, events_api, health, links, pixel, reports
 from app.context import Context
@@ -37,6 +39,7 @@ def create_app(settings: Settings) -> Litestar:
     sessions = make_sessionmaker(engine)
     metrics = Metrics()
     consent = ConsentCache(sessions)
+    sites = SiteDirectory(sessions)
     ctx = Context(
         settings=settings,
         engine=engine,
@@ -45,24 +48,27 @@ def create_app(settings: Settings) -> Litestar:
         policies=policies,
         signer=Signer(keyring),
         consent_limiter=RateLimiter(settings.consent_rate_limit),
-        sites=SiteDirectory(sessions),
+        sites=sites,
         consent=consent,
         ingest=Ingest(
             engine=engine,
             sessions=sessions,
             policies=policies,
+            sites=sites,
+            keyring=keyring,
             consent=consent,
             spool=Spool(settings.spool_dir),
             metrics=metrics,
+            region_header=settings.region_header,
         ),
         metrics=metrics,
     )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.ctx = ctx  # the raw ASGI pixel route reads it from here
         async with transaction(ctx.sessions) as session:
             await publish_key(session, ctx.signer, utcnow())
+        await sites.load()
         listener = None
         if not settings.is_sqlite:
             ready = asyncio.Event()
@@ -112,6 +118,7 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={"ctx": Provide(lambda: ctx, sync_to_thread=False)},
         exception_handlers={HTTPException: on_http_exception, Exception: on_unexpected},
         lifespan=[lifespan],
+        state=State({"ctx": ctx}),  # the raw ASGI pixel route reads it from here
         openapi_config=OpenAPIConfig(
             title="pixelgate",
             version="0.1.0",
@@ -124,9 +131,9 @@ def create_app(settings: Settings) -> Litestar:
     return app
 
 
-def serve_app() -> Litestar:
+def serve_app() -> ASGIApp:
     """Entry point for granian's factory mode: each worker reads the environment once."""
-    app = create_app(load_settings())
+    app = pixel.in_front(create_app(load_settings()))
     # What start-up built lives as long as the process: keep it out of every collection.
     gc.freeze()
     return app

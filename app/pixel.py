@@ -5,15 +5,15 @@ is a raw ASGI route: it is the hot path, and it needs none of litestar's per-req
 """
 
 import base64
-import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable
 from typing import Any, cast
-from urllib.parse import parse_qsl
 
 import msgspec
-from litestar import Request, Response, asgi, get
+from litestar import Litestar, Request, Response, asgi, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.enums import ScopeType
 from litestar.openapi.spec import (
     OpenAPI,
     OpenAPIMediaType,
@@ -26,17 +26,15 @@ from litestar.openapi.spec import (
     Schema,
 )
 from litestar.params import FromPath
-from litestar.types import HTTPScope, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import require_key
 from app.context import Context
 from app.db import utcnow
 from app.dsar import open_and_overdue
-from app.pipeline import Dropped, Hit, Outcome, evaluate, prepare
+from app.pipeline import Arrival, Outcome, evaluate, hit_values, read_hit
 from app.sites import site_or_404
-
-log = logging.getLogger("pixelgate.pixel")
 
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 CACHE_CONTROL = "no-store, no-cache, must-revalidate, max-age=0"
@@ -57,20 +55,6 @@ COLLECT_START = {
 }
 NOT_FOUND = {"type": "http.response.start", "status": 404, "headers": []}
 EMPTY_BODY = {"type": "http.response.body", "body": b""}
-QUERY_FIELDS = {
-    "k": "kind",
-    "u": "subject",
-    "p": "page",
-    "c": "campaign",
-    "r": "referrer",
-    "v": "value",
-    "cur": "currency",
-    "t": "token",
-    "gdpr": "gdpr",
-    "gdpr_consent": "gdpr_consent",
-    **{f: f for f in ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")},
-}
-MAX_QUERY = 8192
 MAX_BODY = 16384
 
 
@@ -97,51 +81,11 @@ class CollectBody(msgspec.Struct, kw_only=True):
 COLLECT_DECODER = msgspec.json.Decoder(CollectBody)
 
 
-def read_hit(
-    site: str,
-    fields: Iterable[tuple[str, str]],
-    headers: Iterable[tuple[bytes, bytes]],
-    region_header: str | None,
-) -> Hit:
-    values = {QUERY_FIELDS[k]: v for k, v in fields if k in QUERY_FIELDS and v != ""}
-    user_agent, gpc, dnt, region = "", False, False, None
-    region_name = region_header.lower().encode() if region_header else None
-    for name, raw in headers:
-        if name == b"user-agent":
-            user_agent = raw.decode("latin-1")
-        elif name == b"referer":
-            values.setdefault("referrer", raw.decode("latin-1"))
-        elif name == b"sec-gpc":
-            # Only exactly "1" counts, in any one of several headers (or a comma-joined one).
-            gpc = gpc or any(part.strip() == b"1" for part in raw.split(b","))
-        elif name == b"dnt":
-            dnt = raw.strip() == b"1"
-        elif name == region_name:
-            region = raw.decode("latin-1")
-    return Hit(site=site, **values, user_agent=user_agent, gpc=gpc, dnt=dnt, region=region)
-
-
-async def accept(ctx: Context, hit: Hit) -> None:
-    """Prepare the hit and queue it; whatever happens, nothing escapes (the pixel must answer
-    the same), and only the error's type is logged: its text could quote the request."""
-    try:
-        pending = await prepare(ctx, hit, utcnow())
-    except Dropped as dropped:
-        ctx.metrics.hits.labels("denied", dropped.reason).inc()
-        return
-    except Exception as exc:
-        log.error("hit not accepted: %s", type(exc).__name__)
-        ctx.metrics.hits.labels("denied", "error").inc()
-        return
-    await ctx.ingest.submit(pending)
-
-
-async def _pixel(ctx: Context, site: str, scope: Scope, send: Send) -> None:
-    query = scope["query_string"]
-    fields = parse_qsl(query[:MAX_QUERY].decode("latin-1")) if query else []
-    await accept(ctx, read_hit(site, fields, scope["headers"], ctx.settings.region_header))
-    await send(PIXEL_START)  # type: ignore[arg-type]
-    await send(PIXEL_BODY)  # type: ignore[arg-type]
+def queue_hit(
+    ctx: Context, site: str, scope: Scope, query: bytes, values: dict[str, str] | None = None
+) -> Awaitable[None]:
+    """Everything the pixel does before it answers: the writer reads the hit later."""
+    return ctx.ingest.submit(Arrival(site, query, scope["headers"], time.time(), values))
 
 
 async def _collect(ctx: Context, site: str, scope: Scope, receive: Receive, send: Send) -> None:
@@ -156,20 +100,19 @@ async def _collect(ctx: Context, site: str, scope: Scope, receive: Receive, send
         beacon = None
     if beacon is not None:
         fields = [(k, str(v)) for k, v in msgspec.structs.asdict(beacon).items() if v is not None]
-        await accept(ctx, read_hit(site, fields, scope["headers"], ctx.settings.region_header))
+        await queue_hit(ctx, site, scope, b"", hit_values(fields))
     await send(COLLECT_START)  # type: ignore[arg-type]
     await send(EMPTY_BODY)  # type: ignore[arg-type]
 
 
-# A raw ASGI mount: the pixel is the hot path and needs none of litestar's per-request work.
-# (Litestar cannot route an ASGI handler with a path parameter, hence the mount on "/p".)
-@asgi("/p", is_mount=True, copy_scope=False, include_in_schema=False)
-async def pixel_edge(scope: Scope, receive: Receive, send: Send) -> None:
-    ctx: Context = scope["litestar_app"].state.ctx
-    site, _, action = scope["path"].strip("/").partition("/")
+async def serve_pixel(ctx: Context, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """/p/{site}/pixel.gif and /p/{site}/collect; `path` is what follows /p."""
+    site, _, action = path.strip("/").partition("/")
     method = cast("HTTPScope", scope)["method"]
     if method == "GET" and action == "pixel.gif":
-        await _pixel(ctx, site, scope, send)
+        await queue_hit(ctx, site, scope, scope["query_string"])
+        await send(PIXEL_START)  # type: ignore[arg-type]
+        await send(PIXEL_BODY)  # type: ignore[arg-type]
     elif method == "HEAD" and action == "pixel.gif":  # a probe: same answer, nothing recorded
         await send(PIXEL_START)  # type: ignore[arg-type]
         await send(EMPTY_BODY)  # type: ignore[arg-type]
@@ -180,6 +123,28 @@ async def pixel_edge(scope: Scope, receive: Receive, send: Send) -> None:
         await send(EMPTY_BODY)  # type: ignore[arg-type]
 
 
+# The pixel as a litestar route (a raw ASGI mount: litestar cannot route an ASGI handler with a
+# path parameter). The server puts `in_front` before litestar instead, which skips litestar's
+# router and middleware as well; this route serves wherever the app runs unwrapped (tests).
+@asgi("/p", is_mount=True, copy_scope=False, include_in_schema=False)
+async def pixel_edge(scope: Scope, receive: Receive, send: Send) -> None:
+    await serve_pixel(scope["litestar_app"].state.ctx, scope["path"], scope, receive, send)
+
+
+def in_front(app: Litestar) -> ASGIApp:
+    """The app with the pixel answered before litestar sees the request: the pixel is the hot
+    path, and litestar's router and exception middleware cost as much as the pixel itself."""
+    ctx: Context = app.state.ctx
+
+    async def front(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["path"].startswith("/p/"):
+            await serve_pixel(ctx, scope["path"][2:], scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return front
+
+
 @get("/v1/sites/{site:str}/debug", summary="Explain what the pixel would do (records nothing)")
 async def debug(
     request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
@@ -187,14 +152,14 @@ async def debug(
     async with ctx.sessions() as session:
         await site_or_404(session, site)
         await require_key(request, session, ctx.keyring, site, "read")
-        fields = request.query_params.items()
-        hit = read_hit(site, fields, request.scope["headers"], ctx.settings.region_header)
+        values = hit_values(request.query_params.items())
+        hit = read_hit(site, values, request.scope["headers"], ctx.settings.region_header)
         return await evaluate(session, ctx, hit, utcnow())
 
 
 @get("/metrics", media_type="text/plain; version=0.0.4", summary="Prometheus metrics")
 async def metrics(ctx: NamedDependency[Context]) -> Response[bytes]:
-    ctx.metrics.queue_depth.set(ctx.ingest.depth())
+    ctx.ingest.publish()
     try:
         async with ctx.sessions() as session:
             open_count, overdue = await open_and_overdue(session, utcnow())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -31,11 +32,15 @@ def _mask(text: str) -> str:
     return _LONG_NUMBER.sub("[num]", _EMAIL.sub("[email]", _decode(text)))
 
 
+# Pages, campaigns and referrers repeat from hit to hit: each is reduced once and remembered
+# (the cache lives in memory only, like the hits it serves).
+@functools.lru_cache(maxsize=4096)
 def scrub_text(raw: str | None) -> str | None:
     """Campaign ids and utm values: ESPs like to put the recipient's address in them."""
     return _mask(raw).strip() or None if raw else None
 
 
+@functools.lru_cache(maxsize=4096)
 def scrub_page(raw: str, max_length: int = 512) -> str | None:
     """Reduce a page URL, path or message id to its path and utm_* parameters."""
     text = raw.strip()
@@ -62,6 +67,7 @@ def scrub_page(raw: str, max_length: int = 512) -> str | None:
     return _PARTIAL_ESCAPE.sub("", scrubbed[:max_length])
 
 
+@functools.lru_cache(maxsize=4096)
 def referrer_host(raw: str) -> str | None:
     """The lowercased host of an http(s) URL, or None."""
     try:

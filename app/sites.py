@@ -108,6 +108,13 @@ class SiteDirectory:
         self._known: dict[str, SiteOut] = {}
         self._unknown: dict[str, float] = {}  # slug -> when to ask again
 
+    async def load(self) -> None:
+        """Know every site there is: at start-up, so that hits for them can still be read and
+        spooled if the database goes away before a site's first hit."""
+        async with self._sessions() as session:
+            for row in await list_sites(session):
+                self._known[row.slug] = site_out(row)
+
     async def get(self, slug: str) -> SiteOut | None:
         site = self._known.get(slug)
         if site is not None or not SLUG.match(slug):

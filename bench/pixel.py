@@ -305,7 +305,7 @@ def start_nginx(workdir: Path) -> Server:
 
 def start_bare(workdir: Path) -> Server:
     port = free_port()
-    argv = [str(BIN / "granian"), "--interface", "asgi", "bench.bare_app:app"]
+    argv = [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "bench.bare_app:app"]
     argv += ["--workers", "1", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--working-dir", str(ROOT)]
     server = spawn("bare", argv, port, workdir, cwd=ROOT)

@@ -44,13 +44,13 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
 def _registry(policy: Policy, purpose: str, record: Record, now: datetime) -> tuple[bool, str]:
     if not record.granted:
         return False, "consent_withdrawn"
-    ends = [record.expires_at] if record.expires_at else []
+    end = record.expires_at
     if record.updated_at is not None:
         # The policy may have shortened consent_ttl_days since: the shorter lifetime wins.
-        ends.append(
-            record.updated_at + timedelta(days=policy.file.purposes[purpose].consent_ttl_days)
-        )
-    if ends and min(ends) <= now:
+        ttl = timedelta(days=policy.file.purposes[purpose].consent_ttl_days)
+        if end is None or record.updated_at + ttl < end:
+            end = record.updated_at + ttl
+    if end is not None and end <= now:
         return False, "consent_expired"
     if policy.file.reconsent_on_change and record.policy_version != policy.version:
         return False, "consent_voided"

@@ -1,6 +1,7 @@
 """The batching writer and its spool, in process: what the database refuses is kept on disk
 and written, in order and once, when it answers again."""
 
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -9,16 +10,18 @@ from typing import Any
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.ingest import Ingest
 from app.metrics import Metrics
-from app.pipeline import EventRow, Pending, SignalsSeen
+from app.pipeline import Arrival, EventRow, Pending, SignalsSeen
 from app.pseudonym import KeyRing
+from app.sites import SiteDirectory
 from app.spool import HEADER, Frame, Spool
 from consent import store
 from consent.cache import ConsentCache
 from consent.decide import Signals
 from consent.policy import load_policies
-from tests.factories import POLICIES, make_site, run, settings_for, subject_id, table_rows
+from tests.factories import CHROME, POLICIES, make_site, run, settings_for, subject_id, table_rows
 
 POLICY_SET = load_policies(POLICIES)
+KEYRING = KeyRing(b"k" * 32)
 NOWHERE = "postgresql+asyncpg://postgres@127.0.0.1:9/nothing-listens-here"
 
 
@@ -50,19 +53,37 @@ def pending(site: str, subject: str | None, seconds_ago: float = 0) -> Pending:
     return Pending(policy="gdpr-strict", event=event, signals=Signals(), seen=seen)
 
 
-def ingest_for(url: str, spool: Path, metrics: Metrics) -> tuple[Ingest, Any]:
+def arrival(site: str, subject: str | None) -> Arrival:
+    query = f"p=/&u={subject}" if subject else "p=/"
+    return Arrival(site, query.encode(), [(b"user-agent", CHROME.encode())], time.time())
+
+
+def ingest_for(
+    url: str, spool: Path, metrics: Metrics, sites: SiteDirectory | None = None
+) -> tuple[Ingest, Any]:
+    """`sites`: a directory that knows the sites already (as a server's does by the time its
+    database goes away); by default one that asks `url`."""
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
     writer = Ingest(
         engine=engine,
         sessions=sessions,
         policies=POLICY_SET,
+        sites=sites or SiteDirectory(sessions),
+        keyring=KEYRING,
         consent=ConsentCache(sessions),
         spool=Spool(spool),
         metrics=metrics,
         retry_seconds=0.05,
     )
     return writer, engine
+
+
+async def known_sites(database_url: str, *slugs: str) -> SiteDirectory:
+    sites = SiteDirectory(make_sessionmaker(make_engine(database_url)))
+    for slug in slugs:
+        assert await sites.get(slug) is not None
+    return sites
 
 
 def consented(database_url: str, site: str, subject: str, when: Any = None) -> None:
@@ -87,13 +108,14 @@ def test_what_the_database_refuses_is_spooled_then_replayed_once(
     database_url: str, tmp_path: Path
 ) -> None:
     site = make_site(settings_for(database_url))
-    subject = KeyRing(b"k" * 32).pseudonym(site, subject_id())
-    consented(database_url, site, subject)
-    hits = [pending(site, subject) for _ in range(25)] + [pending(site, None)]
+    person = subject_id()
+    consented(database_url, site, KEYRING.pseudonym(site, person))
+    hits = [arrival(site, person) for _ in range(25)] + [arrival(site, None)]
 
     async def while_down() -> Metrics:
         metrics = Metrics()
-        writer, engine = ingest_for(NOWHERE, tmp_path, metrics)
+        sites = await known_sites(database_url, site)
+        writer, engine = ingest_for(NOWHERE, tmp_path, metrics, sites)
         writer.start()
         for hit in hits:
             await writer.submit(hit)
@@ -122,11 +144,33 @@ def test_what_the_database_refuses_is_spooled_then_replayed_once(
     assert len(table_rows(settings_for(database_url), "events", site=site)) == 25
 
 
+def test_hits_for_a_site_first_seen_during_an_outage_are_counted_as_dropped(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Without its site's policy a hit can be neither decided nor spooled (the spool holds
+    nothing raw): the loss is counted, never silent."""
+    site = make_site(settings_for(database_url))
+
+    async def while_down() -> Metrics:
+        metrics = Metrics()
+        writer, engine = ingest_for(NOWHERE, tmp_path, metrics)
+        writer.start()
+        for _ in range(3):
+            await writer.submit(arrival(site, subject_id()))
+        await writer.close()
+        await engine.dispose()
+        return metrics
+
+    down = run(while_down())
+    assert down.dropped._value.get() == 3 and down.spilled._value.get() == 0
+    assert not list(tmp_path.glob("*.spool"))
+
+
 def test_a_hit_whose_consent_changed_after_it_is_not_recorded_at_replay(
     database_url: str, tmp_path: Path
 ) -> None:
     site = make_site(settings_for(database_url))
-    subject = KeyRing(b"k" * 32).pseudonym(site, subject_id())
+    subject = KEYRING.pseudonym(site, subject_id())
     Spool(tmp_path).append(Frame(pending=[pending(site, subject, seconds_ago=60)]))
     consented(database_url, site, subject, when=utcnow())  # after the hit
 

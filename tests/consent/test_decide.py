@@ -14,6 +14,8 @@ from tests.tcf_strings import Bits, core
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
+DAY = timedelta(days=1)
+TTL = 395 * DAY  # the consent_ttl_days every purpose of the test policy has by default
 RECORD_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
 VERSION = "2026-01"
 CMP_ID = 300  # what tests.tcf_strings.core writes, with LastUpdated on 2025-06-03
@@ -89,9 +91,12 @@ def real(name: str) -> Policy:
 
 
 def record(
-    granted: bool = True, version: str = VERSION, expires_at: datetime | None = None
+    granted: bool = True,
+    version: str = VERSION,
+    expires_at: datetime | None = None,
+    updated_at: datetime | None = None,
 ) -> Record:
-    return Record(granted, version, RECORD_ID, expires_at)
+    return Record(granted, version, RECORD_ID, expires_at, updated_at)
 
 
 def tcf(purposes: list[int], vendors: list[int] | None = None) -> TCString:
@@ -114,6 +119,25 @@ REGISTRY = [
     pytest.param(record(expires_at=NOW), True, False, "consent_expired", id="at expiry"),
     pytest.param(record(expires_at=NOW - SECOND), True, False, "consent_expired", id="1s after"),
     pytest.param(record(granted=False), True, False, "consent_withdrawn", id="withdrawn"),
+    # The policy's consent_ttl_days (395 here) counts from the last change, expiry stored or not.
+    pytest.param(
+        record(updated_at=NOW - TTL + SECOND), True, True, "consent_granted", id="ttl 1s before"
+    ),
+    pytest.param(record(updated_at=NOW - TTL), True, False, "consent_expired", id="ttl reached"),
+    pytest.param(
+        record(expires_at=NOW + 30 * DAY, updated_at=NOW - TTL),
+        True,
+        False,
+        "consent_expired",
+        id="a shortened ttl beats the stored expiry",
+    ),
+    pytest.param(
+        record(expires_at=NOW, updated_at=NOW - DAY),
+        True,
+        False,
+        "consent_expired",
+        id="a stored expiry sooner than the ttl",
+    ),
     pytest.param(record(version="2025-07"), True, False, "consent_voided", id="older version"),
     pytest.param(
         record(version="2025-07"), False, True, "consent_granted", id="older version kept"
