@@ -90,6 +90,15 @@ def dialect_insert(session: AsyncSession) -> Callable[..., Any]:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
+async def driver_connection(session: AsyncSession) -> Any:
+    """The session's asyncpg connection, for the hot path's bulk statements, where
+    SQLAlchemy's per-value processing costs more than the database's own work."""
+    connection = await (await session.connection()).get_raw_connection()
+    driver = connection.driver_connection
+    assert driver is not None  # a connection checked out of the pool is open
+    return driver
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

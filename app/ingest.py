@@ -19,7 +19,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.db import dialect_insert
+from app.db import dialect_insert, driver_connection
 from app.metrics import Metrics
 from app.models import Event
 from app.pipeline import (
@@ -52,6 +52,9 @@ EVENT_COLUMNS = list(EventRow.__struct_fields__)  # basis last, as JSON text
 # The writer shares the event loop with the pixel: it lets the pixel answer between every
 # this many hits it reads or decides (about half a millisecond of work).
 YIELD_EVERY = 50
+# Batches written at once: while one waits for the database (the consent lookup, the COPY),
+# the next is read and decided. Events are unordered in the table, so order does not matter.
+WRITERS = 2
 
 
 async def write_events(
@@ -62,15 +65,12 @@ async def write_events(
     if not rows:
         return
     if not skip_existing and session.get_bind().dialect.name == "postgresql":
-        # COPY takes the rows as they are, without SQLAlchemy's per-value processing: on the
-        # hot path that processing cost more than the database's own work.
-        connection = await (await session.connection()).get_raw_connection()
+        # COPY takes the rows as they are, without SQLAlchemy's per-value processing.
         records = [
             (*msgspec.structs.astuple(row)[:-1], msgspec.json.encode(row.basis).decode())
             for row in rows
         ]
-        driver = connection.driver_connection
-        assert driver is not None  # a connection checked out of the pool is open
+        driver = await driver_connection(session)
         await driver.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
         return
     values = [msgspec.structs.asdict(row) for row in rows]
@@ -124,7 +124,10 @@ class Ingest:
         self._published = 0
         self._down_until = 0.0  # while the database is down, batches go straight to the spool
         self._replay_needed = spool.has_files()  # files left by an earlier run, perhaps
-        self._task: asyncio.Task[None] | None = None
+        self._replaying = False
+        self._collecting = asyncio.Lock()
+        self._writing = 0  # batches being written now
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def submit(self, arrival: Arrival) -> None:
         """Queue a hit; only when the queue is full does the caller wait (back-pressure)."""
@@ -147,32 +150,43 @@ class Ingest:
         self._metrics.queue_depth.set(len(self._arrivals))
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="pixelgate-ingest")
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"pixelgate-ingest-{n}") for n in range(WRITERS)
+        ]
 
     async def close(self) -> None:
         """Drain: everything queued is written (or spooled) before this returns."""
-        if self._task is not None:
+        if self._tasks:
             self._closing = True
             self._arrived.set()
             self._full.set()
-            await self._task
-            self._task = None
+            await asyncio.gather(*self._tasks)
+            self._tasks = []
         self._spool.close()
 
     async def settled(self) -> None:
         """Wait until everything submitted so far has been written or spooled."""
-        await self._idle.wait()  # cleared when the deque fills, set when it runs empty
+        await self._idle.wait()  # cleared when the deque fills, set when all is written
 
     async def _run(self) -> None:
         while True:
-            batch = await self._next_batch()
+            async with self._collecting:  # one batch collects while the other is written
+                batch = await self._next_batch()
             if batch:
+                self._writing += 1
                 started = time.perf_counter()
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                finally:
+                    self._writing -= 1
                 self._metrics.flush_seconds.observe(time.perf_counter() - started)
-            if self._replay_needed:
-                await self._replay_if_due()
-            if not self._arrivals:
+            if self._replay_needed and not self._replaying:
+                self._replaying = True
+                try:
+                    await self._replay_if_due()
+                finally:
+                    self._replaying = False
+            if not self._arrivals and not self._writing:
                 self._idle.set()
             self.publish()
             if self._closing and not self._arrivals:

@@ -1,6 +1,5 @@
 """The consent decision for one hit: pure, no I/O. SPEC §4.1 steps 1-4, in that order."""
 
-import uuid
 from datetime import datetime, timedelta
 
 import msgspec
@@ -14,7 +13,9 @@ class Record(msgspec.Struct, frozen=True, gc=False):
 
     granted: bool
     policy_version: str
-    record_id: uuid.UUID
+    # The ledger entry's id as text: what the basis quotes, and (unlike a UUID object) not
+    # a container the garbage collector has to walk in a cache of a million registries.
+    record_id: str
     expires_at: datetime | None
     updated_at: datetime | None = None
 

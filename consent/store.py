@@ -1,20 +1,24 @@
 """The consent registry: record, read, withdraw. Functions taking the session first."""
 
 import uuid
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import String, any_, bindparam, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import dialect_insert
+from app.db import dialect_insert, driver_connection
 from consent.decide import Record
 from consent.models import ConsentLedger, ConsentState
 from consent.policy import Policy
 
 CHANNEL = "pixelgate_consent"  # NOTIFY payload: "site:pseudonym" of a changed registry
+REGISTRIES_SQL = (
+    "SELECT subject, purpose, granted, policy_version, record_id, expires_at, updated_at"
+    " FROM consent_state WHERE site = $1 AND subject = ANY($2::text[])"
+)
 
 
 class Proof(msgspec.Struct, frozen=True):
@@ -122,7 +126,7 @@ def as_record(row: ConsentState) -> Record:
     return Record(
         granted=row.granted,
         policy_version=row.policy_version,
-        record_id=row.record_id,
+        record_id=str(row.record_id),
         expires_at=row.expires_at,
         updated_at=row.updated_at,
     )
@@ -144,26 +148,27 @@ async def registries(
         by_site.setdefault(site, []).append(subject)
     postgres = session.get_bind().dialect.name == "postgresql"
     for site, subjects in by_site.items():
-        # One array parameter on PostgreSQL: a thousand-entry IN list costs more to plan.
-        among = (
-            ConsentState.subject == any_(bindparam("subjects", subjects, type_=ARRAY(String)))
-            if postgres
-            else ConsentState.subject.in_(subjects)
-        )
-        rows = await session.execute(
-            select(
-                ConsentState.subject,
-                ConsentState.purpose,
-                ConsentState.granted,
-                ConsentState.policy_version,
-                ConsentState.record_id,
-                ConsentState.expires_at,
-                ConsentState.updated_at,
-            ).where(ConsentState.site == site, among)
-        )
+        rows: Iterable[Sequence[Any]]
+        if postgres:
+            # asyncpg itself, with one array parameter: a thousand-entry IN list costs more to
+            # plan, and SQLAlchemy's per-value result processing more than the query.
+            driver = await driver_connection(session)
+            rows = await driver.fetch(REGISTRIES_SQL, site, subjects)
+        else:
+            rows = await session.execute(
+                select(
+                    ConsentState.subject,
+                    ConsentState.purpose,
+                    ConsentState.granted,
+                    ConsentState.policy_version,
+                    ConsentState.record_id,
+                    ConsentState.expires_at,
+                    ConsentState.updated_at,
+                ).where(ConsentState.site == site, ConsentState.subject.in_(subjects))
+            )
         for subject, purpose, granted, version, record_id, expires_at, updated_at in rows:
             found.setdefault((site, subject), {})[purpose] = Record(
-                granted, version, record_id, expires_at, updated_at
+                granted, version, str(record_id), expires_at, updated_at
             )
     return found
 

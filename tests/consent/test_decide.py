@@ -96,7 +96,7 @@ def record(
     expires_at: datetime | None = None,
     updated_at: datetime | None = None,
 ) -> Record:
-    return Record(granted, version, RECORD_ID, expires_at, updated_at)
+    return Record(granted, version, str(RECORD_ID), expires_at, updated_at)
 
 
 def tcf(purposes: list[int], vendors: list[int] | None = None) -> TCString:
