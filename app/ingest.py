@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -49,12 +49,11 @@ UNREACHABLE = (
     asyncpg.InterfaceError,
 )
 EVENT_COLUMNS = list(EventRow.__struct_fields__)  # basis last, as JSON text
+PLACEHOLDERS = ", ".join("?" * len(EVENT_COLUMNS))
+INSERT_EVENTS = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({PLACEHOLDERS})"  # noqa: S608
 # The writer shares the event loop with the pixel: it lets the pixel answer between every
 # this many hits it reads or decides (about half a millisecond of work).
 YIELD_EVERY = 50
-# Batches written at once: while one waits for the database (the consent lookup, the COPY),
-# the next is read and decided. Events are unordered in the table, so order does not matter.
-WRITERS = 2
 
 
 async def write_events(
@@ -73,11 +72,25 @@ async def write_events(
         driver = await driver_connection(session)
         await driver.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
         return
-    values = [msgspec.structs.asdict(row) for row in rows]
     if skip_existing:
+        values = [msgspec.structs.asdict(row) for row in rows]
         await session.execute(dialect_insert(session)(Event).on_conflict_do_nothing(), values)
-    else:
-        await session.execute(insert(Event), values)
+        return
+    # SQLite: one executemany of rows bound as the columns' types bind them (the stored
+    # formats are SQLAlchemy's own), without the ORM's bulk-insert work for every row.
+    dialect = session.get_bind().dialect
+    table = Event.__table__
+    types = [table.c[name].type.dialect_impl(dialect) for name in EVENT_COLUMNS]
+    binders = [(n, type_.bind_processor(dialect)) for n, type_ in enumerate(types)]
+    processors = [(n, process) for n, process in binders if process is not None]
+    params = []
+    for row in rows:
+        values = list(msgspec.structs.astuple(row))
+        for n, process in processors:
+            values[n] = process(values[n])
+        params.append(tuple(values))
+    connection = await session.connection()
+    await connection.exec_driver_sql(INSERT_EVENTS, params)
 
 
 class Ingest:
@@ -124,10 +137,7 @@ class Ingest:
         self._published = 0
         self._down_until = 0.0  # while the database is down, batches go straight to the spool
         self._replay_needed = spool.has_files()  # files left by an earlier run, perhaps
-        self._replaying = False
-        self._collecting = asyncio.Lock()
-        self._writing = 0  # batches being written now
-        self._tasks: list[asyncio.Task[None]] = []
+        self._task: asyncio.Task[None] | None = None
 
     async def submit(self, arrival: Arrival) -> None:
         """Queue a hit; only when the queue is full does the caller wait (back-pressure)."""
@@ -150,43 +160,32 @@ class Ingest:
         self._metrics.queue_depth.set(len(self._arrivals))
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._run(), name=f"pixelgate-ingest-{n}") for n in range(WRITERS)
-        ]
+        self._task = asyncio.create_task(self._run(), name="pixelgate-ingest")
 
     async def close(self) -> None:
         """Drain: everything queued is written (or spooled) before this returns."""
-        if self._tasks:
+        if self._task is not None:
             self._closing = True
             self._arrived.set()
             self._full.set()
-            await asyncio.gather(*self._tasks)
-            self._tasks = []
+            await self._task
+            self._task = None
         self._spool.close()
 
     async def settled(self) -> None:
         """Wait until everything submitted so far has been written or spooled."""
-        await self._idle.wait()  # cleared when the deque fills, set when all is written
+        await self._idle.wait()  # cleared when the deque fills, set when it runs empty
 
     async def _run(self) -> None:
         while True:
-            async with self._collecting:  # one batch collects while the other is written
-                batch = await self._next_batch()
+            batch = await self._next_batch()
             if batch:
-                self._writing += 1
                 started = time.perf_counter()
-                try:
-                    await self._write(batch)
-                finally:
-                    self._writing -= 1
+                await self._write(batch)
                 self._metrics.flush_seconds.observe(time.perf_counter() - started)
-            if self._replay_needed and not self._replaying:
-                self._replaying = True
-                try:
-                    await self._replay_if_due()
-                finally:
-                    self._replaying = False
-            if not self._arrivals and not self._writing:
+            if self._replay_needed:
+                await self._replay_if_due()
+            if not self._arrivals:
                 self._idle.set()
             self.publish()
             if self._closing and not self._arrivals:
