@@ -1,9 +1,9 @@
 """The floor for a litestar app on granian: one handler answering the pixel with nothing else.
 
-bench/pixel.py serves it with `granian --interface asgi bench.bare_app:app --workers 1`, the
-same server and worker count as `pixelgate serve`, to tell the framework's own cost apart from
-pixelgate's. The body and Cache-Control header are the ones app/pixel.py sends (pixel.py
-checks that all the servers it compares answer the same bytes).
+bench/pixel.py serves it with `granian --interface asgi --loop uvloop bench.bare_app:app
+--workers 1`, the same server, loop and worker count as `pixelgate serve`, to tell the
+framework's own cost apart from pixelgate's. The body and Cache-Control header are the ones
+app/pixel.py sends (pixel.py checks that all the servers it compares answer the same bytes).
 """
 
 import base64

@@ -17,11 +17,13 @@ command (same duration, connections and threads, and bench/wrk_subjects.lua, whi
   they all run at start-up, in the same process, and with a registry this size the
   consent-expiry one can keep PostgreSQL busy for the whole bench (watch pg_stat_activity).
 - nginx with `empty_gif` (bench/nginx.conf.template): the ceiling for answering a GIF.
-- a bare litestar app on granian (bench/bare_app.py): one handler, the same GIF and headers;
-  the floor of the framework and server pixelgate is built on.
+- a bare litestar app on granian with uvloop, as pixelgate runs (bench/bare_app.py): one
+  handler, the same GIF and headers; the floor of the framework and server pixelgate is built
+  on. (pixelgate answers its pixel in front of litestar's router, so it can beat this.)
 
-Scenarios (pixelgate answers before a hit is decided; a batch writer in the same process
-decides and inserts behind it, so the numbers include that writer's load):
+Scenarios (pixelgate answers once the request is queued; a batch writer in the same process
+reads, pseudonymises, decides and inserts behind it, so the numbers include that writer's
+load):
 
 - consented, 1k   a site with 1,000 consented subjects, requests spread over them
 - consented, 1M   a site with 1,000,000 consented subjects, requests spread over all of

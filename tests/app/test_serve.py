@@ -15,6 +15,7 @@ from tests.factories import (
     CHROME,
     POLICIES,
     SECRET,
+    make_site,
     raw,
     settings_for,
     subject_id,
@@ -82,3 +83,29 @@ def test_a_consented_hit_over_the_network_is_recorded_with_a_truncated_ip(
     assert before.content == after.content
     assert sorted(before.headers.items()) == sorted(after.headers.items())
     assert "set-cookie" not in after.headers
+
+
+def test_the_pixel_in_front_of_the_app_answers_every_method_as_the_app_does(
+    server: str, database_url: str
+) -> None:
+    """The server answers /p/ before litestar's router: GET, HEAD, the JSON beacon and a
+    wrong path behave as the routes the tests reach through litestar do."""
+    settings = settings_for(database_url)
+    site = make_site(settings)
+    subject = subject_id()
+    headers = {"User-Agent": CHROME}
+    consent = {"subject": subject, "purposes": {"analytics": True}}
+    assert httpx.post(f"{server}/v1/sites/{site}/consent", json=consent).status_code == 201
+    pixel = f"{server}/p/{site}/pixel.gif"
+    got = httpx.get(pixel, params={"u": subject, "p": "/a"}, headers=headers)
+    head = httpx.head(pixel, params={"u": subject, "p": "/b"}, headers=headers)
+    beacon = httpx.post(
+        f"{server}/p/{site}/collect", json={"u": subject, "p": "/c"}, headers=headers
+    )
+    wrong = httpx.get(f"{server}/p/{site}/pixel.png", params={"u": subject}, headers=headers)
+    assert (got.status_code, head.status_code, beacon.status_code) == (200, 200, 204)
+    assert wrong.status_code == 404
+    assert got.headers["content-type"] == head.headers["content-type"] == "image/gif"
+    assert head.content == b""
+    rows = wait_for_rows(settings, "events", 2, site=site)
+    assert sorted(row["page"] for row in rows) == ["/a", "/c"]  # HEAD records nothing
