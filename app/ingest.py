@@ -1,8 +1,10 @@
-"""The batching writer: hits are queued in memory, decided and written a batch at a time.
+"""The batching writer: hits are queued in memory as they came, then read, pseudonymised,
+decided and written a batch at a time.
 
 The pixel answers before any of this happens. A batch is one consent lookup (for subjects not
-cached) and one multi-row INSERT. When the database is unreachable, batches go to the spool
-and are replayed, in order, once it answers again. On shutdown the queue is drained.
+cached) and one COPY (PostgreSQL) or executemany (SQLite). When the database is unreachable,
+batches go to the spool, pseudonymised, and are replayed in order once it answers again. On
+shutdown the queue is drained.
 """
 
 import asyncio
@@ -174,14 +176,18 @@ class Ingest:
 
     async def settled(self) -> None:
         """Wait until everything submitted so far has been written or spooled."""
-        await self._idle.wait()  # cleared when the deque fills, set when it runs empty
+        await self._idle.wait()  # cleared by the first hit queued, set when all are written
 
     async def _run(self) -> None:
         while True:
             batch = await self._next_batch()
             if batch:
                 started = time.perf_counter()
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                except Exception as exc:  # a bug: lose this batch, not the writer
+                    log.error("%d hits lost: %s", len(batch), type(exc).__name__)
+                    self._metrics.dropped.inc(len(batch))
                 self._metrics.flush_seconds.observe(time.perf_counter() - started)
             if self._replay_needed:
                 await self._replay_if_due()
@@ -239,6 +245,9 @@ class Ingest:
         sites: dict[str, SiteOut | None] = {}
         unreadable = set()
         for slug in {a.site for a in arrivals}:
+            if time.monotonic() < self._down_until and not self._sites.knows(slug):
+                unreadable.add(slug)  # no point asking a database known to be down
+                continue
             try:
                 sites[slug] = await self._sites.get(slug)
             except UNREACHABLE as exc:
@@ -255,15 +264,14 @@ class Ingest:
             if site is None or site.policy not in self._policies:
                 dropped["unknown_site"] += 1
                 continue
-            values = arrival.values
-            if values is None:
-                values = parse_query(arrival.query)
-            hit = read_hit(site.slug, values, arrival.headers, self._region_header)
-            at = datetime.fromtimestamp(arrival.at, UTC)
             try:
-                batch.append(
-                    prepare_at_site(self._keyring, site, self._policies[site.policy], hit, at)
-                )
+                values = arrival.values
+                if values is None:
+                    values = parse_query(arrival.query)
+                hit = read_hit(site.slug, values, arrival.headers, self._region_header)
+                at = datetime.fromtimestamp(arrival.at, UTC)
+                policy = self._policies[site.policy]
+                batch.append(prepare_at_site(self._keyring, site, policy, hit, at))
             except Dropped as exc:
                 dropped[exc.reason] += 1
             except Exception as exc:

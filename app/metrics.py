@@ -11,7 +11,11 @@ class Metrics:
             "pixelgate_hits", "Hits by outcome and reason", ["outcome", "reason"], registry=r
         )
         self.recorded = self.hits.labels("recorded", "recorded")  # bound once: every hit
-        self.queued = Counter("pixelgate_events_queued", "Hits queued for writing", registry=r)
+        self.queued = Counter(
+            "pixelgate_events_queued",
+            "Hits queued (every pixel request, before it is read)",
+            registry=r,
+        )
         self.flushed = Counter("pixelgate_events_flushed", "Events written", registry=r)
         self.spilled = Counter(
             "pixelgate_events_spilled", "Events spooled to disk (database unreachable)", registry=r

@@ -1,6 +1,7 @@
 """The hit path as ordered named steps; each yields the next value or a drop reason.
 
-Raw identifiers (subject id, user agent) live only in the Hit; what leaves is an EventRow.
+Raw identifiers (subject id, user agent) live only in the Arrival and the Hit, in memory;
+what leaves is an EventRow, pseudonymised and reduced.
 """
 
 import random
@@ -60,14 +61,14 @@ class Arrival(msgspec.Struct, gc=False):
     deciding happen in the writer, a batch at a time. Holds raw values, like a Hit."""
 
     site: str
-    query: bytes  # the raw query string, or b"" when `fields` are given
+    query: bytes  # the raw query string, or b"" when `values` are given
     headers: Iterable[tuple[bytes, bytes]]
     at: float  # time.time() when it arrived
     values: dict[str, str] | None = None  # hit_values() of a beacon or link, instead of query
 
 
 class Hit(msgspec.Struct, kw_only=True, gc=False):
-    """A request as read at the edge. Holds raw values: never stored, logged or returned.
+    """A request as read by the writer. Holds raw values: never stored, logged or returned.
 
     Hot-path structs are `gc=False`: they hold no cycles, and tens of thousands of them may
     wait in the writer's queue, which full garbage collections would otherwise walk."""
@@ -185,7 +186,8 @@ def read_hit(
     headers: Iterable[tuple[bytes, bytes]],
     region_header: str | None,
 ) -> Hit:
-    """`values`: from hit_values() or parse_query(); the request's headers add the rest."""
+    """`values`: a fresh dict from hit_values() or parse_query() (the Referer header may be
+    added to it); the request's headers give the rest."""
     user_agent, gpc, dnt, region = "", False, False, None
     region_name = region_header.lower().encode() if region_header else None
     for name, raw in headers:
@@ -217,10 +219,8 @@ def valid_input(keyring: KeyRing, hit: Hit) -> tuple[Hit, Decimal | None, PixelC
         raise Dropped("invalid")
     if hit.subject is not None and not 0 < len(hit.subject.strip()) <= MAX_ID:
         raise Dropped("invalid")
-    for text in (hit.campaign, hit.utm_source, hit.utm_medium, hit.utm_campaign):
-        if text is not None and len(text) > MAX_TEXT:
-            raise Dropped("invalid")
-    for text in (hit.utm_content, hit.utm_term):
+    attribution = (hit.campaign, hit.utm_source, hit.utm_medium, hit.utm_campaign)
+    for text in (*attribution, hit.utm_content, hit.utm_term):
         if text is not None and len(text) > MAX_TEXT:
             raise Dropped("invalid")
     if len(hit.gdpr_consent or "") > MAX_TC_STRING or len(hit.referrer or "") > MAX_URL:

@@ -1,7 +1,7 @@
 """The pixel and collect edges, and the debug endpoint that explains them.
 
-This is the only place a request's raw subject id, user agent and signals are read. The pixel
-is a raw ASGI route: it is the hot path, and it needs none of litestar's per-request work.
+The pixel is the hot path: it queues the request as it came (an Arrival, in memory only) and
+answers, in front of litestar's router (`in_front`); the writer (app/ingest.py) reads it.
 """
 
 import base64

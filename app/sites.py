@@ -115,6 +115,9 @@ class SiteDirectory:
             for row in await list_sites(session):
                 self._known[row.slug] = site_out(row)
 
+    def knows(self, slug: str) -> bool:
+        return slug in self._known
+
     async def get(self, slug: str) -> SiteOut | None:
         site = self._known.get(slug)
         if site is not None or not SLUG.match(slug):

@@ -80,9 +80,11 @@ def ingest_for(
 
 
 async def known_sites(database_url: str, *slugs: str) -> SiteDirectory:
-    sites = SiteDirectory(make_sessionmaker(make_engine(database_url)))
+    engine = make_engine(database_url)
+    sites = SiteDirectory(make_sessionmaker(engine))
     for slug in slugs:
         assert await sites.get(slug) is not None
+    await engine.dispose()  # what it found stays known
     return sites
 
 
@@ -164,6 +166,41 @@ def test_hits_for_a_site_first_seen_during_an_outage_are_counted_as_dropped(
     down = run(while_down())
     assert down.dropped._value.get() == 3 and down.spilled._value.get() == 0
     assert not list(tmp_path.glob("*.spool"))
+
+
+def test_a_batch_that_fails_for_another_reason_is_counted_lost_and_the_writer_goes_on(
+    database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    site = make_site(settings_for(database_url))
+    person = subject_id()
+    consented(database_url, site, KEYRING.pseudonym(site, person))
+    real = Ingest._decide
+    calls = 0
+
+    async def failing_once(self: Ingest, batch: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return await real(self, batch)
+
+    monkeypatch.setattr(Ingest, "_decide", failing_once)
+
+    async def two_batches() -> Metrics:
+        metrics = Metrics()
+        writer, engine = ingest_for(database_url, tmp_path, metrics)
+        writer.start()
+        for _ in range(3):
+            await writer.submit(arrival(site, person))
+        await writer.settled()
+        await writer.submit(arrival(site, person))
+        await writer.close()
+        await engine.dispose()
+        return metrics
+
+    metrics = run(two_batches())
+    assert metrics.dropped._value.get() == 3 and metrics.flushed._value.get() == 1
+    assert len(table_rows(settings_for(database_url), "events", site=site)) == 1
 
 
 def test_a_hit_whose_consent_changed_after_it_is_not_recorded_at_replay(

@@ -85,11 +85,11 @@ def test_a_consented_hit_over_the_network_is_recorded_with_a_truncated_ip(
     assert "set-cookie" not in after.headers
 
 
-def test_the_pixel_in_front_of_the_app_answers_every_method_as_the_app_does(
+def test_the_pixel_answered_in_front_of_litestar_takes_every_method(
     server: str, database_url: str
 ) -> None:
-    """The server answers /p/ before litestar's router: GET, HEAD, the JSON beacon and a
-    wrong path behave as the routes the tests reach through litestar do."""
+    """The server answers /p/ before litestar's router (the other tests reach the same code
+    through a litestar route): GET, HEAD, the JSON beacon and a wrong path."""
     settings = settings_for(database_url)
     site = make_site(settings)
     subject = subject_id()
