@@ -29,6 +29,7 @@ from app.pipeline import (
     Dropped,
     EventRow,
     Pending,
+    known_site,
     parse_query,
     prepare_at_site,
     read_hit,
@@ -260,17 +261,13 @@ class Ingest:
             if arrival.site in unreadable:
                 lost += 1
                 continue
-            site = sites[arrival.site]
-            if site is None or site.policy not in self._policies:
-                dropped["unknown_site"] += 1
-                continue
             try:
+                site, policy = known_site(sites[arrival.site], self._policies)
                 values = arrival.values
                 if values is None:
                     values = parse_query(arrival.query)
                 hit = read_hit(site.slug, values, arrival.headers, self._region_header)
                 at = datetime.fromtimestamp(arrival.at, UTC)
-                policy = self._policies[site.policy]
                 batch.append(prepare_at_site(self._keyring, site, policy, hit, at))
             except Dropped as exc:
                 dropped[exc.reason] += 1
@@ -309,7 +306,7 @@ class Ingest:
                 rows.append(outcome.event)
             else:
                 denied[outcome.reason] += 1
-        self._metrics.recorded.inc(len(rows))
+        self._metrics.hits.labels("recorded", "recorded").inc(len(rows))
         self._count_denied(denied)
         return rows
 

@@ -10,7 +10,6 @@ class Metrics:
         self.hits = Counter(
             "pixelgate_hits", "Hits by outcome and reason", ["outcome", "reason"], registry=r
         )
-        self.recorded = self.hits.labels("recorded", "recorded")  # bound once: every hit
         self.queued = Counter(
             "pixelgate_events_queued",
             "Hits queued (every pixel request, before it is read)",

@@ -70,8 +70,8 @@ class Arrival(msgspec.Struct, gc=False):
 class Hit(msgspec.Struct, kw_only=True, gc=False):
     """A request as read by the writer. Holds raw values: never stored, logged or returned.
 
-    Hot-path structs are `gc=False`: they hold no cycles, and tens of thousands of them may
-    wait in the writer's queue, which full garbage collections would otherwise walk."""
+    Hot-path structs are `gc=False`: they hold no cycles, and thousands are made a second
+    (Pending ones may also wait in a spool frame) for the garbage collector to walk."""
 
     site: str
     kind: str = "pageview"
@@ -324,10 +324,15 @@ async def prepare(ctx: "Context", hit: Hit, now: datetime, server: bool = False)
 
     `server`: an authenticated server-side event, which needs no signed pixel and may come
     without a user agent of the person's browser."""
-    site = await ctx.sites.get(hit.site)
-    if site is None or site.policy not in ctx.policies:
+    site, policy = known_site(await ctx.sites.get(hit.site), ctx.policies)
+    return prepare_at_site(ctx.keyring, site, policy, hit, now, server)
+
+
+def known_site(site: SiteOut | None, policies: dict[str, Policy]) -> tuple[SiteOut, Policy]:
+    """The site and its policy; a hit for a site (or policy) not known is dropped."""
+    if site is None or site.policy not in policies:
         raise Dropped("unknown_site")
-    return prepare_at_site(ctx.keyring, site, ctx.policies[site.policy], hit, now, server)
+    return site, policies[site.policy]
 
 
 def prepare_at_site(

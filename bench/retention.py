@@ -70,7 +70,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import math
@@ -102,7 +101,6 @@ from app.models import Event, RollupDaily, RollupDetail
 from app.pseudonym import KeyRing
 from bench.pixel import (
     BENCH,
-    BIN,
     PG_HOST,
     POLICIES,
     POLICY,
@@ -110,16 +108,14 @@ from bench.pixel import (
     Server,
     WrkRun,
     cpu_seconds,
-    free_port,
     log_problems,
     parse_wrk,
     pg_admin,
     read_metrics,
     seed,
-    spawn,
+    start_pixelgate,
     stop,
     wait_for_writer,
-    wait_ready,
 )
 from consent.policy import load_policies
 from retention import jobs
@@ -510,27 +506,6 @@ def describe_purge(run: PurgeRun) -> list[str]:
 # --- the pixel -----------------------------------------------------------------------------
 
 
-def start_pixelgate(workdir: Path, database: str, url: str) -> Server:
-    port = free_port()
-    home = workdir / f"pixelgate-{database}"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "PIXELGATE_DATABASE_URL": url,
-        "PIXELGATE_SECRET_KEY": base64.b64encode(SECRET).decode(),
-        "PIXELGATE_POLICIES_DIR": str(POLICIES),
-        "PIXELGATE_HOST": "127.0.0.1",
-        "PIXELGATE_PORT": str(port),
-        "PIXELGATE_WORKERS": "1",
-        "PIXELGATE_JOBS": "off",  # the only purge is the bench's
-    }
-    server = spawn(
-        f"pixelgate-{database}", [str(BIN / "pixelgate"), "serve"], port, workdir, cwd=home, env=env
-    )
-    wait_ready(server, "/readyz")
-    return server
-
-
 @dataclass(frozen=True)
 class Rates:
     taken: float  # hits/s pixelgate took (queued for its writer)
@@ -798,7 +773,7 @@ async def run_database(
         check(report, (total, expired_again) == (n, x), f"back to {n:,} events, {x:,} expired")
 
         say(database, "starting pixelgate ...")
-        server = start_pixelgate(workdir, database, url)
+        server = start_pixelgate(workdir, database, url, jobs="off")  # the only purge is ours
         cleanup.callback(stop, server)
         await drive_pixel(server, WARMUP_SECONDS, args)
         seconds = args.duration or wrk_seconds(first)

@@ -1,6 +1,7 @@
 """The batching writer and its spool, in process: what the database refuses is kept on disk
 and written, in order and once, when it answers again."""
 
+import asyncio
 import time
 import uuid
 from datetime import timedelta
@@ -192,9 +193,9 @@ def test_a_batch_that_fails_for_another_reason_is_counted_lost_and_the_writer_go
         writer.start()
         for _ in range(3):
             await writer.submit(arrival(site, person))
-        await writer.settled()
+        await asyncio.wait_for(writer.settled(), 10)  # a dead writer would never settle
         await writer.submit(arrival(site, person))
-        await writer.close()
+        await asyncio.wait_for(writer.close(), 10)
         await engine.dispose()
         return metrics
 
