@@ -13,11 +13,11 @@ from litestar.params import FromPath, JSONBody
 from app.auth import require_key
 from app.context import Context
 from app.db import utcnow
-from app.ingest import write_events
 from app.pipeline import Dropped, Hit, Pending, prepare, settle
 from app.problems import Problem
 from app.signed_pixels import PixelClaim, sign_pixel
 from app.sites import site_or_404
+from app.writer import write_events
 from consent import store
 
 MAX_EVENTS = 1000

@@ -17,7 +17,7 @@ from litestar.types import ASGIApp
 from app import dsar, events_api, health, links, pixel, reports
 from app.context import Context
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
-from app.ingest import Ingest
+from app.ingest import BatchWriter, Ingest
 from app.metrics import Metrics
 from app.problems import on_http_exception, on_unexpected
 from app.pseudonym import KeyRing
@@ -25,6 +25,8 @@ from app.ratelimit import RateLimiter
 from app.settings import Settings, load_settings
 from app.sites import SiteDirectory
 from app.spool import Spool
+from app.writer import Writer
+from app.writer_process import WriterProcess
 from consent import api as consent_api
 from consent.cache import ConsentCache, listen
 from consent.policy import load_policies
@@ -32,8 +34,11 @@ from consent.receipts import Signer, publish_key
 from retention.schedule import JobContext, scheduler
 
 
-def create_app(settings: Settings) -> Litestar:
-    """Policies are validated here, so a bad one stops start-up before anything listens."""
+def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
+    """Policies are validated here, so a bad one stops start-up before anything listens.
+
+    `writer_process`: write hits from a child process (app/writer_process.py), as `pixelgate
+    serve` does; otherwise in this one (an embedded app, the tests)."""
     policies = load_policies(settings.policies_dir)
     keyring = KeyRing(settings.secret_key)
     engine = make_engine(settings.database_url)
@@ -41,6 +46,20 @@ def create_app(settings: Settings) -> Litestar:
     metrics = Metrics()
     consent = ConsentCache(sessions)
     sites = SiteDirectory(sessions)
+    writer: BatchWriter
+    if writer_process:
+        writer = WriterProcess(settings, consent)
+    else:
+        writer = Writer(
+            engine=engine,
+            sessions=sessions,
+            policies=policies,
+            sites=sites,
+            keyring=keyring,
+            consent=consent,
+            spool=Spool(settings.spool_dir),
+            region_header=settings.region_header,
+        )
     ctx = Context(
         settings=settings,
         engine=engine,
@@ -51,17 +70,7 @@ def create_app(settings: Settings) -> Litestar:
         consent_limiter=RateLimiter(settings.consent_rate_limit),
         sites=sites,
         consent=consent,
-        ingest=Ingest(
-            engine=engine,
-            sessions=sessions,
-            policies=policies,
-            sites=sites,
-            keyring=keyring,
-            consent=consent,
-            spool=Spool(settings.spool_dir),
-            metrics=metrics,
-            region_header=settings.region_header,
-        ),
+        ingest=Ingest(writer, metrics),
         metrics=metrics,
     )
 
@@ -75,7 +84,7 @@ def create_app(settings: Settings) -> Litestar:
             ready = asyncio.Event()
             listener = asyncio.create_task(listen(consent, settings.database_url, ready))
             await asyncio.wait_for(ready.wait(), timeout=10)
-        ctx.ingest.start()
+        await ctx.ingest.start()
         jobs = None
         if settings.jobs:
             job_context = JobContext(engine, sessions, policies, forget=consent.invalidate)
@@ -134,7 +143,7 @@ def create_app(settings: Settings) -> Litestar:
 
 def serve_app() -> ASGIApp:
     """Entry point for granian's factory mode: each worker reads the environment once."""
-    app = pixel.in_front(create_app(load_settings()))
+    app = pixel.in_front(create_app(load_settings(), writer_process=True))
     # What start-up built lives as long as the process: keep it out of every collection.
     gc.freeze()
     # granian's I/O thread needs the GIL to hand each request to the event loop; while the

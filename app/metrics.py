@@ -1,6 +1,26 @@
 """Counters for /metrics (Prometheus text format), one registry per app."""
 
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Tally(msgspec.Struct, gc=False):
+    """What the writer did since it was last asked: it may run in another process, so it
+    counts here rather than into the registry below."""
+
+    flushed: int = 0
+    spilled: int = 0
+    replayed: int = 0
+    dropped: int = 0
+    hits: dict[str, int] = {}  # "recorded", or the reason a hit was denied -> hits
+
+    def add(self, other: "Tally") -> None:
+        self.flushed += other.flushed
+        self.spilled += other.spilled
+        self.replayed += other.replayed
+        self.dropped += other.dropped
+        for reason, count in other.hits.items():
+            self.hits[reason] = self.hits.get(reason, 0) + count
 
 
 class Metrics:
@@ -36,6 +56,15 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+
+    def count(self, tally: Tally) -> None:
+        self.flushed.inc(tally.flushed)
+        self.spilled.inc(tally.spilled)
+        self.replayed.inc(tally.replayed)
+        self.dropped.inc(tally.dropped)
+        for reason, hits in tally.hits.items():
+            outcome = "recorded" if reason == "recorded" else "denied"
+            self.hits.labels(outcome, reason).inc(hits)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,7 +7,7 @@ what leaves is an EventRow, pseudonymised and reduced.
 import random
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
@@ -62,7 +62,7 @@ class Arrival(msgspec.Struct, gc=False):
 
     site: str
     query: bytes  # the raw query string, or b"" when `values` are given
-    headers: Iterable[tuple[bytes, bytes]]
+    headers: Sequence[tuple[bytes, bytes]]
     at: float  # time.time() when it arrived
     values: dict[str, str] | None = None  # hit_values() of a beacon or link, instead of query
 

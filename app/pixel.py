@@ -85,7 +85,7 @@ def queue_hit(
     ctx: Context, site: str, scope: Scope, query: bytes, values: dict[str, str] | None = None
 ) -> Awaitable[None]:
     """Everything the pixel does before it answers: the writer reads the hit later."""
-    return ctx.ingest.submit(Arrival(site, query, scope["headers"], time.time(), values))
+    return ctx.ingest.submit(Arrival(site, query, list(scope["headers"]), time.time(), values))
 
 
 async def _collect(ctx: Context, site: str, scope: Scope, receive: Receive, send: Send) -> None:

@@ -21,9 +21,9 @@ command (same duration, connections and threads, and bench/wrk_subjects.lua, whi
   handler, the same GIF and headers; the floor of the framework and server pixelgate is built
   on. (pixelgate answers its pixel in front of litestar's router, so it can beat this.)
 
-Scenarios (pixelgate answers once the request is queued; a batch writer in the same process
-reads, pseudonymises, decides and inserts behind it, so the numbers include that writer's
-load):
+Scenarios (pixelgate answers once the request is queued; a batch writer in a process of its
+own, started by the worker, reads, pseudonymises, decides and inserts behind it: the numbers
+include that writer's load on the machine, and its CPU is counted with the server's):
 
 - consented, 1k   a site with 1,000 consented subjects, requests spread over them
 - consented, 1M   a site with 1,000,000 consented subjects, requests spread over all of

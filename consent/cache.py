@@ -5,7 +5,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import asyncpg
 import msgspec
@@ -42,14 +42,20 @@ class ConsentCache:
         self._entries: OrderedDict[Key, Cached] = OrderedDict()
         # Bumped by every invalidation, so that a load that raced with one is not kept.
         self._epoch = 0
+        # Told of every invalidation (None: all), for a cache in another process to follow.
+        self.followers: list[Callable[[Key | None], None]] = []
 
     def invalidate(self, site: str, subject: str) -> None:
         self._entries.pop((site, subject), None)
         self._epoch += 1
+        for follower in self.followers:
+            follower((site, subject))
 
     def clear(self) -> None:
         self._entries.clear()
         self._epoch += 1
+        for follower in self.followers:
+            follower(None)
 
     async def registries(self, keys: Iterable[Key]) -> dict[Key, Registry]:
         """The registry of each subject; one query for all those not cached."""

@@ -72,6 +72,19 @@ class Server:
         self.process = None
         return code
 
+    def writer_pid(self) -> int:
+        """The worker's writer process (app/writer_process.py)."""
+        assert self.process is not None
+        pending, found = [self.process.pid], []
+        while pending:
+            pid = pending.pop()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            pending += [int(child) for child in children]
+            if b"app.writer_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        [writer] = found
+        return writer
+
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 

@@ -15,6 +15,7 @@ from app.pipeline import Arrival, EventRow, Pending, SignalsSeen
 from app.pseudonym import KeyRing
 from app.sites import SiteDirectory
 from app.spool import HEADER, Frame, Spool
+from app.writer import Writer
 from consent import store
 from consent.cache import ConsentCache
 from consent.decide import Signals
@@ -66,7 +67,7 @@ def ingest_for(
     database goes away); by default one that asks `url`."""
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
-    writer = Ingest(
+    writer = Writer(
         engine=engine,
         sessions=sessions,
         policies=POLICY_SET,
@@ -74,10 +75,9 @@ def ingest_for(
         keyring=KEYRING,
         consent=ConsentCache(sessions),
         spool=Spool(spool),
-        metrics=metrics,
         retry_seconds=0.05,
     )
-    return writer, engine
+    return Ingest(writer, metrics), engine
 
 
 async def known_sites(database_url: str, *slugs: str) -> SiteDirectory:
@@ -119,7 +119,7 @@ def test_what_the_database_refuses_is_spooled_then_replayed_once(
         metrics = Metrics()
         sites = await known_sites(database_url, site)
         writer, engine = ingest_for(NOWHERE, tmp_path, metrics, sites)
-        writer.start()
+        await writer.start()
         for hit in hits:
             await writer.submit(hit)
         await writer.close()  # drains: into the spool, the database being unreachable
@@ -133,7 +133,7 @@ def test_what_the_database_refuses_is_spooled_then_replayed_once(
     async def once_back() -> Metrics:
         metrics = Metrics()
         writer, engine = ingest_for(database_url, tmp_path, metrics)
-        writer.start()
+        await writer.start()
         await writer.close()
         await engine.dispose()
         return metrics
@@ -157,7 +157,7 @@ def test_hits_for_a_site_first_seen_during_an_outage_are_counted_as_dropped(
     async def while_down() -> Metrics:
         metrics = Metrics()
         writer, engine = ingest_for(NOWHERE, tmp_path, metrics)
-        writer.start()
+        await writer.start()
         for _ in range(3):
             await writer.submit(arrival(site, subject_id()))
         await writer.close()
@@ -175,22 +175,22 @@ def test_a_batch_that_fails_for_another_reason_is_counted_lost_and_the_writer_go
     site = make_site(settings_for(database_url))
     person = subject_id()
     consented(database_url, site, KEYRING.pseudonym(site, person))
-    real = Ingest._decide
+    real = Writer._decide
     calls = 0
 
-    async def failing_once(self: Ingest, batch: Any) -> Any:
+    async def failing_once(self: Writer, batch: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("a bug")
         return await real(self, batch)
 
-    monkeypatch.setattr(Ingest, "_decide", failing_once)
+    monkeypatch.setattr(Writer, "_decide", failing_once)
 
     async def two_batches() -> Metrics:
         metrics = Metrics()
         writer, engine = ingest_for(database_url, tmp_path, metrics)
-        writer.start()
+        await writer.start()
         for _ in range(3):
             await writer.submit(arrival(site, person))
         await asyncio.wait_for(writer.settled(), 10)  # a dead writer would never settle
@@ -214,7 +214,7 @@ def test_a_hit_whose_consent_changed_after_it_is_not_recorded_at_replay(
 
     async def replay() -> None:
         writer, engine = ingest_for(database_url, tmp_path, Metrics())
-        writer.start()
+        await writer.start()
         await writer.close()
         await engine.dispose()
 

@@ -2,8 +2,10 @@
 and consent changes reaching every server process. Real server processes, real databases."""
 
 import asyncio
+import os
 import random
 import re
+import signal
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -181,3 +183,49 @@ def test_a_withdrawal_reaches_every_server_process_at_once(
     finally:
         one.stop()
         two.stop()
+
+
+def test_a_withdrawal_reaches_the_writer_process_at_once(database_url: str, tmp_path: Path) -> None:
+    """The writer process keeps its own consent cache: the worker passes every change on."""
+    site, [subject] = seed(database_url, 1)
+    settings = settings_for(database_url)
+    server = Server(database_url, tmp_path).start()
+    try:
+        for _ in range(3):  # the writer process now holds the grant in its cache
+            httpx.get(f"{server.url}/p/{site}/pixel.gif", params={"u": subject}, headers=HEADERS)
+        assert len(wait_for_rows(settings, "events", 3, site=site)) == 3
+        admin = auth(make_key(settings, site))
+        withdrawn = httpx.delete(f"{server.url}/v1/sites/{site}/consent/{subject}", headers=admin)
+        assert withdrawn.status_code == 200
+        for _ in range(3):
+            httpx.get(f"{server.url}/p/{site}/pixel.gif", params={"u": subject}, headers=HEADERS)
+        time.sleep(1.0)
+        assert len(table_rows(settings, "events", site=site)) == 3
+        assert metric(server.url, 'pixelgate_hits_total{outcome="denied",reason="no_consent"}') == 3
+    finally:
+        server.stop()
+    server.assert_clean_log()
+
+
+def test_the_writer_process_ignores_sigterm_and_is_replaced_if_it_dies(
+    database_url: str, tmp_path: Path
+) -> None:
+    site, subjects = seed(database_url, 20)
+    settings = settings_for(database_url)
+    server = Server(database_url, tmp_path).start()
+    try:
+        writer = server.writer_pid()
+        os.kill(writer, signal.SIGTERM)  # as a signal to the whole process group would
+        assert fire(server.url, site, subjects, 50) == 50
+        assert len(wait_for_rows(settings, "events", 50, site=site)) == 50
+        assert server.writer_pid() == writer
+        os.kill(writer, signal.SIGKILL)
+        time.sleep(0.5)
+        assert fire(server.url, site, subjects, 50) == 50
+        assert len(wait_for_rows(settings, "events", 100, site=site)) == 100
+        assert server.writer_pid() != writer
+        assert metric(server.url, "pixelgate_events_dropped_total") == 0
+    finally:
+        assert server.stop() == 0
+    assert "the writer process is gone; starting another" in server.log()
+    server.assert_clean_log()

@@ -49,6 +49,15 @@ async def test_a_loaded_registry_is_served_until_invalidated(sessions: Any) -> N
     assert (await cache.registries([key]))[key]["analytics"].granted is False
 
 
+async def test_followers_hear_of_every_invalidation(sessions: Any) -> None:
+    """How a writer process's cache follows its worker's (app/writer_process.py)."""
+    cache, heard = ConsentCache(sessions), []
+    cache.followers.append(heard.append)
+    cache.invalidate("cache-f", "p-1")
+    cache.clear()
+    assert heard == [("cache-f", "p-1"), None]
+
+
 async def test_subjects_without_records_are_cached_as_empty(sessions: Any) -> None:
     cache = ConsentCache(sessions)
     assert await cache.registries([("cache-b", "nobody")]) == {("cache-b", "nobody"): {}}

@@ -9,11 +9,11 @@ import pytest
 from litestar.testing import TestClient
 
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
-from app.ingest import write_events
 from app.main import create_app
 from app.models import DsarExport
 from app.pipeline import EventRow
 from app.reports import summary_of
+from app.writer import write_events
 from consent import store
 from consent.policy import load_policies
 from retention import jobs

@@ -1,0 +1,280 @@
+"""The writer: reads, pseudonymises, decides and writes a batch of hits at a time.
+
+A batch is one consent lookup (for subjects not cached) and one COPY (PostgreSQL) or
+executemany (SQLite). When the database is unreachable, batches go to the spool,
+pseudonymised, and are replayed in order once it answers again. `pixelgate serve` runs it in
+a process of its own (app/writer_process.py), fed by the queue in app/ingest.py.
+"""
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db import dialect_insert, driver_connection
+from app.metrics import Tally
+from app.models import Event
+from app.pipeline import (
+    Arrival,
+    Dropped,
+    EventRow,
+    Pending,
+    known_site,
+    parse_query,
+    prepare_at_site,
+    read_hit,
+    settle,
+)
+from app.pseudonym import KeyRing
+from app.sites import SiteDirectory, SiteOut
+from app.spool import Frame, Spool
+from consent import store
+from consent.cache import ConsentCache, Registry
+from consent.policy import Policy
+
+log = logging.getLogger("pixelgate.writer")
+# COPY talks to asyncpg directly, so its errors come unwrapped.
+UNREACHABLE = (
+    SQLAlchemyError,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+EVENT_COLUMNS = list(EventRow.__struct_fields__)  # basis last, as JSON text
+PLACEHOLDERS = ", ".join("?" * len(EVENT_COLUMNS))
+INSERT_EVENTS = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({PLACEHOLDERS})"  # noqa: S608
+# In process, the writer shares the event loop with the pixel: it lets the pixel answer
+# between every this many hits it reads or decides (about half a millisecond of work).
+YIELD_EVERY = 50
+
+
+async def write_events(
+    session: AsyncSession, rows: Sequence[EventRow], skip_existing: bool = False
+) -> None:
+    """One multi-row insert (COPY on PostgreSQL); a replay skips rows an interrupted earlier
+    replay already wrote."""
+    if not rows:
+        return
+    if not skip_existing and session.get_bind().dialect.name == "postgresql":
+        # COPY takes the rows as they are, without SQLAlchemy's per-value processing.
+        records = [
+            (*msgspec.structs.astuple(row)[:-1], msgspec.json.encode(row.basis).decode())
+            for row in rows
+        ]
+        driver = await driver_connection(session)
+        await driver.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
+        return
+    if skip_existing:
+        values = [msgspec.structs.asdict(row) for row in rows]
+        await session.execute(dialect_insert(session)(Event).on_conflict_do_nothing(), values)
+        return
+    # SQLite: one executemany of rows bound as the columns' types bind them (the stored
+    # formats are SQLAlchemy's own), without the ORM's bulk-insert work for every row.
+    dialect = session.get_bind().dialect
+    table = Event.__table__
+    types = [table.c[name].type.dialect_impl(dialect) for name in EVENT_COLUMNS]
+    binders = [(n, type_.bind_processor(dialect)) for n, type_ in enumerate(types)]
+    processors = [(n, process) for n, process in binders if process is not None]
+    params = []
+    for row in rows:
+        values = list(msgspec.structs.astuple(row))
+        for n, process in processors:
+            values[n] = process(values[n])
+        params.append(tuple(values))
+    connection = await session.connection()
+    await connection.exec_driver_sql(INSERT_EVENTS, params)
+
+
+class Writer:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        policies: dict[str, Policy],
+        sites: SiteDirectory,
+        keyring: KeyRing,
+        consent: ConsentCache,
+        spool: Spool,
+        region_header: str | None = None,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        self._engine = engine
+        self._sessions = sessions
+        self._policies = policies
+        self._sites = sites
+        self._keyring = keyring
+        self._consent = consent
+        self._spool = spool
+        self._region_header = region_header
+        self.retry_seconds = retry_seconds
+        self._tally = Tally()
+        self._down_until = 0.0  # while the database is down, batches go straight to the spool
+        self.replay_needed = spool.has_files()  # files left by an earlier run, perhaps
+
+    def take_tally(self) -> Tally:
+        """What was counted since the last call."""
+        tally, self._tally = self._tally, Tally()
+        return tally
+
+    async def start(self) -> None:
+        """Nothing to start: the owner's loop calls write()."""
+
+    async def close(self) -> None:
+        self._spool.close()
+
+    async def write(self, arrivals: list[Arrival]) -> None:
+        """Write (or spool) a batch; a bug loses the batch, counted, never the writer."""
+        try:
+            await self._write(arrivals)
+        except Exception as exc:
+            log.error("%d hits lost: %s", len(arrivals), type(exc).__name__)
+            self._tally.dropped += len(arrivals)
+
+    def _database_down(self, exc: BaseException) -> None:
+        if time.monotonic() >= self._down_until:
+            log.warning("database unreachable (%s); spooling events", type(exc).__name__)
+        self._down_until = time.monotonic() + self.retry_seconds
+
+    async def _write(self, arrivals: list[Arrival]) -> None:
+        batch = await self._prepare(arrivals)
+        if not batch:
+            return
+        if time.monotonic() < self._down_until:
+            self._spill(Frame(pending=batch), len(batch))
+            return
+        try:
+            rows = await self._decide(batch)
+        except UNREACHABLE as exc:
+            self._database_down(exc)
+            self._spill(Frame(pending=batch), len(batch))
+            return
+        try:
+            async with self._sessions() as session, session.begin():
+                await write_events(session, rows)
+        except UNREACHABLE as exc:
+            self._database_down(exc)
+            self._spill(Frame(rows=rows), len(rows))
+            return
+        self._tally.flushed += len(rows)
+
+    async def _prepare(self, arrivals: list[Arrival]) -> list[Pending]:
+        """Read, check and pseudonymise each hit; after this nothing raw is left."""
+        sites: dict[str, SiteOut | None] = {}
+        unreadable = set()
+        for slug in {a.site for a in arrivals}:
+            if time.monotonic() < self._down_until and not self._sites.knows(slug):
+                unreadable.add(slug)  # no point asking a database known to be down
+                continue
+            try:
+                sites[slug] = await self._sites.get(slug)
+            except UNREACHABLE as exc:
+                self._database_down(exc)
+                unreadable.add(slug)
+        batch, dropped, lost = [], Counter[str](), 0
+        for number, arrival in enumerate(arrivals, 1):
+            if number % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            if arrival.site in unreadable:
+                lost += 1
+                continue
+            try:
+                site, policy = known_site(sites[arrival.site], self._policies)
+                values = arrival.values
+                if values is None:
+                    values = parse_query(arrival.query)
+                hit = read_hit(site.slug, values, arrival.headers, self._region_header)
+                at = datetime.fromtimestamp(arrival.at, UTC)
+                batch.append(prepare_at_site(self._keyring, site, policy, hit, at))
+            except Dropped as exc:
+                dropped[exc.reason] += 1
+            except Exception as exc:
+                # Only the type: the text could quote the request.
+                log.error("hit not accepted: %s", type(exc).__name__)
+                dropped["error"] += 1
+        self._count(dropped)
+        if lost:
+            # Without its site's policy a hit can be neither decided nor spooled (the spool
+            # holds nothing raw): only a site first seen during an outage comes to this.
+            log.error("%d hits lost: their site is not cached and the database is down", lost)
+            self._tally.dropped += lost
+        return batch
+
+    def _count(self, denied: Counter[str], recorded: int = 0) -> None:
+        hits = self._tally.hits
+        for reason, count in (*denied.items(), ("recorded", recorded)):
+            if count:
+                hits[reason] = hits.get(reason, 0) + count
+
+    async def _decide(self, batch: list[Pending]) -> list[EventRow]:
+        keys = [(p.event.site, p.event.subject) for p in batch if p.event.subject]
+        registries = await self._consent.registries(keys)
+        return await self._settle(batch, registries)
+
+    async def _settle(
+        self, batch: list[Pending], registries: dict[tuple[str, str], Registry]
+    ) -> list[EventRow]:
+        rows, denied = [], Counter[str]()
+        for number, pending in enumerate(batch, 1):
+            if number % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            event = pending.event
+            registry = registries.get((event.site, event.subject), {}) if event.subject else {}
+            outcome = settle(self._policies[pending.policy], pending, registry)
+            if outcome.would_record and outcome.event is not None:
+                rows.append(outcome.event)
+            else:
+                denied[outcome.reason] += 1
+        self._count(denied, recorded=len(rows))
+        return rows
+
+    def _spill(self, frame: Frame, count: int) -> None:
+        try:
+            self._spool.append(frame)
+        except OSError as exc:
+            log.error("events lost: cannot spool (%s)", type(exc).__name__)
+            self._tally.dropped += count
+            return
+        self.replay_needed = True
+        self._tally.spilled += count
+
+    async def replay_if_due(self) -> None:
+        """Replay the spool, oldest first, unless the database is (still) known to be down."""
+        if time.monotonic() < self._down_until:
+            return
+        try:
+            async with self._engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except UNREACHABLE as exc:
+            self._database_down(exc)
+            return
+        self._spool.close()  # new spills, if any, start a new file
+        for path in self._spool.files():
+            try:
+                with self._spool.claim(path) as frames:
+                    for frame in frames or []:
+                        await self._replay(frame)
+            except UNREACHABLE as exc:
+                self._database_down(exc)
+                return
+        self.replay_needed = False
+
+    async def _replay(self, frame: Frame) -> None:
+        rows = list(frame.rows)
+        if frame.pending:
+            keys = [(p.event.site, p.event.subject) for p in frame.pending if p.event.subject]
+            async with self._sessions() as session:
+                registries = await store.registries(session, list(set(keys)))
+            rows.extend(await self._settle(frame.pending, registries))
+        async with self._sessions() as session, session.begin():
+            await write_events(session, rows, skip_existing=True)
+        self._tally.replayed += len(rows)
