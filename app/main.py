@@ -2,7 +2,6 @@
 
 import asyncio
 import gc
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -146,8 +145,4 @@ def serve_app() -> ASGIApp:
     app = pixel.in_front(create_app(load_settings(), writer_process=True))
     # What start-up built lives as long as the process: keep it out of every collection.
     gc.freeze()
-    # granian's I/O thread needs the GIL to hand each request to the event loop; while the
-    # writer works through a batch it would wait up to the default 5 ms switch interval.
-    # (bench/pixel.py, 1,000 consented subjects: p99 11.6-12.1 -> 8.2-8.4 ms, same req/s.)
-    sys.setswitchinterval(0.0005)
     return app

@@ -16,6 +16,7 @@ sent, so a Ctrl-C or a SIGTERM sent to the whole process group loses nothing.
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -194,6 +195,7 @@ async def run_child(stdin: asyncio.StreamReader, report: Any) -> None:
     )
     with contextlib.suppress(Exception):
         await sites.load()  # if the database is down, sites are looked up as hits come
+    gc.freeze()  # what start-up built lives as long as the process: out of every collection
     report(Report(Tally(), written=True))
     try:
         while True:

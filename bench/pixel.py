@@ -55,9 +55,9 @@ by at most the requests wrk wrote and saw no answer to; fewer rows than 200s mea
 The total is also compared with pixelgate's own count of recorded hits (/metrics).
 
 --profile DIR: per database, one more run of each consented scenario while py-spy samples
-the pixelgate worker (only samples holding the GIL, i.e. its Python work), written to
-DIR/<database>-<scenario>.txt as collapsed stacks and summarised: by function and by package
-(own time), and by project function (total time).
+the pixelgate worker and its writer process (only samples holding the GIL, i.e. their Python
+work), written to DIR/<database>-<scenario>[-writer].txt as collapsed stacks and summarised:
+by function and by package (own time), and by project function (total time).
 
 Needs root for `apt-get install nginx wrk` when they are missing (the package is not allowed
 to start the system's nginx), and PostgreSQL at PIXELGATE_TEST_PG (postgres@127.0.0.1:5432 by
@@ -346,6 +346,15 @@ def worker_pid(server: Server) -> int:
     raise RuntimeError(f"no worker process under {server.proc.pid}")
 
 
+def writer_pid(server: Server) -> int:
+    """The worker's writer process (app/writer_process.py)."""
+    worker = worker_pid(server)
+    for child in Path(f"/proc/{worker}/task/{worker}/children").read_text().split():
+        if b"app.writer_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    raise RuntimeError(f"no writer process under {worker}")
+
+
 def check_same_pixel(servers: dict[str, Server]) -> None:
     """All servers answer a 1x1 GIF with the same Cache-Control; pixelgate and bare litestar
     the very same bytes (42 of them: nginx's empty_gif has 43)."""
@@ -597,28 +606,38 @@ def log_problems(server: Server) -> list[tuple[int, str]]:
 
 def profile_run(
     server: Server, sc: Scenario, args: argparse.Namespace, out: Path
-) -> tuple[WrkRun, Profile]:
-    """One wrk run while py-spy samples the worker for most of it, keeping only samples of a
-    thread holding the GIL: the Python work the worker does, and what its one core spends."""
+) -> tuple[WrkRun, dict[str, Profile]]:
+    """One wrk run while py-spy samples the worker and its writer process for most of it,
+    keeping only samples of a thread holding the GIL: the Python work each process does, and
+    what its one core spends. The writer's stacks go to <out>-writer.txt."""
     pyspy = BIN / "py-spy"
     if not pyspy.exists():
         subprocess.run([str(BIN / "pip"), "install", "-q", "py-spy"], check=True)
     seconds = max(4, args.duration)
+    targets = {
+        "worker": (worker_pid(server), out),
+        "writer": (writer_pid(server), out.with_name(f"{out.stem}-writer{out.suffix}")),
+    }
     wrk = subprocess.Popen(
         wrk_command(server, sc, seconds, args), stdout=subprocess.PIPE, text=True
     )
     try:
         time.sleep(1)
-        record = [str(pyspy), "record", "--pid", str(worker_pid(server)), "--format", "raw"]
-        record += ["--duration", str(seconds - 2), "--rate", str(PROFILE_RATE)]
-        record += ["--gil", "--threads", "-o", str(out)]
-        subprocess.run(record, check=True, capture_output=True)
+        spies = []
+        for pid, path in targets.values():
+            record = [str(pyspy), "record", "--pid", str(pid), "--format", "raw"]
+            record += ["--duration", str(seconds - 2), "--rate", str(PROFILE_RATE)]
+            record += ["--gil", "--threads", "-o", str(path)]
+            spies.append(subprocess.Popen(record, stdout=subprocess.DEVNULL))
+        if any(spy.wait() != 0 for spy in spies):
+            raise RuntimeError("py-spy failed")
         output, _ = wrk.communicate()
     finally:
         if wrk.poll() is None:
             wrk.kill()
             wrk.wait()
-    return parse_wrk(output), Profile(out, seconds - 2)
+    profiles = {name: Profile(path, seconds - 2) for name, (_, path) in targets.items()}
+    return parse_wrk(output), profiles
 
 
 def summarise_profile(profile: Profile, top: int = 15) -> list[str]:
@@ -746,7 +765,8 @@ def bench_database(
                 slug = sc.name.replace(", ", "-").replace(" ", "-")
                 out = args.profile / f"{database}-{slug}.txt"
                 print(f"[{label}] profiling {sc.name} with py-spy -> {out}", flush=True)
-                run, profiles[sc.name] = profile_run(pixelgate, sc, args, out)
+                run, found = profile_run(pixelgate, sc, args, out)
+                profiles.update({f"{sc.name}, {name}": p for name, p in found.items()})
                 tallies[sc.site].add(run)
                 wait_for_writer(pixelgate)
 
@@ -864,7 +884,7 @@ def report(rep: DatabaseReport, args: argparse.Namespace) -> list[str]:
     out += ["", "pixelgate log, lines that look like trouble:"]
     out += [f"  {n:>6} x {line[:160]}" for n, line in rep.log_problems] or ["  none"]
     for name, profile in rep.profiles.items():
-        out += ["", f"py-spy profile of the worker under '{name}' ({profile.path}):"]
+        out += ["", f"py-spy profile of '{name}' ({profile.path}):"]
         out += summarise_profile(profile)
     return out
 
