@@ -22,6 +22,7 @@ import os
 import signal
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from app.pseudonym import KeyRing
 from app.settings import Settings
 from app.sites import SiteDirectory
 from app.spool import Spool
-from app.writer import Writer
+from app.writer import UNREACHABLE, Writer
 from consent.cache import ConsentCache, Key
 from consent.policy import load_policies
 
@@ -173,7 +174,7 @@ class WriterProcess:
             self._written.set_exception(WriterGone(f"exit status {code}"))
 
 
-async def run_child(stdin: asyncio.StreamReader, report: Any) -> None:
+async def run_child(stdin: asyncio.StreamReader, report: Callable[[Report], None]) -> None:
     """The child's side: build a writer from the worker's settings and feed it."""
     first = await read_frame(stdin)
     if first is None:
@@ -193,8 +194,10 @@ async def run_child(stdin: asyncio.StreamReader, report: Any) -> None:
         spool=Spool(settings.spool_dir),
         region_header=settings.region_header,
     )
-    with contextlib.suppress(Exception):
-        await sites.load()  # if the database is down, sites are looked up as hits come
+    try:
+        await sites.load()
+    except UNREACHABLE as exc:
+        log.warning("sites not loaded (%s): looked up as their hits come", type(exc).__name__)
     gc.freeze()  # what start-up built lives as long as the process: out of every collection
     report(Report(Tally(), written=True))
     try:
