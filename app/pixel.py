@@ -85,7 +85,10 @@ def queue_hit(
     ctx: Context, site: str, scope: Scope, query: bytes, values: dict[str, str] | None = None
 ) -> Awaitable[None]:
     """Everything the pixel does before it answers: the writer reads the hit later."""
-    return ctx.ingest.submit(Arrival(site, query, list(scope["headers"]), time.time(), values))
+    # A tuple: once the garbage collector has seen it (and its pairs of bytes), it stops
+    # tracking it, where a list would be walked by every full collection while it is queued.
+    headers = tuple(scope["headers"])
+    return ctx.ingest.submit(Arrival(site, query, headers, time.time(), values))
 
 
 async def _collect(ctx: Context, site: str, scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,18 +4,22 @@ and written, in order and once, when it answers again."""
 import asyncio
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+import pytest
+from sqlalchemy.dialects import sqlite
 
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.ingest import Ingest
 from app.metrics import Metrics
+from app.models import Event
 from app.pipeline import Arrival, EventRow, Pending, SignalsSeen
 from app.pseudonym import KeyRing
 from app.sites import SiteDirectory
 from app.spool import HEADER, Frame, Spool
-from app.writer import Writer
+from app.writer import SQLITE_BINDERS, Writer
 from consent import store
 from consent.cache import ConsentCache
 from consent.decide import Signals
@@ -244,3 +248,19 @@ def test_a_file_a_live_process_still_writes_is_left_alone(tmp_path: Path) -> Non
     writing.close()
     with Spool(tmp_path).claim(tmp_path / "gone.spool") as frames:
         assert frames is None
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 29, 19, 24, 41, 755224, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(2026, 1, 2, 3, 4, 5, 7, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_the_writers_sqlite_timestamps_are_sqlalchemys_own_text(moment: datetime) -> None:
+    """SQLite compares timestamps as text: the writer's faster binder must not differ."""
+    dialect = sqlite.dialect()
+    own = Event.__table__.c["occurred_at"].type.dialect_impl(dialect).bind_processor(dialect)
+    assert own is not None
+    assert SQLITE_BINDERS["occurred_at"](moment) == own(moment)

@@ -51,7 +51,7 @@ async def test_a_loaded_registry_is_served_until_invalidated(sessions: Any) -> N
 
 async def test_followers_hear_of_every_invalidation(sessions: Any) -> None:
     """How a writer process's cache follows its worker's (app/writer_process.py)."""
-    cache, heard = ConsentCache(sessions), []
+    cache, heard = ConsentCache(sessions), list[object]()
     cache.followers.append(heard.append)
     cache.invalidate("cache-f", "p-1")
     cache.clear()
