@@ -162,24 +162,30 @@ def test_the_spool_survives_a_restart(postgresql_url: str, tmp_path: Path) -> No
     first.assert_clean_log()
 
 
+def withdrawal_stops_recording(database_url: str, api: Server, pixels: Server) -> None:
+    """Three hits to `pixels` are recorded (its writer now holds the grant in its cache); after
+    a withdrawal through `api`, three more are not."""
+    site, [subject] = seed(database_url, 1)
+    settings = settings_for(database_url)
+    for _ in range(3):
+        httpx.get(f"{pixels.url}/p/{site}/pixel.gif", params={"u": subject}, headers=HEADERS)
+    assert len(wait_for_rows(settings, "events", 3, site=site)) == 3
+    admin = auth(make_key(settings, site))
+    withdrawn = httpx.delete(f"{api.url}/v1/sites/{site}/consent/{subject}", headers=admin)
+    assert withdrawn.status_code == 200
+    for _ in range(3):
+        httpx.get(f"{pixels.url}/p/{site}/pixel.gif", params={"u": subject}, headers=HEADERS)
+    time.sleep(1.0)
+    assert len(table_rows(settings, "events", site=site)) == 3
+
+
 def test_a_withdrawal_reaches_every_server_process_at_once(
     postgresql_url: str, tmp_path: Path
 ) -> None:
-    site, [subject] = seed(postgresql_url, 1)
-    settings = settings_for(postgresql_url)
-    admin = auth(make_key(settings, site))
     one = Server(postgresql_url, tmp_path / "one").start()
     two = Server(postgresql_url, tmp_path / "two").start()
     try:
-        for _ in range(3):  # process two now holds the grant in its cache
-            httpx.get(f"{two.url}/p/{site}/pixel.gif", params={"u": subject}, headers=HEADERS)
-        assert len(wait_for_rows(settings, "events", 3, site=site)) == 3
-        withdrawn = httpx.delete(f"{one.url}/v1/sites/{site}/consent/{subject}", headers=admin)
-        assert withdrawn.status_code == 200
-        for _ in range(3):
-            httpx.get(f"{two.url}/p/{site}/pixel.gif", params={"u": subject}, headers=HEADERS)
-        time.sleep(1.0)
-        assert len(table_rows(settings, "events", site=site)) == 3
+        withdrawal_stops_recording(postgresql_url, api=one, pixels=two)
     finally:
         one.stop()
         two.stop()
@@ -187,20 +193,9 @@ def test_a_withdrawal_reaches_every_server_process_at_once(
 
 def test_a_withdrawal_reaches_the_writer_process_at_once(database_url: str, tmp_path: Path) -> None:
     """The writer process keeps its own consent cache: the worker passes every change on."""
-    site, [subject] = seed(database_url, 1)
-    settings = settings_for(database_url)
     server = Server(database_url, tmp_path).start()
     try:
-        for _ in range(3):  # the writer process now holds the grant in its cache
-            httpx.get(f"{server.url}/p/{site}/pixel.gif", params={"u": subject}, headers=HEADERS)
-        assert len(wait_for_rows(settings, "events", 3, site=site)) == 3
-        admin = auth(make_key(settings, site))
-        withdrawn = httpx.delete(f"{server.url}/v1/sites/{site}/consent/{subject}", headers=admin)
-        assert withdrawn.status_code == 200
-        for _ in range(3):
-            httpx.get(f"{server.url}/p/{site}/pixel.gif", params={"u": subject}, headers=HEADERS)
-        time.sleep(1.0)
-        assert len(table_rows(settings, "events", site=site)) == 3
+        withdrawal_stops_recording(database_url, api=server, pixels=server)
         assert metric(server.url, 'pixelgate_hits_total{outcome="denied",reason="no_consent"}') == 3
     finally:
         server.stop()
