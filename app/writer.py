@@ -58,6 +58,23 @@ INSERT_EVENTS = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({PLACE
 YIELD_EVERY = 50
 
 
+def _sqlite_timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _compact_json(value: dict[str, str]) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+# SQLAlchemy's own binders for these two cost more than the rest of a row: the same text for
+# the timestamp (tests/app/test_ingest.py checks), compact JSON for the basis (read back the
+# same).
+SQLITE_BINDERS: dict[str, Callable[[Any], str]] = {
+    "occurred_at": _sqlite_timestamp,
+    "basis": _compact_json,
+}
+
+
 async def write_events(
     session: AsyncSession, rows: Sequence[EventRow], skip_existing: bool = False
 ) -> None:
@@ -67,10 +84,7 @@ async def write_events(
         return
     if not skip_existing and session.get_bind().dialect.name == "postgresql":
         # COPY takes the rows as they are, without SQLAlchemy's per-value processing.
-        records = [
-            (*msgspec.structs.astuple(row)[:-1], msgspec.json.encode(row.basis).decode())
-            for row in rows
-        ]
+        records = [(*msgspec.structs.astuple(row)[:-1], _compact_json(row.basis)) for row in rows]
         driver = await driver_connection(session)
         await driver.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
         return
@@ -96,23 +110,6 @@ async def write_events(
         params.append(tuple(bound))
     connection = await session.connection()
     await connection.exec_driver_sql(INSERT_EVENTS, params)
-
-
-def _sqlite_timestamp(value: datetime) -> str:
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _compact_json(value: dict[str, str]) -> str:
-    return msgspec.json.encode(value).decode()
-
-
-# SQLAlchemy's own binders for these two cost more than the rest of a row: the same text for
-# the timestamp (tests/app/test_ingest.py checks), compact JSON for the basis (read back the
-# same).
-SQLITE_BINDERS: dict[str, Callable[[Any], str]] = {
-    "occurred_at": _sqlite_timestamp,
-    "basis": _compact_json,
-}
 
 
 class Writer:
