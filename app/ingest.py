@@ -20,14 +20,9 @@ from app.pipeline import Arrival
 class BatchWriter(Protocol):
     """app/writer.py's Writer, or app/writer_process.py's WriterProcess in front of one."""
 
-    replay_needed: bool  # a spool waits for the database, to be retried every retry_seconds
-    retry_seconds: float
-
     async def start(self) -> None: ...
 
     async def write(self, arrivals: list[Arrival]) -> None: ...
-
-    async def replay_if_due(self) -> None: ...
 
     def take_tally(self) -> Tally: ...
 
@@ -109,8 +104,6 @@ class Ingest:
                 started = time.perf_counter()
                 await self._writer.write(batch)
                 self._metrics.flush_seconds.observe(time.perf_counter() - started)
-            if self._writer.replay_needed:
-                await self._writer.replay_if_due()
             if not self._arrivals:
                 self._idle.set()
             self.publish()
@@ -121,9 +114,7 @@ class Ingest:
         """Up to batch_rows hits, or what came within batch_seconds of the first."""
         if not self._arrivals and not self._closing:
             self._arrived.clear()
-            timeout = self._writer.retry_seconds if self._writer.replay_needed else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout)
+            await self._arrived.wait()
         if len(self._arrivals) < self._batch_rows and not self._closing:
             self._full.clear()
             with contextlib.suppress(TimeoutError):

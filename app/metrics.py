@@ -1,5 +1,7 @@
 """Counters for /metrics (Prometheus text format), one registry per app."""
 
+from collections.abc import Mapping
+
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -19,8 +21,12 @@ class Tally(msgspec.Struct, gc=False):
         self.spilled += other.spilled
         self.replayed += other.replayed
         self.dropped += other.dropped
-        for reason, count in other.hits.items():
-            self.hits[reason] = self.hits.get(reason, 0) + count
+        self.count_hits(other.hits)
+
+    def count_hits(self, reasons: Mapping[str, int]) -> None:
+        for reason, count in reasons.items():
+            if count:
+                self.hits[reason] = self.hits.get(reason, 0) + count
 
 
 class Metrics:

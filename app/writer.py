@@ -7,6 +7,7 @@ a process of its own (app/writer_process.py), fed by the queue in app/ingest.py.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -134,10 +135,12 @@ class Writer:
         self._consent = consent
         self._spool = spool
         self._region_header = region_header
-        self.retry_seconds = retry_seconds
+        self._retry_seconds = retry_seconds
         self._tally = Tally()
         self._down_until = 0.0  # while the database is down, batches go straight to the spool
-        self.replay_needed = spool.has_files()  # files left by an earlier run, perhaps
+        self._replay_needed = spool.has_files()  # files left by an earlier run, perhaps
+        self._busy = asyncio.Lock()  # a batch and a replay never interleave
+        self._replayer: asyncio.Task[None] | None = None
 
     def take_tally(self) -> Tally:
         """What was counted since the last call."""
@@ -145,23 +148,38 @@ class Writer:
         return tally
 
     async def start(self) -> None:
-        """Nothing to start: the owner's loop calls write()."""
+        self._replayer = asyncio.create_task(self._replay_when_due(), name="pixelgate-replay")
 
     async def close(self) -> None:
+        """After a last try at the spool (a replay under way is let finish)."""
+        async with self._busy:
+            if self._replayer is not None:
+                self._replayer.cancel()
+            await self._replay_if_due()
+        if self._replayer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replayer
         self._spool.close()
 
     async def write(self, arrivals: list[Arrival]) -> None:
         """Write (or spool) a batch; a bug loses the batch, counted, never the writer."""
-        try:
-            await self._write(arrivals)
-        except Exception as exc:
-            log.error("%d hits lost: %s", len(arrivals), type(exc).__name__)
-            self._tally.dropped += len(arrivals)
+        async with self._busy:
+            try:
+                await self._write(arrivals)
+            except Exception as exc:
+                log.error("%d hits lost: %s", len(arrivals), type(exc).__name__)
+                self._tally.dropped += len(arrivals)
+
+    async def _replay_when_due(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry_seconds)
+            async with self._busy:
+                await self._replay_if_due()
 
     def _database_down(self, exc: BaseException) -> None:
         if time.monotonic() >= self._down_until:
             log.warning("database unreachable (%s); spooling events", type(exc).__name__)
-        self._down_until = time.monotonic() + self.retry_seconds
+        self._down_until = time.monotonic() + self._retry_seconds
 
     async def _write(self, arrivals: list[Arrival]) -> None:
         batch = await self._prepare(arrivals)
@@ -219,19 +237,13 @@ class Writer:
                 # Only the type: the text could quote the request.
                 log.error("hit not accepted: %s", type(exc).__name__)
                 dropped["error"] += 1
-        self._count(dropped)
+        self._tally.count_hits(dropped)
         if lost:
             # Without its site's policy a hit can be neither decided nor spooled (the spool
             # holds nothing raw): only a site first seen during an outage comes to this.
             log.error("%d hits lost: their site is not cached and the database is down", lost)
             self._tally.dropped += lost
         return batch
-
-    def _count(self, denied: Counter[str], recorded: int = 0) -> None:
-        hits = self._tally.hits
-        for reason, count in (*denied.items(), ("recorded", recorded)):
-            if count:
-                hits[reason] = hits.get(reason, 0) + count
 
     async def _decide(self, batch: list[Pending]) -> list[EventRow]:
         keys = [(p.event.site, p.event.subject) for p in batch if p.event.subject]
@@ -252,7 +264,7 @@ class Writer:
                 rows.append(outcome.event)
             else:
                 denied[outcome.reason] += 1
-        self._count(denied, recorded=len(rows))
+        self._tally.count_hits({"recorded": len(rows), **denied})
         return rows
 
     def _spill(self, frame: Frame, count: int) -> None:
@@ -262,12 +274,12 @@ class Writer:
             log.error("events lost: cannot spool (%s)", type(exc).__name__)
             self._tally.dropped += count
             return
-        self.replay_needed = True
+        self._replay_needed = True
         self._tally.spilled += count
 
-    async def replay_if_due(self) -> None:
+    async def _replay_if_due(self) -> None:
         """Replay the spool, oldest first, unless the database is (still) known to be down."""
-        if time.monotonic() < self._down_until:
+        if not self._replay_needed or time.monotonic() < self._down_until:
             return
         try:
             async with self._engine.connect() as connection:
@@ -284,7 +296,7 @@ class Writer:
             except UNREACHABLE as exc:
                 self._database_down(exc)
                 return
-        self.replay_needed = False
+        self._replay_needed = False
 
     async def _replay(self, frame: Frame) -> None:
         rows = list(frame.rows)

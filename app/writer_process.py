@@ -96,9 +96,6 @@ class WriterGone(Exception):
 class WriterProcess:
     """The worker's side: what app/ingest.py's queue hands batches to."""
 
-    replay_needed = False  # the child replays its own spool
-    retry_seconds = 1.0
-
     def __init__(self, settings: Settings, consent: ConsentCache) -> None:
         self._settings = settings
         self._process: asyncio.subprocess.Process | None = None
@@ -139,9 +136,6 @@ class WriterProcess:
         except (WriterGone, ConnectionError) as exc:
             log.error("%d hits lost: the writer process exited (%s)", len(arrivals), exc)
             self._tally.dropped += len(arrivals)
-
-    async def replay_if_due(self) -> None:
-        """The child does this itself, between batches."""
 
     def take_tally(self) -> Tally:
         tally, self._tally = self._tally, Tally()
@@ -200,17 +194,10 @@ async def run_child(stdin: asyncio.StreamReader, report: Callable[[Report], None
         log.warning("sites not loaded (%s): looked up as their hits come", type(exc).__name__)
     gc.freeze()  # what start-up built lives as long as the process: out of every collection
     report(Report(Tally(), written=True))
+    await writer.start()
+    reporter = asyncio.create_task(_report_between_batches(writer, report))
     try:
-        while True:
-            timeout = writer.retry_seconds if writer.replay_needed else None
-            try:
-                data = await asyncio.wait_for(read_frame(stdin), timeout)
-            except TimeoutError:
-                await writer.replay_if_due()
-                report(Report(writer.take_tally(), written=False))
-                continue
-            if data is None:
-                break
+        while (data := await read_frame(stdin)) is not None:
             message = MESSAGE.decode(data)
             if isinstance(message, Forget):
                 if message.key is None:
@@ -219,13 +206,22 @@ async def run_child(stdin: asyncio.StreamReader, report: Callable[[Report], None
                     consent.invalidate(*message.key)
                 continue
             await writer.write(message.arrivals)
-            if writer.replay_needed:
-                await writer.replay_if_due()
             report(Report(writer.take_tally(), written=True))
     finally:
+        reporter.cancel()
         await writer.close()
         report(Report(writer.take_tally(), written=False))
         await engine.dispose()
+
+
+async def _report_between_batches(writer: Writer, report: Callable[[Report], None]) -> None:
+    """The writer replays its spool on a timer of its own: those counts need no batch to
+    reach the worker's /metrics."""
+    while True:
+        await asyncio.sleep(0.5)
+        tally = writer.take_tally()
+        if tally != Tally():
+            report(Report(tally, written=False))
 
 
 async def _child_main() -> None:
