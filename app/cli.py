@@ -119,7 +119,8 @@ def _serve(settings: Settings) -> None:
     Granian(
         "app.main:serve_app",
         factory=True,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI,
+        websockets=False,
         loop=Loops.uvloop,
         address=settings.host,
         port=settings.port,

@@ -11,11 +11,11 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.types import ASGIApp
 
 from app import dsar, events_api, health, links, pixel, reports
 from app.context import Context
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.front import Front
 from app.ingest import BatchWriter, Ingest
 from app.metrics import Metrics
 from app.problems import on_http_exception, on_unexpected
@@ -140,9 +140,9 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
     return app
 
 
-def serve_app() -> ASGIApp:
-    """Entry point for granian's factory mode: each worker reads the environment once."""
-    app = pixel.in_front(create_app(load_settings(), writer_process=True))
+def serve_app() -> Front:
+    """Entry point for granian's factory mode (RSGI): each worker reads the environment once."""
+    app = Front(create_app(load_settings(), writer_process=True))
     # What start-up built lives as long as the process: keep it out of every collection.
     gc.freeze()
     return app

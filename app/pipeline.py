@@ -61,7 +61,7 @@ class Arrival(msgspec.Struct, gc=False):
     deciding happen in the writer, a batch at a time. Holds raw values, like a Hit."""
 
     site: str
-    query: bytes  # the raw query string, or b"" when `values` are given
+    query: str  # the raw query string, or "" when `values` are given
     headers: Sequence[tuple[bytes, bytes]]
     at: float  # time.time() when it arrived
     values: dict[str, str] | None = None  # hit_values() of a beacon or link, instead of query
@@ -166,10 +166,10 @@ def hit_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {QUERY_FIELDS[k]: v for k, v in pairs if k in QUERY_FIELDS and v != ""}
 
 
-def parse_query(query: bytes) -> dict[str, str]:
+def parse_query(query: str) -> dict[str, str]:
     """hit_values() of a raw query string. Most pixel queries have nothing escaped: those are
     split here, several times faster than parse_qsl, with the same result."""
-    text = query[:MAX_QUERY].decode("latin-1")
+    text = query[:MAX_QUERY]
     if "%" in text or "+" in text:
         return hit_values(parse_qsl(text))
     values = {}

@@ -1,19 +1,19 @@
 """The pixel and collect edges, and the debug endpoint that explains them.
 
 The pixel is the hot path: it queues the request as it came (an Arrival, in memory only) and
-answers, in front of litestar's router (`in_front`); the writer (app/ingest.py) reads it.
+answers; the writer (app/ingest.py) reads it. Under `pixelgate serve` the pixel is answered
+before litestar sees the request (app/front.py); elsewhere by the ASGI route here.
 """
 
 import base64
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
 import msgspec
-from litestar import Litestar, Request, Response, asgi, get
+from litestar import Request, Response, asgi, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.enums import ScopeType
 from litestar.openapi.spec import (
     OpenAPI,
     OpenAPIMediaType,
@@ -26,7 +26,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 from litestar.params import FromPath
-from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
+from litestar.types import HTTPScope, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import require_key
@@ -82,13 +82,33 @@ COLLECT_DECODER = msgspec.json.Decoder(CollectBody)
 
 
 def queue_hit(
-    ctx: Context, site: str, scope: Scope, query: bytes, values: dict[str, str] | None = None
+    ctx: Context,
+    site: str,
+    query: str,
+    headers: Sequence[tuple[bytes, bytes]],
+    values: dict[str, str] | None = None,
 ) -> Awaitable[None]:
     """Everything the pixel does before it answers: the writer reads the hit later."""
-    # A tuple: once the garbage collector has seen it (and its pairs of bytes), it stops
-    # tracking it, where a list would be walked by every full collection while it is queued.
-    headers = tuple(scope["headers"])
     return ctx.ingest.submit(Arrival(site, query, headers, time.time(), values))
+
+
+def beacon_values(body: bytes) -> dict[str, str] | None:
+    """A collect body's hit values; None when it is too long or not the JSON object asked."""
+    if len(body) > MAX_BODY:
+        return None
+    try:
+        beacon = COLLECT_DECODER.decode(body)
+    except msgspec.DecodeError:
+        return None
+    return hit_values(
+        (k, str(v)) for k, v in msgspec.structs.asdict(beacon).items() if v is not None
+    )
+
+
+def pixel_route(path: str) -> tuple[str, str]:
+    """(site, action) of what follows /p: "/{site}/pixel.gif" or "/{site}/collect"."""
+    site, _, action = path.strip("/").partition("/")
+    return site, action
 
 
 async def _collect(ctx: Context, site: str, scope: Scope, receive: Receive, send: Send) -> None:
@@ -97,23 +117,25 @@ async def _collect(ctx: Context, site: str, scope: Scope, receive: Receive, send
         message = await receive()
         body += cast(bytes, message.get("body", b""))
         more = bool(message.get("more_body", False))
-    try:
-        beacon = COLLECT_DECODER.decode(body) if len(body) <= MAX_BODY else None
-    except msgspec.DecodeError:
-        beacon = None
-    if beacon is not None:
-        fields = [(k, str(v)) for k, v in msgspec.structs.asdict(beacon).items() if v is not None]
-        await queue_hit(ctx, site, scope, b"", hit_values(fields))
+    values = beacon_values(body)
+    if values is not None:
+        await queue_hit(ctx, site, "", _headers(scope), values)
     await send(COLLECT_START)  # type: ignore[arg-type]
     await send(EMPTY_BODY)  # type: ignore[arg-type]
 
 
+def _headers(scope: Scope) -> tuple[tuple[bytes, bytes], ...]:
+    # A tuple: once the garbage collector has seen it (and its pairs of bytes), it stops
+    # tracking it, where a list would be walked by every full collection while it is queued.
+    return tuple(scope["headers"])
+
+
 async def serve_pixel(ctx: Context, path: str, scope: Scope, receive: Receive, send: Send) -> None:
     """/p/{site}/pixel.gif and /p/{site}/collect; `path` is what follows /p."""
-    site, _, action = path.strip("/").partition("/")
+    site, action = pixel_route(path)
     method = cast("HTTPScope", scope)["method"]
     if method == "GET" and action == "pixel.gif":
-        await queue_hit(ctx, site, scope, scope["query_string"])
+        await queue_hit(ctx, site, scope["query_string"].decode("latin-1"), _headers(scope))
         await send(PIXEL_START)  # type: ignore[arg-type]
         await send(PIXEL_BODY)  # type: ignore[arg-type]
     elif method == "HEAD" and action == "pixel.gif":  # a probe: same answer, nothing recorded
@@ -127,25 +149,11 @@ async def serve_pixel(ctx: Context, path: str, scope: Scope, receive: Receive, s
 
 
 # The pixel as a litestar route (a raw ASGI mount: litestar cannot route an ASGI handler with a
-# path parameter). The server puts `in_front` before litestar instead, which skips litestar's
-# router and middleware as well; this route serves wherever the app runs unwrapped (tests).
+# path parameter), wherever the app runs as ASGI (embedded, the tests). `pixelgate serve`
+# answers the pixel before litestar sees it instead (app/front.py).
 @asgi("/p", is_mount=True, copy_scope=False, include_in_schema=False)
 async def pixel_edge(scope: Scope, receive: Receive, send: Send) -> None:
     await serve_pixel(scope["litestar_app"].state.ctx, scope["path"], scope, receive, send)
-
-
-def in_front(app: Litestar) -> ASGIApp:
-    """The app with the pixel answered before litestar sees the request: the pixel is the hot
-    path, and litestar's router and exception middleware cost as much as the pixel itself."""
-    ctx: Context = app.state.ctx
-
-    async def front(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP and scope["path"].startswith("/p/"):
-            await serve_pixel(ctx, scope["path"][2:], scope, receive, send)
-        else:
-            await app(scope, receive, send)
-
-    return front
 
 
 @get("/v1/sites/{site:str}/debug", summary="Explain what the pixel would do (records nothing)")

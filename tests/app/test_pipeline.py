@@ -20,7 +20,7 @@ QUERIES = [
 
 @pytest.mark.parametrize("query", QUERIES)
 def test_the_query_is_read_as_parse_qsl_reads_it(query: str) -> None:
-    assert parse_query(query.encode()) == hit_values(parse_qsl(query))
+    assert parse_query(query) == hit_values(parse_qsl(query))
 
 
 def test_event_ids_are_random_version_4_uuids() -> None:
