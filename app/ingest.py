@@ -30,13 +30,18 @@ class BatchWriter(Protocol):
 
 
 class Ingest:
+    """Batches of up to 5,000 hits or 50 ms: a batch's fixed costs (a transaction, a COPY, a
+    consent lookup, a trip to the writer process) spread over more hits, and the writer
+    takes less of the machine the pixel shares with it (10 ms and 1,000 gave 13-20 % fewer
+    consented hits a second); 50 ms is still far below what a person could notice."""
+
     def __init__(
         self,
         writer: BatchWriter,
         metrics: Metrics,
         *,
-        batch_rows: int = 1000,
-        batch_seconds: float = 0.01,
+        batch_rows: int = 5000,
+        batch_seconds: float = 0.05,
         capacity: int = 100_000,
     ) -> None:
         self._writer = writer
