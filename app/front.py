@@ -109,7 +109,7 @@ async def asgi_call(
         "method": scope.method,
         "scheme": scope.scheme,
         "path": scope.path,
-        "raw_path": scope.path.encode(),
+        "raw_path": scope.path.encode(),  # granian gives the path decoded only
         "query_string": scope.query_string.encode(),
         "root_path": "",
         "headers": [(k.encode(), v.encode()) for k, v in scope.headers.items()],

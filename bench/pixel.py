@@ -19,7 +19,8 @@ command (same duration, connections and threads, and bench/wrk_subjects.lua, whi
 - nginx with `empty_gif` (bench/nginx.conf.template): the ceiling for answering a GIF.
 - a bare litestar app on granian with uvloop, as pixelgate runs (bench/bare_app.py): one
   handler, the same GIF and headers; the floor of the framework and server pixelgate is built
-  on. (pixelgate answers its pixel in front of litestar's router, so it can beat this.)
+  on. (pixelgate answers its pixel before litestar sees the request, in granian's own RSGI
+  interface rather than ASGI (app/front.py), so it can beat this.)
 
 Scenarios (pixelgate answers once the request is queued; a batch writer in a process of its
 own, started by the worker, reads, pseudonymises, decides and inserts behind it: the numbers
