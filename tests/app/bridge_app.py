@@ -1,5 +1,5 @@
 """A litestar app behind app/front.py's ASGI bridge, for responses pixelgate's own routes do
-not give (yet): a streamed body, and none at all. Served by tests/app/test_front.py."""
+not give (yet): a streamed body, and none at all. Served by tests/app/test_serve.py."""
 
 from collections.abc import Iterator
 
