@@ -148,6 +148,27 @@ def test_sec_gpc_counts_in_any_of_several_headers(server: str, database_url: str
     assert [row["page"] for row in wait_for_rows(settings, "events", 1, site=site)] == ["/kept"]
 
 
+def test_the_region_header_and_referrer_reach_the_writer(database_url: str, tmp_path: Path) -> None:
+    """The pixel keeps only the headers the writer reads: the configured region one too."""
+    running = Server(database_url, tmp_path, PIXELGATE_REGION_HEADER="CF-IPCountry").start()
+    try:
+        settings = settings_for(database_url)
+        site = make_site(settings)  # gdpr-strict grants analytics by default in us-ca only
+        pixel = f"{running.url}/p/{site}/pixel.gif"
+        for region in ("US-CA", "DE"):
+            headers = {
+                "User-Agent": CHROME,
+                "CF-IPCountry": region,
+                "Referer": "https://News.Example.org/story?id=1",
+            }
+            assert httpx.get(pixel, headers=headers).status_code == 200
+        [event] = wait_for_rows(settings, "events", 1, site=site)
+        assert (event["jurisdiction"], event["referrer"]) == ("us-ca", "news.example.org")
+    finally:
+        running.stop()
+    running.assert_clean_log()
+
+
 def test_other_requests_reach_litestar_with_their_body_query_and_errors(
     server: str, database_url: str
 ) -> None:
