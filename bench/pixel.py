@@ -46,7 +46,10 @@ the noise. `x nginx` and `x bare` are pixelgate's median req/s over theirs. The 
 checked: >= 0.25 x nginx, >= 1.0 x bare litestar, p99 <= 15 ms, and the 1M scenario within
 10 % of the 1k one. wrk shares the machine with the servers and PostgreSQL: on a small
 machine nginx's figure is mostly wrk's own ceiling, and it moves with where the scheduler
-puts the two.
+puts the two. A second table splits the CPU time each request cost among the server (and,
+for pixelgate, its writer process), PostgreSQL and wrk: on a machine of few cores, the
+writer's and the database's time per hit is taken from the pixel's own, whatever their
+priority, so it shows where throughput goes.
 
 Then pixelgate is stopped with SIGTERM (it drains its queue) and the events table is counted
 per site: each 200 response wrk counted for a consented site (warm-ups included) should be
@@ -142,6 +145,10 @@ class WrkRun:
     sent: int  # requests the wrk threads wrote
     errors: dict[str, int]
     server_cpu: float = 0.0  # the server's processes, % of one core, while wrk ran
+    # CPU time per request wrk counted, in µs: "server" (its whole process tree), "writer"
+    # (pixelgate's writer process, part of "server"), "database" (every PostgreSQL process:
+    # SQLite's work is the writer's own) and "wrk"; and "busy", the machine's % of one core.
+    cpu_us: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -412,21 +419,44 @@ def parse_wrk(output: str) -> WrkRun:
 
 def run_wrk(server: Server, sc: Scenario, seconds: float, args: argparse.Namespace) -> WrkRun:
     command = wrk_command(server, sc, seconds, args)
-    cpu_before, started = cpu_seconds(server.proc.pid), time.perf_counter()
+    writer = writer_pid(server) if server.name.startswith("pixelgate") else None
+    before, started = cpu_sample(server, writer), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    cpu = (cpu_seconds(server.proc.pid) - cpu_before) / (time.perf_counter() - started)
+    after, elapsed = cpu_sample(server, writer), time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    return dataclasses.replace(parse_wrk(done.stdout), server_cpu=100 * cpu)
+    run = parse_wrk(done.stdout)
+    spent = {part: after[part] - before[part] for part in after}
+    per_request = {part: 1e6 * spent[part] / max(run.ok, 1) for part in spent if part != "busy"}
+    return dataclasses.replace(
+        run,
+        server_cpu=100 * spent["server"] / elapsed,
+        cpu_us={**per_request, "busy": 100 * spent["busy"] / elapsed},
+    )
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and all its descendants, from /proc."""
+def cpu_sample(server: Server, writer: int | None) -> dict[str, float]:
+    """CPU seconds so far: the server's tree, its writer, PostgreSQL, finished children (wrk)
+    and the whole machine (all but idle and iowait, from /proc/stat)."""
+    postgres = subprocess.run(["pgrep", "-u", "postgres"], capture_output=True, text=True)
+    children = os.times()
+    machine = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return {
+        "server": cpu_seconds(server.proc.pid),
+        "writer": cpu_seconds(writer) if writer else 0.0,
+        "database": sum(cpu_seconds(int(pid), False) for pid in postgres.stdout.split()),
+        "wrk": children.children_user + children.children_system,
+        "busy": (sum(machine) - machine[3] - machine[4]) / os.sysconf("SC_CLK_TCK"),
+    }
+
+
+def cpu_seconds(pid: int, descendants: bool = True) -> float:
+    """User + system CPU time of a process (and all its descendants), from /proc."""
     total = 0.0
     with contextlib.suppress(OSError):
         stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for children in Path(f"/proc/{pid}/task").glob("*/children") if descendants else ():
             total += sum(cpu_seconds(int(child)) for child in children.read_text().split())
     return total
 
@@ -819,6 +849,20 @@ def report(rep: DatabaseReport, args: argparse.Namespace) -> list[str]:
             f" {median(runs, lambda r: r.server_cpu):>6.0f} {ratios}".rstrip()
         )
 
+    out += [
+        "",
+        "CPU time per request (µs, median): the server (of which its writer process),"
+        " PostgreSQL, wrk; and how busy the machine was (% of one core):",
+    ]
+    for sc in plan:
+        cpu = {part: median(rep.runs[sc.name], lambda r, p=part: r.cpu_us[p]) for part in PARTS}
+        writer = f"({cpu['writer']:5.1f})" if sc.pixelgate else " " * 7
+        total = cpu["server"] + cpu["database"] + cpu["wrk"]
+        out.append(
+            f"  {sc.name:<18} {cpu['server']:6.1f} {writer} {cpu['database']:6.1f}"
+            f" {cpu['wrk']:6.1f}  = {total:6.1f}   busy {cpu['busy']:3.0f} %"
+        )
+
     out += ["", "targets:"]
     consented = [sc for sc in plan if sc.consented]
     for sc in consented:
@@ -888,6 +932,9 @@ def report(rep: DatabaseReport, args: argparse.Namespace) -> list[str]:
         out += ["", f"py-spy profile of '{name}' ({profile.path}):"]
         out += summarise_profile(profile)
     return out
+
+
+PARTS = ("server", "writer", "database", "wrk", "busy")
 
 
 def verdict(value: str, ok: bool, target: str) -> str:
