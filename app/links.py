@@ -17,7 +17,7 @@ from app.context import Context
 from app.db import dialect_insert, utcnow
 from app.models import Campaign, Link
 from app.pipeline import MAX_TEXT, hit_values
-from app.pixel import CACHE_CONTROL, queue_hit
+from app.pixel import CACHE_CONTROL, asgi_headers, queue_hit
 from app.problems import Problem
 from app.sites import site_or_404
 
@@ -139,7 +139,7 @@ async def follow_link(
         fields.append(("c", link.campaign))
     if subject := request.query_params.get("u"):
         fields.append(("u", subject))
-    await queue_hit(ctx, link.site, "", tuple(request.scope["headers"]), hit_values(fields))
+    await queue_hit(ctx, link.site, "", asgi_headers(request.scope), hit_values(fields))
     return Response(
         None,
         status_code=302,

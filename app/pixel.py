@@ -119,12 +119,13 @@ async def _collect(ctx: Context, site: str, scope: Scope, receive: Receive, send
         more = bool(message.get("more_body", False))
     values = beacon_values(body)
     if values is not None:
-        await queue_hit(ctx, site, "", _headers(scope), values)
+        await queue_hit(ctx, site, "", asgi_headers(scope), values)
     await send(COLLECT_START)  # type: ignore[arg-type]
     await send(EMPTY_BODY)  # type: ignore[arg-type]
 
 
-def _headers(scope: Scope) -> tuple[tuple[bytes, bytes], ...]:
+def asgi_headers(scope: Scope) -> tuple[tuple[bytes, bytes], ...]:
+    """The request headers as a hit keeps them."""
     # A tuple: once the garbage collector has seen it (and its pairs of bytes), it stops
     # tracking it, where a list would be walked by every full collection while it is queued.
     return tuple(scope["headers"])
@@ -135,7 +136,7 @@ async def serve_pixel(ctx: Context, path: str, scope: Scope, receive: Receive, s
     site, action = pixel_route(path)
     method = cast("HTTPScope", scope)["method"]
     if method == "GET" and action == "pixel.gif":
-        await queue_hit(ctx, site, scope["query_string"].decode("latin-1"), _headers(scope))
+        await queue_hit(ctx, site, scope["query_string"].decode("latin-1"), asgi_headers(scope))
         await send(PIXEL_START)  # type: ignore[arg-type]
         await send(PIXEL_BODY)  # type: ignore[arg-type]
     elif method == "HEAD" and action == "pixel.gif":  # a probe: same answer, nothing recorded
