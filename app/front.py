@@ -18,6 +18,7 @@ from litestar import Litestar
 from litestar.types import Message, Receive
 
 from app.context import Context
+from app.pipeline import HIT_HEADERS, REPEATED_HIT_HEADERS
 from app.pixel import CACHE_CONTROL, GIF, MAX_BODY, beacon_values, pixel_route, queue_hit
 
 log = logging.getLogger("pixelgate.front")
@@ -28,8 +29,6 @@ PIXEL_HEADERS = [
     ("cache-control", CACHE_CONTROL),
 ]
 COLLECT_HEADERS = [("cache-control", CACHE_CONTROL)]
-# What the writer reads of a hit's headers (app/pipeline.py read_hit); the rest stay here.
-HIT_HEADERS = ("user-agent", "referer", "dnt")
 
 
 class Front:
@@ -86,8 +85,9 @@ class Front:
             for name in self._hit_headers
             if (value := headers.get(name)) is not None
         )
-        if "sec-gpc" in headers:  # rare, and it may come more than once: all of them
-            picked += tuple((b"sec-gpc", v.encode()) for k, v in headers.items() if k == "sec-gpc")
+        for name in REPEATED_HIT_HEADERS:
+            if name in headers:  # rare: then every one of them, where get() gives the first
+                picked += tuple((k.encode(), v.encode()) for k, v in headers.items() if k == name)
         return picked
 
 

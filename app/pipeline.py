@@ -180,6 +180,12 @@ def parse_query(query: str) -> dict[str, str]:
     return values
 
 
+# The headers read_hit() reads, besides the configured region header: a server that keeps
+# only some of a request's headers (app/front.py) keeps these. Sec-GPC may come more than once.
+HIT_HEADERS = ("user-agent", "referer", "dnt")
+REPEATED_HIT_HEADERS = ("sec-gpc",)
+
+
 def read_hit(
     site: str,
     values: dict[str, str],

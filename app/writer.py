@@ -246,8 +246,7 @@ class Writer:
         return batch
 
     async def _decide(self, batch: list[Pending]) -> list[EventRow]:
-        keys = [(p.event.site, p.event.subject) for p in batch if p.event.subject]
-        registries = await self._consent.registries(keys)
+        registries = await self._consent.registries(_subject_keys(batch))
         return await self._settle(batch, registries)
 
     async def _settle(
@@ -301,10 +300,16 @@ class Writer:
     async def _replay(self, frame: Frame) -> None:
         rows = list(frame.rows)
         if frame.pending:
-            keys = [(p.event.site, p.event.subject) for p in frame.pending if p.event.subject]
+            # The registry itself, not the cache: notifications may have been lost meanwhile.
+            keys = list(set(_subject_keys(frame.pending)))
             async with self._sessions() as session:
-                registries = await store.registries(session, list(set(keys)))
+                registries = await store.registries(session, keys)
             rows.extend(await self._settle(frame.pending, registries))
         async with self._sessions() as session, session.begin():
             await write_events(session, rows, skip_existing=True)
         self._tally.replayed += len(rows)
+
+
+def _subject_keys(batch: Sequence[Pending]) -> list[tuple[str, str]]:
+    """The (site, pseudonym) of each hit that has a subject."""
+    return [(p.event.site, p.event.subject) for p in batch if p.event.subject]

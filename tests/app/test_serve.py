@@ -121,7 +121,7 @@ def test_the_pixel_answered_in_front_of_litestar_takes_every_method(
 # app/front.py: the pixel answered in granian's RSGI interface, the rest bridged to litestar.
 
 
-def test_the_pixel_answers_the_same_bytes_and_headers_as_over_asgi(server: str) -> None:
+def test_the_served_pixel_answers_get_and_head_alike(server: str) -> None:
     got = httpx.get(f"{server}/p/nowhere/pixel.gif")
     head = httpx.head(f"{server}/p/nowhere/pixel.gif")
     assert got.content == GIF
@@ -131,7 +131,7 @@ def test_the_pixel_answers_the_same_bytes_and_headers_as_over_asgi(server: str) 
         assert response.headers["content-length"] == str(len(GIF))
         assert response.headers["cache-control"].startswith("no-store")
     beacon = httpx.post(f"{server}/p/nowhere/collect", content=b"x" * 100_000)
-    assert (beacon.status_code, beacon.content) == (204, b"")  # too long: read no further
+    assert (beacon.status_code, beacon.content) == (204, b"")  # too long, answered all the same
 
 
 def test_sec_gpc_counts_in_any_of_several_headers(server: str, database_url: str) -> None:
