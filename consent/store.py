@@ -15,8 +15,9 @@ from consent.models import ConsentLedger, ConsentState
 from consent.policy import Policy
 
 CHANNEL = "pixelgate_consent"  # NOTIFY payload: "site:pseudonym" of a changed registry
+# record_id as text, as a Record keeps it: PostgreSQL makes the text for less than Python.
 REGISTRIES_SQL = (
-    "SELECT subject, purpose, granted, policy_version, record_id, expires_at, updated_at"
+    "SELECT subject, purpose, granted, policy_version, record_id::text, expires_at, updated_at"
     " FROM consent_state WHERE site = $1 AND subject = ANY($2::text[])"
 )
 

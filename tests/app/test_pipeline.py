@@ -3,6 +3,7 @@
 import uuid
 from urllib.parse import parse_qsl
 
+import msgspec
 import pytest
 
 from app.pipeline import hit_values, new_event_id, parse_query
@@ -27,3 +28,7 @@ def test_event_ids_are_random_version_4_uuids() -> None:
     ids = [new_event_id() for _ in range(1000)]
     assert len(set(ids)) == 1000
     assert all(i.version == 4 and i.variant == uuid.RFC_4122 for i in ids)
+    # the same objects uuid.UUID makes: equal, hashed, printed and spooled alike
+    same = [uuid.UUID(str(i)) for i in ids]
+    assert same == ids and set(same) == set(ids)
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(ids), type=list[uuid.UUID]) == ids

@@ -1,6 +1,7 @@
 """Pseudonyms (keyed, per site, normalised e-mail) and IP truncation (SPEC §1, §4.1)."""
 
 import hashlib
+import hmac
 
 import pytest
 
@@ -87,3 +88,12 @@ def test_an_ip_address_is_truncated_to_its_network_and_anything_else_is_none(
     raw: str | None, truncated: str | None
 ) -> None:
     assert truncate_ip(raw) == truncated
+
+
+@pytest.mark.parametrize("data", [b"", b"visitor-1", b"alice@example.test", bytes(300)])
+def test_a_mac_is_the_standard_hmac_sha256_under_the_labels_key(data: bytes) -> None:
+    ring = KeyRing(SECRET)
+    key = ring.key("site", "shop", "pseudonym")
+    expected = hmac.new(key, data, hashlib.sha256).digest()
+    assert ring.mac(data, "site", "shop", "pseudonym") == expected
+    assert ring.mac(data, "site", "shop", "pseudonym") == expected  # the kept states unchanged
