@@ -193,11 +193,6 @@ async def run_child(stdin: asyncio.StreamReader, report: Callable[[Report], None
     except UNREACHABLE as exc:
         log.warning("sites not loaded (%s): looked up as their hits come", type(exc).__name__)
     gc.freeze()  # what start-up built lives as long as the process: out of every collection
-    # A batch makes a few tracked objects a hit (dicts, lists) and keeps them all until it is
-    # written: with the default threshold (700) the young generation was collected every
-    # couple of hundred hits, finding nothing to free: a tenth of the writer's time, of which
-    # this threshold saves about half.
-    gc.set_threshold(20_000, *gc.get_threshold()[1:])
     report(Report(Tally(), written=True))
     await writer.start()
     reporter = asyncio.create_task(_report_between_batches(writer, report))
@@ -210,7 +205,15 @@ async def run_child(stdin: asyncio.StreamReader, report: Callable[[Report], None
                 else:
                     consent.invalidate(*message.key)
                 continue
-            await writer.write(message.arrivals)
+            # Garbage is collected between batches, not during them: everything a batch makes
+            # lives until the batch is written, and collections in the middle of one walked
+            # tens of thousands of objects each to free nothing (up to a sixth of the
+            # writer's time with a registry too big for the consent cache).
+            gc.disable()
+            try:
+                await writer.write(message.arrivals)
+            finally:
+                gc.enable()
             report(Report(writer.take_tally(), written=True))
     finally:
         reporter.cancel()
