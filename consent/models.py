@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, String, Uuid
+from sqlalchemy import JSON, Boolean, Index, PrimaryKeyConstraint, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -31,14 +31,29 @@ class ConsentLedger(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+# What the pixel's consent lookup reads besides the key (consent.store.REGISTRIES_SQL).
+HOT_PATH_READS = ["granted", "policy_version", "record_id", "expires_at", "updated_at"]
+
+
 class ConsentState(Base):
     """The latest decision per (site, subject, purpose); the pixel reads only this."""
 
     __tablename__ = "consent_state"
+    __table_args__ = (
+        # On PostgreSQL the key's index also holds what the hot path reads (migration 0005):
+        # a lookup is answered from the index alone.
+        PrimaryKeyConstraint(
+            "site",
+            "subject",
+            "purpose",
+            name="pk_consent_state",
+            postgresql_include=HOT_PATH_READS,
+        ),
+    )
 
-    site: Mapped[str] = mapped_column(String(63), primary_key=True)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
-    purpose: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site: Mapped[str] = mapped_column(String(63))
+    subject: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(32))
     granted: Mapped[bool] = mapped_column(Boolean)
     policy_version: Mapped[str] = mapped_column(String(64))
     record_id: Mapped[uuid.UUID] = mapped_column(Uuid)
