@@ -26,9 +26,9 @@ class KeyRing:
         return derived
 
     def mac(self, data: bytes, *labels: str) -> bytes:
-        """HMAC-SHA256 (RFC 2104) under the labels' key. The hmac module's does the same in
-        several Python calls a message: the writer makes one a hit, so this keeps the two
-        keyed SHA-256 states (the key's inner and outer pads) and copies them instead."""
+        """HMAC-SHA256 (RFC 2104) under the labels' key. The hmac module takes several Python
+        calls a message, and the writer makes one a hit: this keeps the two keyed SHA-256
+        states (the key's inner and outer pads) and copies them instead."""
         pads = self._pads.get(labels)
         if pads is None:
             key = self.key(*labels).ljust(SHA256_BLOCK, b"\0")
