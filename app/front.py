@@ -19,16 +19,17 @@ from litestar.types import Message, Receive
 
 from app.context import Context
 from app.pipeline import HIT_HEADERS, REPEATED_HIT_HEADERS
-from app.pixel import CACHE_CONTROL, GIF, MAX_BODY, beacon_values, pixel_route, queue_hit
+from app.pixel import (
+    COLLECT_HEADERS,
+    GIF,
+    MAX_BODY,
+    PIXEL_HEADERS,
+    beacon_values,
+    pixel_route,
+    queue_hit,
+)
 
 log = logging.getLogger("pixelgate.front")
-
-PIXEL_HEADERS = [
-    ("content-type", "image/gif"),
-    ("content-length", str(len(GIF))),
-    ("cache-control", CACHE_CONTROL),
-]
-COLLECT_HEADERS = [("cache-control", CACHE_CONTROL)]
 
 
 class Front:

@@ -38,20 +38,26 @@ from app.sites import site_or_404
 
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 CACHE_CONTROL = "no-store, no-cache, must-revalidate, max-age=0"
-PIXEL_START = {
-    "type": "http.response.start",
-    "status": 200,
-    "headers": [
-        (b"content-type", b"image/gif"),
-        (b"content-length", str(len(GIF)).encode()),
-        (b"cache-control", CACHE_CONTROL.encode()),
-    ],
-}
+# The pixel's and the beacon's response headers, as granian's RSGI takes them (app/front.py)
+# and, encoded, as ASGI messages.
+PIXEL_HEADERS = [
+    ("content-type", "image/gif"),
+    ("content-length", str(len(GIF))),
+    ("cache-control", CACHE_CONTROL),
+]
+COLLECT_HEADERS = [("cache-control", CACHE_CONTROL)]
+
+
+def _encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode(), value.encode()) for name, value in headers]
+
+
+PIXEL_START = {"type": "http.response.start", "status": 200, "headers": _encoded(PIXEL_HEADERS)}
 PIXEL_BODY = {"type": "http.response.body", "body": GIF}
 COLLECT_START = {
     "type": "http.response.start",
     "status": 204,
-    "headers": [(b"cache-control", CACHE_CONTROL.encode())],
+    "headers": _encoded(COLLECT_HEADERS),
 }
 NOT_FOUND = {"type": "http.response.start", "status": 404, "headers": []}
 EMPTY_BODY = {"type": "http.response.body", "body": b""}
