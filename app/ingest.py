@@ -9,12 +9,15 @@ the queue is drained.
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from typing import Protocol
 
 from app.metrics import Metrics, Tally
 from app.pipeline import Arrival
+
+log = logging.getLogger("pixelgate.ingest")
 
 
 class BatchWriter(Protocol):
@@ -58,15 +61,22 @@ class Ingest:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self._drained = False  # close() has written the queue out: a hit now has no writer
         self._submitted = 0  # counted into the `queued` counter a batch at a time
         self._published = 0
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, arrival: Arrival) -> None:
         """Queue a hit; only when the queue is full does the caller wait (back-pressure)."""
-        while len(self._arrivals) >= self._capacity:
+        while len(self._arrivals) >= self._capacity and not self._drained:
             self._room.clear()
             await self._room.wait()
+        if self._drained:
+            # A request the server let in after the drain (or held back by a full queue until
+            # then): no writer is left for it. Counted, never silently kept.
+            log.error("a hit came after the queue was drained: lost")
+            self._metrics.dropped.inc()
+            return
         arrivals = self._arrivals
         arrivals.append(arrival)
         self._submitted += 1
@@ -95,6 +105,12 @@ class Ingest:
             self._full.set()
             await self._task
             self._task = None
+        self._drained = True
+        self._room.set()  # a pixel still waiting for room learns there will be none
+        if self._arrivals:  # queued between the task's last look and now
+            await self._writer.write(list(self._arrivals))
+            self._arrivals.clear()
+            self._idle.set()
         await self._writer.close()
         self.publish()
 

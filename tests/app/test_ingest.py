@@ -264,3 +264,40 @@ def test_the_writers_sqlite_timestamps_are_sqlalchemys_own_text(moment: datetime
     own = Event.__table__.c["occurred_at"].type.dialect_impl(dialect).bind_processor(dialect)
     assert own is not None
     assert SQLITE_BINDERS["occurred_at"](moment) == own(moment)
+
+
+def test_every_hit_that_comes_while_the_queue_closes_is_written_or_counted_lost(
+    database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Hits keep coming while close() drains the queue and closes the writer: each is either
+    written or counted as dropped, none vanishes (nor waits forever for room)."""
+    site = make_site(settings_for(database_url))
+    person = subject_id()
+    consented(database_url, site, KEYRING.pseudonym(site, person))
+    real_close = Writer.close
+
+    async def slow_close(self: Writer) -> None:
+        await asyncio.sleep(0.2)  # the window in which no writer is left
+        await real_close(self)
+
+    monkeypatch.setattr(Writer, "close", slow_close)
+
+    async def hits_during_close() -> Metrics:
+        metrics = Metrics()
+        ingest, engine = ingest_for(database_url, tmp_path, metrics)
+        await ingest.start()
+        for _ in range(3):
+            await ingest.submit(arrival(site, person))
+        closing = asyncio.create_task(ingest.close())
+        for _ in range(30):
+            await ingest.submit(arrival(site, person))
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(closing, 10)
+        await engine.dispose()
+        return metrics
+
+    metrics = run(hits_during_close())
+    rows = len(table_rows(settings_for(database_url), "events", site=site))
+    dropped = metrics.dropped._value.get()
+    assert rows == metrics.flushed._value.get() >= 3
+    assert dropped > 0 and rows + dropped == 33
