@@ -70,11 +70,12 @@ class Arrival(msgspec.Struct, gc=False, array_like=True):
     values: dict[str, str] | None = None  # hit_values() of a beacon or link, instead of query
 
 
-class Hit(msgspec.Struct, kw_only=True, gc=False):
+class Hit(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A request as read by the writer. Holds raw values: never stored, logged or returned.
 
     Hot-path structs are `gc=False`: they hold no cycles, and thousands are made a second
-    (Pending ones may also wait in a spool frame) for the garbage collector to walk."""
+    (Pending ones may also wait in a spool frame) for the garbage collector to walk. Frozen,
+    so that a hit without its subject can key the Shapes it shares with others."""
 
     site: str
     kind: str = "pageview"
@@ -366,6 +367,58 @@ def prepare_at_site(
     signals, seen = read_signals(hit, site)
     event = to_event(hit, site, subject, agent, value, seen.jurisdiction, now)
     return Pending(policy=policy.name, event=event, signals=signals, seen=seen)
+
+
+class Shapes:
+    """What hits of one shape share, read once.
+
+    Most hits repeat an earlier one but for who sent it and when: the opens of a newsletter
+    (one message id and campaign, fetched by a handful of mail proxies), the views of a
+    popular page from the common browsers. A hit's shape is the hit without its subject;
+    checking it, classifying its user agent, reading its signals and reducing its fields
+    are done once a shape and kept, and each hit adds its pseudonym, id and time. The keys
+    hold raw values other than the subject, in memory only, like the hits themselves."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max = max_entries
+        self._shapes: dict[tuple[str, str, str, Hit], Pending | str] = {}  # or drop reason
+
+    def prepare(
+        self,
+        keyring: KeyRing,
+        site: SiteOut,
+        policy: Policy,
+        shape: Hit,
+        subject: str | None,
+        now: datetime,
+    ) -> Pending:
+        """prepare_at_site() of `shape` with `subject`; raises Dropped."""
+        if shape.token:
+            # A signed pixel names its own subject (any `u` is ignored) and is one of a kind.
+            return prepare_at_site(keyring, site, policy, shape, now)
+        key = (site.slug, site.policy, site.jurisdiction, shape)
+        shared = self._shapes.get(key)
+        if shared is None:
+            try:
+                shared = prepare_at_site(keyring, site, policy, shape, now)
+            except Dropped as exc:
+                shared = exc.reason
+            if len(self._shapes) >= self._max:
+                del self._shapes[next(iter(self._shapes))]  # the oldest
+            self._shapes[key] = shared
+        # valid_input() checks the subject before anything that could drop the shape.
+        if subject is not None and not 0 < len(subject.strip()) <= MAX_ID:
+            raise Dropped("invalid")
+        if isinstance(shared, str):
+            raise Dropped(shared)
+        event = msgspec.structs.replace(
+            shared.event,
+            subject=keyring.pseudonym(site.slug, subject) if subject else None,
+            occurred_at=now,
+            id=new_event_id(),
+            basis={},
+        )
+        return Pending(shared.policy, event, shared.signals, shared.seen)
 
 
 def settle(policy: Policy, pending: Pending, registry: dict[str, Record]) -> Outcome:

@@ -29,9 +29,9 @@ from app.pipeline import (
     Dropped,
     EventRow,
     Pending,
+    Shapes,
     known_site,
     parse_query,
-    prepare_at_site,
     read_hit,
     settle,
 )
@@ -141,6 +141,7 @@ class Writer:
         self._replay_needed = spool.has_files()  # files left by an earlier run, perhaps
         self._busy = asyncio.Lock()  # a batch and a replay never interleave
         self._replayer: asyncio.Task[None] | None = None
+        self._shapes = Shapes()
 
     def take_tally(self) -> Tally:
         """What was counted since the last call."""
@@ -228,9 +229,10 @@ class Writer:
                 values = arrival.values
                 if values is None:
                     values = parse_query(arrival.query)
-                hit = read_hit(site.slug, values, arrival.headers, self._region_header)
+                subject = values.pop("subject", None)
+                shape = read_hit(site.slug, values, arrival.headers, self._region_header)
                 at = datetime.fromtimestamp(arrival.at, UTC)
-                batch.append(prepare_at_site(self._keyring, site, policy, hit, at))
+                batch.append(self._shapes.prepare(self._keyring, site, policy, shape, subject, at))
             except Dropped as exc:
                 dropped[exc.reason] += 1
             except Exception as exc:

@@ -1,12 +1,28 @@
-"""The hit pipeline's own steps, where they take shortcuts: reading the query, minting ids."""
+"""The hit pipeline's own steps, where they take shortcuts: reading the query, minting ids,
+reading a hit's shape once for all the hits that share it."""
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl
 
 import msgspec
 import pytest
 
-from app.pipeline import hit_values, new_event_id, parse_query
+from app.pipeline import (
+    Dropped,
+    Pending,
+    Shapes,
+    hit_values,
+    new_event_id,
+    parse_query,
+    prepare_at_site,
+    read_hit,
+)
+from app.pseudonym import KeyRing
+from app.signed_pixels import PixelClaim, sign_pixel
+from app.sites import SiteOut
+from consent.policy import load_policies
+from tests.factories import CHROME, GMAIL_PROXY, GOOGLEBOT, IPHONE, POLICIES, SECRET
 
 QUERIES = [
     "p=/pricing&u=visitor-42",
@@ -32,3 +48,87 @@ def test_event_ids_are_random_version_4_uuids() -> None:
     same = [uuid.UUID(str(i)) for i in ids]
     assert same == ids and set(same) == set(ids)
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(ids), type=list[uuid.UUID]) == ids
+
+
+KEYS = KeyRing(SECRET)
+SITE = SiteOut("news", "gdpr-strict", [], "eu", datetime(2026, 1, 1, tzinfo=UTC))
+POLICY = load_policies(POLICIES)["gdpr-strict"]  # "open" pixels must be signed
+TOKEN = sign_pixel(KEYS, PixelClaim("news", KEYS.pseudonym("news", "bob"), "open", "c1", "/m"))
+UA = [(b"user-agent", CHROME.encode())]
+HITS = [
+    ("p=/a&u=alice", UA),
+    ("p=/a&u=bob", UA),  # the same shape, another subject
+    ("p=/a", UA),  # no subject
+    ("p=/a&u=alice", [(b"user-agent", IPHONE.encode()), (b"referer", b"https://x.test/y")]),
+    ("p=/a&u=alice", [*UA, (b"sec-gpc", b"1"), (b"dnt", b"1")]),
+    ("k=open&p=newsletter-7&c=spring&u=alice", [(b"user-agent", GMAIL_PROXY.encode())]),
+    ("k=purchase&v=19.90&cur=EUR&u=alice&utm_source=mail", UA),
+    ("p=/a&u=alice", [(b"user-agent", GOOGLEBOT.encode())]),  # bot
+    ("p=/a&u=" + "x" * 257, [(b"user-agent", GOOGLEBOT.encode())]),  # invalid before bot
+    ("p=/a&u=%20%20", UA),  # a blank subject
+    ("k=Bad-Kind&u=alice", UA),
+    ("k=open&u=alice", UA),  # unsigned
+    ("k=open&u=" + "x" * 300, UA),  # invalid before unsigned
+    (f"t={TOKEN}&u=someone-else", UA),  # the token's subject, not u
+    ("t=forged.token&u=alice", UA),
+    ("v=abc&u=alice", UA),
+]
+
+
+def direct(query: str, headers: list[tuple[bytes, bytes]], now: datetime) -> Pending | str:
+    hit = read_hit("news", parse_query(query), headers, None)
+    try:
+        return prepare_at_site(KEYS, SITE, POLICY, hit, now)
+    except Dropped as exc:
+        return exc.reason
+
+
+def shaped(
+    shapes: Shapes, query: str, headers: list[tuple[bytes, bytes]], now: datetime
+) -> Pending | str:
+    values = parse_query(query)
+    subject = values.pop("subject", None)
+    shape = read_hit("news", values, headers, None)
+    try:
+        return shapes.prepare(KEYS, SITE, POLICY, shape, subject, now)
+    except Dropped as exc:
+        return exc.reason
+
+
+def same_but_id(one: Pending | str, other: Pending | str) -> bool:
+    if isinstance(one, str) or isinstance(other, str):
+        return one == other
+    return msgspec.structs.replace(one.event, id=other.event.id) == other.event and (
+        one.policy,
+        one.signals,
+        one.seen,
+    ) == (other.policy, other.signals, other.seen)
+
+
+@pytest.mark.parametrize("kept", [4096, 4])  # 4: shapes are also read again, once evicted
+def test_a_hit_read_through_its_shape_is_the_hit_read_whole(kept: int) -> None:
+    shapes = Shapes(max_entries=kept)
+    start = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    for round_ in range(3):  # first read, then from the shapes kept
+        for n, (query, headers) in enumerate(HITS):
+            now = start + timedelta(seconds=round_ * 100 + n)
+            expected = direct(query, headers, now)
+            got = shaped(shapes, query, headers, now)
+            assert same_but_id(got, expected), (query, got, expected)
+    # the hits above cover every way a pixel hit is dropped before its consent is decided
+    outcomes = [direct(query, headers, start) for query, headers in HITS]
+    assert {o for o in outcomes if isinstance(o, str)} == {"bot", "invalid", "unsigned"}
+    signed = outcomes[13]
+    assert isinstance(signed, Pending) and signed.event.subject == KEYS.pseudonym("news", "bob")
+
+
+def test_hits_of_one_shape_share_nothing_they_could_change() -> None:
+    shapes = Shapes()
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    one = shaped(shapes, "p=/a&u=alice", UA, now)
+    other = shaped(shapes, "p=/a&u=bob", UA, now + timedelta(seconds=1))
+    assert isinstance(one, Pending) and isinstance(other, Pending)
+    assert one.event.subject == KEYS.pseudonym("news", "alice")
+    assert other.event.subject == KEYS.pseudonym("news", "bob")
+    assert one.event.id != other.event.id and one.event.occurred_at != other.event.occurred_at
+    assert one.event.basis is not other.event.basis
