@@ -53,7 +53,8 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, sqlite_cache_mib: int | None = None) -> AsyncEngine:
+    """`sqlite_cache_mib`: SQLite's page cache per connection, instead of its 2 MiB default."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
@@ -64,6 +65,8 @@ def make_engine(url: str) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            if sqlite_cache_mib is not None:
+                cursor.execute(f"PRAGMA cache_size=-{sqlite_cache_mib * 1024}")  # in KiB
             cursor.close()
 
         return engine

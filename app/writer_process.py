@@ -42,6 +42,10 @@ from consent.policy import load_policies
 
 log = logging.getLogger("pixelgate.writer")
 HEADER = struct.Struct(">I")
+# Each hit inserts into the events' subject index at a place of its own: with SQLite's
+# default 2 MiB page cache most of those pages are read again from the file at every batch
+# (1,000 subjects, 5,000-hit batches: 64 MiB took inserting from 29 to 23 µs a hit).
+WRITER_SQLITE_CACHE_MIB = 64
 
 
 class Batch(msgspec.Struct, tag="batch", gc=False):
@@ -174,7 +178,7 @@ async def run_child(stdin: asyncio.StreamReader, report: Callable[[Report], None
     if first is None:
         return
     settings = SETTINGS.decode(first)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, sqlite_cache_mib=WRITER_SQLITE_CACHE_MIB)
     sessions = make_sessionmaker(engine)
     consent = ConsentCache(sessions)
     sites = SiteDirectory(sessions)

@@ -20,6 +20,7 @@ from app.pseudonym import KeyRing
 from app.sites import SiteDirectory
 from app.spool import HEADER, Frame, Spool
 from app.writer import SQLITE_BINDERS, Writer
+from app.writer_process import WRITER_SQLITE_CACHE_MIB
 from consent import store
 from consent.cache import ConsentCache
 from consent.decide import Signals
@@ -301,3 +302,16 @@ def test_every_hit_that_comes_while_the_queue_closes_is_written_or_counted_lost(
     dropped = metrics.dropped._value.get()
     assert rows == metrics.flushed._value.get() >= 3
     assert dropped > 0 and rows + dropped == 33
+
+
+def test_the_writer_process_gives_sqlite_a_page_cache_of_its_own_size(tmp_path: Path) -> None:
+    async def cache_sizes() -> list[int]:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'events.db'}"
+        sizes = []
+        for engine in (make_engine(url), make_engine(url, WRITER_SQLITE_CACHE_MIB)):
+            async with engine.connect() as connection:
+                sizes.append((await connection.exec_driver_sql("PRAGMA cache_size")).scalar())
+            await engine.dispose()
+        return sizes
+
+    assert run(cache_sizes()) == [-2000, -WRITER_SQLITE_CACHE_MIB * 1024]  # KiB
