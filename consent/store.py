@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -15,11 +15,24 @@ from consent.models import ConsentLedger, ConsentState
 from consent.policy import Policy
 
 CHANNEL = "pixelgate_consent"  # NOTIFY payload: "site:pseudonym" of a changed registry
-# record_id as text, as a Record keeps it: PostgreSQL makes the text for less than Python.
+# The writer's lookups, a Record's columns. The database writes record_id as the text a
+# Record keeps, for less than Python would (SQLite stores it as 32 hex digits).
 REGISTRIES_SQL = (
     "SELECT subject, purpose, granted, policy_version, record_id::text, expires_at, updated_at"
     " FROM consent_state WHERE site = $1 AND subject = ANY($2::text[])"
 )
+SQLITE_REGISTRIES_SQL = (
+    "SELECT subject, purpose, granted, policy_version, substr(record_id, 1, 8) || '-' ||"
+    " substr(record_id, 9, 4) || '-' || substr(record_id, 13, 4) || '-' ||"
+    " substr(record_id, 17, 4) || '-' || substr(record_id, 21), expires_at, updated_at"
+    " FROM consent_state WHERE site = ? AND subject IN ({})"
+)
+
+
+def _sqlite_time(value: str | None) -> datetime | None:
+    """A timestamp as SQLAlchemy stores it on SQLite (UTC, without the zone), as UTCDateTime
+    reads it."""
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 class Proof(msgspec.Struct, frozen=True):
@@ -149,27 +162,23 @@ async def registries(
         by_site.setdefault(site, []).append(subject)
     postgres = session.get_bind().dialect.name == "postgresql"
     for site, subjects in by_site.items():
+        # The driver's own statements: SQLAlchemy's per-value processing of thousands of
+        # parameters and rows costs more than the query.
         rows: Iterable[Sequence[Any]]
         if postgres:
-            # asyncpg itself, with one array parameter: a thousand-entry IN list costs more to
-            # plan, and SQLAlchemy's per-value result processing more than the query.
+            # asyncpg, with one array parameter: a thousand-entry IN list costs more to plan.
             driver = await driver_connection(session)
             rows = await driver.fetch(REGISTRIES_SQL, site, subjects)
         else:
-            rows = await session.execute(
-                select(
-                    ConsentState.subject,
-                    ConsentState.purpose,
-                    ConsentState.granted,
-                    ConsentState.policy_version,
-                    ConsentState.record_id,
-                    ConsentState.expires_at,
-                    ConsentState.updated_at,
-                ).where(ConsentState.site == site, ConsentState.subject.in_(subjects))
-            )
+            connection = await session.connection()
+            statement = SQLITE_REGISTRIES_SQL.format(", ".join("?" * len(subjects)))
+            rows = await connection.exec_driver_sql(statement, (site, *subjects))
         for subject, purpose, granted, version, record_id, expires_at, updated_at in rows:
+            if not postgres:  # SQLite gives 0/1 and text
+                granted = bool(granted)
+                expires_at, updated_at = _sqlite_time(expires_at), _sqlite_time(updated_at)
             found.setdefault((site, subject), {})[purpose] = Record(
-                granted, version, str(record_id), expires_at, updated_at
+                granted, version, record_id, expires_at, updated_at
             )
     return found
 

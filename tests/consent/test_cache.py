@@ -7,10 +7,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import select
 
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from consent import store
 from consent.cache import ConsentCache, listen
+from consent.decide import Record
+from consent.models import ConsentState
 from consent.policy import load_policies
 from tests.factories import POLICIES
 
@@ -159,3 +162,33 @@ async def test_without_postgresql_the_listener_keeps_trying_and_trusts_nothing(
     listener.cancel()
     assert not ready.is_set() and not cache._entries
     assert "consent notifications unavailable" in caplog.text
+
+
+async def test_the_lookup_reads_the_registry_as_the_orm_reads_it(sessions: Any) -> None:
+    """The writer's lookup is the driver's own statement: the same values, types and record
+    ids (as text) as the mapped rows give, on both databases."""
+    site = "cache-orm"
+    for subject, granted in (("p-1", True), ("p-2", False), ("p-3", True)):
+        await grant(sessions, site, subject, granted)
+    keys = [(site, "p-1"), (site, "p-2"), (site, "p-3"), (site, "nobody")]
+    async with sessions() as session:
+        found = await store.registries(session, keys)
+        query = select(ConsentState).where(ConsentState.site == site)
+        mapped = (await session.scalars(query)).all()
+    expected = {
+        (site, row.subject): {
+            row.purpose: Record(
+                row.granted, row.policy_version, str(row.record_id), row.expires_at, row.updated_at
+            )
+        }
+        for row in mapped
+    }
+    assert found == expected and len(found) == 3
+    for registry in found.values():
+        record = registry["analytics"]
+        assert type(record.granted) is bool and record.updated_at is not None
+        assert record.updated_at.tzinfo is not None
+        if record.granted:  # a grant expires, a refusal does not
+            assert record.expires_at is not None and record.expires_at.tzinfo is not None
+        else:
+            assert record.expires_at is None
