@@ -3,7 +3,7 @@
 import asyncio
 import gc
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -31,6 +31,16 @@ from consent.cache import ConsentCache, listen
 from consent.policy import load_policies
 from consent.receipts import Signer, publish_key
 from retention.schedule import JobContext, scheduler
+
+
+async def _stopped(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task and let it finish: a job unlocks and gives back its
+    connection before the engine goes (else the event loop is left with a task waiting on
+    a connection that no longer exists, and never closes)."""
+    if task is not None:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
@@ -91,11 +101,9 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
         try:
             yield
         finally:
-            if jobs is not None:
-                jobs.cancel()
-            await ctx.ingest.close()
-            if listener is not None:
-                listener.cancel()
+            await _stopped(jobs)
+            await ctx.ingest.close()  # consent changes still reach the cache while it drains
+            await _stopped(listener)
             await engine.dispose()
 
     app = Litestar(
