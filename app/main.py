@@ -2,8 +2,9 @@
 
 import asyncio
 import gc
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -32,15 +33,18 @@ from consent.policy import load_policies
 from consent.receipts import Signer, publish_key
 from retention.schedule import JobContext, scheduler
 
+log = logging.getLogger("pixelgate.app")
 
-async def _stopped(task: asyncio.Task[None] | None) -> None:
-    """Cancel a background task and let it finish: a job unlocks and gives back its
-    connection before the engine goes (else the event loop is left with a task waiting on
-    a connection that no longer exists, and never closes)."""
+
+async def _stopped(task: asyncio.Task[None] | None, seconds: float = 10) -> None:
+    """Cancel a background task and let it finish, for a while: a job unlocks and gives back
+    its connection before the engine goes (else the event loop may be left with a task
+    waiting on a connection that no longer exists, and never close)."""
     if task is not None:
         task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+        if not done:
+            log.warning("%s still running %.0f s after it was cancelled", task.get_name(), seconds)
 
 
 def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
@@ -91,13 +95,15 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
         listener = None
         if not settings.is_sqlite:
             ready = asyncio.Event()
-            listener = asyncio.create_task(listen(consent, settings.database_url, ready))
+            listener = asyncio.create_task(
+                listen(consent, settings.database_url, ready), name="pixelgate-consent-listener"
+            )
             await asyncio.wait_for(ready.wait(), timeout=10)
         await ctx.ingest.start()
         jobs = None
         if settings.jobs:
             job_context = JobContext(engine, sessions, policies, forget=consent.invalidate)
-            jobs = asyncio.create_task(scheduler(job_context, utcnow))
+            jobs = asyncio.create_task(scheduler(job_context, utcnow), name="pixelgate-jobs")
         try:
             yield
         finally:

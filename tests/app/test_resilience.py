@@ -11,8 +11,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.main import _stopped
 from app.pseudonym import KeyRing
 from consent import store
 from consent.policy import load_policies
@@ -233,3 +235,35 @@ def test_the_writer_process_ignores_sigterm_and_is_replaced_if_it_dies(
         assert server.stop() == 0
     assert "the writer process is gone; starting another" in server.log()
     server.assert_clean_log()
+
+
+async def test_shutdown_waits_a_while_for_a_background_task_never_forever(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A job cancelled at shutdown is let finish its clean-up; one that would not finish at
+    all is left behind, named in the log, and the shutdown goes on."""
+    cleaned = asyncio.Event()
+
+    async def job(stubborn: bool) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # the clean-up after the cancel: unlock, give back
+            cleaned.set()
+            if stubborn:
+                await asyncio.sleep(0.5)  # ignores the cancel for longer than allowed
+            raise
+
+    polite = asyncio.create_task(job(False), name="polite")
+    await asyncio.sleep(0)
+    await _stopped(polite, seconds=5)
+    assert polite.cancelled() and cleaned.is_set() and "polite" not in caplog.text
+
+    stubborn = asyncio.create_task(job(True), name="stubborn")
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    await _stopped(stubborn, seconds=0.1)
+    assert time.monotonic() - started < 0.4
+    assert "stubborn still running" in caplog.text
+    with pytest.raises(asyncio.CancelledError):
+        await stubborn
