@@ -7,6 +7,7 @@ what leaves is an EventRow, pseudonymised and reduced.
 import random
 import re
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -381,7 +382,9 @@ class Shapes:
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._max = max_entries
-        self._shapes: dict[tuple[str, str, str, Hit], Pending | str] = {}  # or drop reason
+        # An OrderedDict, whose oldest entry is dropped in constant time (a dict's first key,
+        # after many deletions, is found by scanning past them).
+        self._shapes: OrderedDict[tuple[str, str, str, Hit], Pending | str] = OrderedDict()
 
     def prepare(
         self,
@@ -404,7 +407,7 @@ class Shapes:
             except Dropped as exc:
                 shared = exc.reason
             if len(self._shapes) >= self._max:
-                del self._shapes[next(iter(self._shapes))]  # the oldest
+                self._shapes.popitem(last=False)  # the oldest
             self._shapes[key] = shared
         # valid_input() checks the subject before anything that could drop the shape.
         if subject is not None and not 0 < len(subject.strip()) <= MAX_ID:
