@@ -61,7 +61,7 @@ class Ingest:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
-        self._drained = False  # close() has written the queue out: a hit now has no writer
+        self._drained = False  # the queue is written out and closed: a hit now has no writer
         self._submitted = 0  # counted into the `queued` counter a batch at a time
         self._published = 0
         self._task: asyncio.Task[None] | None = None
@@ -105,12 +105,8 @@ class Ingest:
             self._full.set()
             await self._task
             self._task = None
-        self._drained = True
+        self._drained = True  # also when the queue never started
         self._room.set()  # a pixel still waiting for room learns there will be none
-        if self._arrivals:  # queued between the task's last look and now
-            await self._writer.write(list(self._arrivals))
-            self._arrivals.clear()
-            self._idle.set()
         await self._writer.close()
         self.publish()
 
@@ -129,6 +125,7 @@ class Ingest:
                 self._idle.set()
             self.publish()
             if self._closing and not self._arrivals:
+                self._drained = True  # in the same step as the look: no hit slips in between
                 return
 
     async def _next_batch(self) -> list[Arrival]:

@@ -216,6 +216,11 @@ def read_hit(
     return Hit(site=site, **values, user_agent=user_agent, gpc=gpc, dnt=dnt, region=region)
 
 
+def check_subject(subject: str | None) -> None:
+    if subject is not None and not 0 < len(subject.strip()) <= MAX_ID:
+        raise Dropped("invalid")
+
+
 def valid_input(keyring: KeyRing, hit: Hit) -> tuple[Hit, Decimal | None, PixelClaim | None]:
     """Lengths, kind, value; a `t` token replaces u/c/p/k, and a bad one drops the hit."""
     claim = None
@@ -228,8 +233,7 @@ def valid_input(keyring: KeyRing, hit: Hit) -> tuple[Hit, Decimal | None, PixelC
         )
     if not KIND.match(hit.kind):
         raise Dropped("invalid")
-    if hit.subject is not None and not 0 < len(hit.subject.strip()) <= MAX_ID:
-        raise Dropped("invalid")
+    check_subject(hit.subject)
     attribution = (hit.campaign, hit.utm_source, hit.utm_medium, hit.utm_campaign)
     for text in (*attribution, hit.utm_content, hit.utm_term):
         if text is not None and len(text) > MAX_TEXT:
@@ -409,9 +413,7 @@ class Shapes:
             if len(self._shapes) >= self._max:
                 self._shapes.popitem(last=False)  # the oldest
             self._shapes[key] = shared
-        # valid_input() checks the subject before anything that could drop the shape.
-        if subject is not None and not 0 < len(subject.strip()) <= MAX_ID:
-            raise Dropped("invalid")
+        check_subject(subject)  # as valid_input() does, before anything that drops a shape
         if isinstance(shared, str):
             raise Dropped(shared)
         event = msgspec.structs.replace(

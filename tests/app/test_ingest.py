@@ -304,7 +304,10 @@ def test_every_hit_that_comes_while_the_queue_closes_is_written_or_counted_lost(
     assert dropped > 0 and rows + dropped == 33
 
 
-def test_the_writer_process_gives_sqlite_a_page_cache_of_its_own_size(tmp_path: Path) -> None:
+def test_an_engine_can_give_sqlite_a_larger_page_cache(tmp_path: Path) -> None:
+    """What the writer process asks of its engine (WRITER_SQLITE_CACHE_MIB); other engines
+    keep SQLite's default."""
+
     async def cache_sizes() -> list[int]:
         url = f"sqlite+aiosqlite:///{tmp_path / 'events.db'}"
         sizes = []
