@@ -10,6 +10,7 @@ litestar expects, and the app's lifespan runs in granian's start-up and shutdown
 import asyncio
 import logging
 import sys
+import time
 from typing import Any, cast
 
 from granian._granian import RSGIHTTPProtocol as HTTPProtocol  # granian.rsgi's, typed
@@ -18,7 +19,7 @@ from litestar import Litestar
 from litestar.types import Message, Receive
 
 from app.context import Context
-from app.pipeline import HIT_HEADERS, REPEATED_HIT_HEADERS
+from app.pipeline import HIT_HEADERS, REPEATED_HIT_HEADERS, Arrival, HitHeaders
 from app.pixel import (
     COLLECT_HEADERS,
     GIF,
@@ -60,7 +61,9 @@ class Front:
         site, action = pixel_route(scope.path[2:])
         method = scope.method
         if method == "GET" and action == "pixel.gif":
-            await queue_hit(self._ctx, site, scope.query_string, self._headers(scope))
+            hit = Arrival(site, scope.query_string, self._headers(scope), time.time())
+            if not self._ctx.ingest.offer(hit):  # full: wait for room
+                await self._ctx.ingest.submit(hit)
             proto.response_bytes(200, PIXEL_HEADERS, GIF)
         elif method == "HEAD" and action == "pixel.gif":  # a probe: same answer, nothing recorded
             proto.response_empty(200, PIXEL_HEADERS)
@@ -77,19 +80,19 @@ class Front:
         else:
             proto.response_empty(404, [])
 
-    def _headers(self, scope: RSGIScope) -> tuple[tuple[bytes, bytes], ...]:
-        """Only the headers the writer reads, as ASGI would give them. (granian leaves out
-        headers whose value is not visible ASCII: a user agent with é in it comes as none.)"""
+    def _headers(self, scope: RSGIScope) -> HitHeaders:
+        """Only the headers the writer reads. (granian leaves out headers whose value is not
+        visible ASCII: a user agent with é in it comes as none.) Asked for by name: taking
+        them all to pick from, or encoding them as ASGI would, costs the pixel twice as much
+        of the thread it answers on."""
         headers = scope.headers
-        picked = tuple(
-            (name.encode(), value.encode())
-            for name in self._hit_headers
-            if (value := headers.get(name)) is not None
-        )
+        picked = [
+            (name, value) for name in self._hit_headers if (value := headers.get(name)) is not None
+        ]
         for name in REPEATED_HIT_HEADERS:
             if name in headers:  # rare: then every one of them, where get() gives the first
-                picked += tuple((k.encode(), v.encode()) for k, v in headers.items() if k == name)
-        return picked
+                picked.extend((k, v) for k, v in headers.items() if k == name)
+        return tuple(picked)
 
 
 def _address(address: str) -> tuple[str, int]:

@@ -68,16 +68,22 @@ class Ingest:
 
     async def submit(self, arrival: Arrival) -> None:
         """Queue a hit; only when the queue is full does the caller wait (back-pressure)."""
-        while len(self._arrivals) >= self._capacity and not self._drained:
+        while not self.offer(arrival):
             self._room.clear()
             await self._room.wait()
+
+    def offer(self, arrival: Arrival) -> bool:
+        """submit() without the wait, for the pixel (a coroutine a hit costs it a microsecond
+        of the thread it answers on): False, and nothing done, when the queue is full."""
         if self._drained:
             # A request the server let in after the drain (or held back by a full queue until
             # then): no writer is left for it. Counted, never silently kept.
             log.error("a hit came after the queue was drained: lost")
             self._metrics.dropped.inc()
-            return
+            return True
         arrivals = self._arrivals
+        if len(arrivals) >= self._capacity:
+            return False
         arrivals.append(arrival)
         self._submitted += 1
         if len(arrivals) == 1:
@@ -85,6 +91,7 @@ class Ingest:
             self._idle.clear()
         elif len(arrivals) == self._batch_rows:
             self._full.set()
+        return True
 
     def publish(self) -> None:
         """Bring the queue's and the writer's counters in /metrics up to date."""

@@ -139,7 +139,7 @@ async def follow_link(
         fields.append(("c", link.campaign))
     if subject := request.query_params.get("u"):
         fields.append(("u", subject))
-    await queue_hit(ctx, link.site, "", asgi_headers(request.scope), hit_values(fields))
+    await queue_hit(ctx, link.site, "", asgi_headers(ctx, request.scope), hit_values(fields))
     return Response(
         None,
         status_code=302,

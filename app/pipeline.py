@@ -8,7 +8,7 @@ import random
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
@@ -54,6 +54,11 @@ QUERY_FIELDS = {
     **{f: f for f in UTM_FIELDS},
 }
 
+# (name in lower case, value) of each header read_hit() reads, in the order they came: text,
+# as granian gives headers (app/front.py), where ASGI's bytes would be encoded only to be
+# decoded again in the writer.
+HitHeaders = tuple[tuple[str, str], ...]
+
 
 class Arrival(msgspec.Struct, gc=False, array_like=True):
     """A pixel request as it came in, kept only in memory until the writer reads it.
@@ -66,7 +71,7 @@ class Arrival(msgspec.Struct, gc=False, array_like=True):
 
     site: str
     query: str  # the raw query string, or "" when `values` are given
-    headers: Sequence[tuple[bytes, bytes]]
+    headers: HitHeaders
     at: float  # time.time() when it arrived
     values: dict[str, str] | None = None  # hit_values() of a beacon or link, instead of query
 
@@ -185,34 +190,49 @@ def parse_query(query: str) -> dict[str, str]:
     return values
 
 
-# The headers read_hit() reads, besides the configured region header: a server that keeps
-# only some of a request's headers (app/front.py) keeps these. Sec-GPC may come more than once.
+# The headers read_hit() reads, besides the configured region header, and the only ones a hit
+# keeps. Sec-GPC may come more than once.
 HIT_HEADERS = ("user-agent", "referer", "dnt")
 REPEATED_HIT_HEADERS = ("sec-gpc",)
+
+
+def hit_header_names(region_header: str | None) -> tuple[str, ...]:
+    region = (region_header.lower(),) if region_header else ()
+    return (*HIT_HEADERS, *REPEATED_HIT_HEADERS, *region)
+
+
+def hit_headers(raw: Iterable[tuple[bytes, bytes]], region_header: str | None) -> HitHeaders:
+    """The headers a hit keeps, out of an ASGI request's (names already in lower case)."""
+    names = hit_header_names(region_header)
+    return tuple(
+        (name, value.decode("latin-1"))
+        for key, value in raw
+        if (name := key.decode("latin-1")) in names
+    )
 
 
 def read_hit(
     site: str,
     values: dict[str, str],
-    headers: Iterable[tuple[bytes, bytes]],
+    headers: HitHeaders,
     region_header: str | None,
 ) -> Hit:
     """`values`: a fresh dict from hit_values() or parse_query() (the Referer header may be
     added to it); the request's headers give the rest."""
     user_agent, gpc, dnt, region = "", False, False, None
-    region_name = region_header.lower().encode() if region_header else None
-    for name, raw in headers:
-        if name == b"user-agent":
-            user_agent = raw.decode("latin-1")
-        elif name == b"referer":
-            values.setdefault("referrer", raw.decode("latin-1"))
-        elif name == b"sec-gpc":
+    region_name = region_header.lower() if region_header else None
+    for name, value in headers:
+        if name == "user-agent":
+            user_agent = value
+        elif name == "referer":
+            values.setdefault("referrer", value)
+        elif name == "sec-gpc":
             # Only exactly "1" counts, in any one of several headers (or a comma-joined one).
-            gpc = gpc or any(part.strip() == b"1" for part in raw.split(b","))
-        elif name == b"dnt":
-            dnt = raw.strip() == b"1"
+            gpc = gpc or any(part.strip() == "1" for part in value.split(","))
+        elif name == "dnt":
+            dnt = value.strip() == "1"
         elif name == region_name:
-            region = raw.decode("latin-1")
+            region = value
     return Hit(site=site, **values, user_agent=user_agent, gpc=gpc, dnt=dnt, region=region)
 
 

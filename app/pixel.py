@@ -7,7 +7,7 @@ before litestar sees the request (app/front.py); elsewhere by the ASGI route her
 
 import base64
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import Any, cast
 
 import msgspec
@@ -33,7 +33,15 @@ from app.auth import require_key
 from app.context import Context
 from app.db import utcnow
 from app.dsar import open_and_overdue
-from app.pipeline import Arrival, Outcome, evaluate, hit_values, read_hit
+from app.pipeline import (
+    Arrival,
+    HitHeaders,
+    Outcome,
+    evaluate,
+    hit_headers,
+    hit_values,
+    read_hit,
+)
 from app.sites import site_or_404
 
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -91,7 +99,7 @@ def queue_hit(
     ctx: Context,
     site: str,
     query: str,
-    headers: Sequence[tuple[bytes, bytes]],
+    headers: HitHeaders,
     values: dict[str, str] | None = None,
 ) -> Awaitable[None]:
     """Everything the pixel does before it answers: the writer reads the hit later."""
@@ -125,16 +133,14 @@ async def _collect(ctx: Context, site: str, scope: Scope, receive: Receive, send
         more = bool(message.get("more_body", False))
     values = beacon_values(body)
     if values is not None:
-        await queue_hit(ctx, site, "", asgi_headers(scope), values)
+        await queue_hit(ctx, site, "", asgi_headers(ctx, scope), values)
     await send(COLLECT_START)  # type: ignore[arg-type]
     await send(EMPTY_BODY)  # type: ignore[arg-type]
 
 
-def asgi_headers(scope: Scope) -> tuple[tuple[bytes, bytes], ...]:
+def asgi_headers(ctx: Context, scope: Scope) -> HitHeaders:
     """The request headers as a hit keeps them."""
-    # A tuple: once the garbage collector has seen it (and its pairs of bytes), it stops
-    # tracking it, where a list would be walked by every full collection while it is queued.
-    return tuple(scope["headers"])
+    return hit_headers(scope["headers"], ctx.settings.region_header)
 
 
 async def serve_pixel(ctx: Context, path: str, scope: Scope, receive: Receive, send: Send) -> None:
@@ -142,7 +148,8 @@ async def serve_pixel(ctx: Context, path: str, scope: Scope, receive: Receive, s
     site, action = pixel_route(path)
     method = cast("HTTPScope", scope)["method"]
     if method == "GET" and action == "pixel.gif":
-        await queue_hit(ctx, site, scope["query_string"].decode("latin-1"), asgi_headers(scope))
+        query = scope["query_string"].decode("latin-1")
+        await queue_hit(ctx, site, query, asgi_headers(ctx, scope))
         await send(PIXEL_START)  # type: ignore[arg-type]
         await send(PIXEL_BODY)  # type: ignore[arg-type]
     elif method == "HEAD" and action == "pixel.gif":  # a probe: same answer, nothing recorded
@@ -171,7 +178,8 @@ async def debug(
         await site_or_404(session, site)
         await require_key(request, session, ctx.keyring, site, "read")
         values = hit_values(request.query_params.items())
-        hit = read_hit(site, values, request.scope["headers"], ctx.settings.region_header)
+        region = ctx.settings.region_header
+        hit = read_hit(site, values, hit_headers(request.scope["headers"], region), region)
         return await evaluate(session, ctx, hit, utcnow())
 
 

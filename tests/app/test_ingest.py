@@ -62,7 +62,7 @@ def pending(site: str, subject: str | None, seconds_ago: float = 0) -> Pending:
 
 def arrival(site: str, subject: str | None) -> Arrival:
     query = f"p=/&u={subject}" if subject else "p=/"
-    return Arrival(site, query, [(b"user-agent", CHROME.encode())], time.time())
+    return Arrival(site, query, (("user-agent", CHROME),), time.time())
 
 
 def ingest_for(

@@ -10,8 +10,10 @@ import pytest
 
 from app.pipeline import (
     Dropped,
+    HitHeaders,
     Pending,
     Shapes,
+    hit_headers,
     hit_values,
     new_event_id,
     parse_query,
@@ -40,6 +42,25 @@ def test_the_query_is_read_as_parse_qsl_reads_it(query: str) -> None:
     assert parse_query(query) == hit_values(parse_qsl(query))
 
 
+def test_a_hit_keeps_only_the_headers_it_reads_as_text() -> None:
+    raw = [
+        (b"host", b"pixel.test"),
+        (b"cookie", b"session=secret"),
+        (b"user-agent", b"Mozilla/5.0 \xe9"),  # latin-1, as ASGI gives it
+        (b"sec-gpc", b"0"),
+        (b"sec-gpc", b"1"),
+        (b"cf-ipcountry", b"DE"),
+        (b"referer", b"https://x.test/y"),
+    ]
+    kept = (("user-agent", "Mozilla/5.0 é"), ("sec-gpc", "0"), ("sec-gpc", "1"))
+    assert hit_headers(raw, None) == (*kept, ("referer", "https://x.test/y"))
+    assert hit_headers(raw, "CF-IPCountry") == (
+        *kept,
+        ("cf-ipcountry", "DE"),
+        ("referer", "https://x.test/y"),
+    )
+
+
 def test_event_ids_are_random_version_4_uuids() -> None:
     ids = [new_event_id() for _ in range(1000)]
     assert len(set(ids)) == 1000
@@ -54,17 +75,17 @@ KEYS = KeyRing(SECRET)
 SITE = SiteOut("news", "gdpr-strict", [], "eu", datetime(2026, 1, 1, tzinfo=UTC))
 POLICY = load_policies(POLICIES)["gdpr-strict"]  # "open" pixels must be signed
 TOKEN = sign_pixel(KEYS, PixelClaim("news", KEYS.pseudonym("news", "bob"), "open", "c1", "/m"))
-UA = [(b"user-agent", CHROME.encode())]
+UA: HitHeaders = (("user-agent", CHROME),)
 HITS = [
     ("p=/a&u=alice", UA),
     ("p=/a&u=bob", UA),  # the same shape, another subject
     ("p=/a", UA),  # no subject
-    ("p=/a&u=alice", [(b"user-agent", IPHONE.encode()), (b"referer", b"https://x.test/y")]),
-    ("p=/a&u=alice", [*UA, (b"sec-gpc", b"1"), (b"dnt", b"1")]),
-    ("k=open&p=newsletter-7&c=spring&u=alice", [(b"user-agent", GMAIL_PROXY.encode())]),
+    ("p=/a&u=alice", (("user-agent", IPHONE), ("referer", "https://x.test/y"))),
+    ("p=/a&u=alice", (*UA, ("sec-gpc", "1"), ("dnt", "1"))),
+    ("k=open&p=newsletter-7&c=spring&u=alice", (("user-agent", GMAIL_PROXY),)),
     ("k=purchase&v=19.90&cur=EUR&u=alice&utm_source=mail", UA),
-    ("p=/a&u=alice", [(b"user-agent", GOOGLEBOT.encode())]),  # bot
-    ("p=/a&u=" + "x" * 257, [(b"user-agent", GOOGLEBOT.encode())]),  # invalid before bot
+    ("p=/a&u=alice", (("user-agent", GOOGLEBOT),)),  # bot
+    ("p=/a&u=" + "x" * 257, (("user-agent", GOOGLEBOT),)),  # invalid before bot
     ("p=/a&u=%20%20", UA),  # a blank subject
     ("k=Bad-Kind&u=alice", UA),
     ("k=open&u=alice", UA),  # unsigned
@@ -75,7 +96,7 @@ HITS = [
 ]
 
 
-def direct(query: str, headers: list[tuple[bytes, bytes]], now: datetime) -> Pending | str:
+def direct(query: str, headers: HitHeaders, now: datetime) -> Pending | str:
     hit = read_hit("news", parse_query(query), headers, None)
     try:
         return prepare_at_site(KEYS, SITE, POLICY, hit, now)
@@ -83,9 +104,7 @@ def direct(query: str, headers: list[tuple[bytes, bytes]], now: datetime) -> Pen
         return exc.reason
 
 
-def shaped(
-    shapes: Shapes, query: str, headers: list[tuple[bytes, bytes]], now: datetime
-) -> Pending | str:
+def shaped(shapes: Shapes, query: str, headers: HitHeaders, now: datetime) -> Pending | str:
     values = parse_query(query)
     subject = values.pop("subject", None)
     shape = read_hit("news", values, headers, None)
