@@ -394,38 +394,68 @@ def prepare_at_site(
     return Pending(policy=policy.name, event=event, signals=signals, seen=seen)
 
 
+Said = str | tuple[tuple[str, str], ...]  # what a hit says besides its subject: see said_by()
+
+
+def said_by(arrival: Arrival) -> tuple[str | None, Said]:
+    """An arrival's subject, and the rest of what it says, not read yet: the rest of its
+    query, or its values as pairs. Most queries are split without being read; one with
+    escapes is read whole (its `u` may be escaped)."""
+    if arrival.values is not None:
+        values = dict(arrival.values)
+        return values.pop("subject", None), tuple(values.items())
+    text = arrival.query[:MAX_QUERY]
+    if "%" in text or "+" in text:
+        values = parse_query(text)
+        return values.pop("subject", None), tuple(values.items())
+    if "u=" not in text:
+        return None, text
+    subject, rest = None, []
+    for pair in text.split("&"):
+        if pair.startswith("u="):
+            subject = pair[2:] or subject  # as parse_query(): the last one not blank
+        else:
+            rest.append(pair)
+    return subject, "&".join(rest)
+
+
 class Shapes:
     """What hits of one shape share, read once.
 
     Most hits repeat an earlier one but for who sent it and when: the opens of a newsletter
     (one message id and campaign, fetched by a handful of mail proxies), the views of a
-    popular page from the common browsers. A hit's shape is the hit without its subject;
-    checking it, classifying its user agent, reading its signals and reducing its fields
-    are done once a shape and kept, and each hit adds its pseudonym, id and time. The keys
-    hold raw values other than the subject, in memory only, like the hits themselves."""
+    popular page from the common browsers. A hit's shape is the hit without its subject:
+    what the rest of its query (or values) and its headers say. Reading, checking it,
+    classifying its user agent, reading its signals and reducing its fields are done once a
+    shape and kept, and each hit adds its pseudonym, id and time. The keys hold raw values
+    other than the subject, in memory only, like the hits themselves."""
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._max = max_entries
         # An OrderedDict, whose oldest entry is dropped in constant time (a dict's first key,
         # after many deletions, is found by scanning past them).
-        self._shapes: OrderedDict[tuple[str, str, str, Hit], Pending | str] = OrderedDict()
+        self._shapes: OrderedDict[tuple[str, str, str, Said, HitHeaders], Pending | str]
+        self._shapes = OrderedDict()
 
     def prepare(
         self,
         keyring: KeyRing,
         site: SiteOut,
         policy: Policy,
-        shape: Hit,
-        subject: str | None,
+        arrival: Arrival,
+        region_header: str | None,
         now: datetime,
     ) -> Pending:
-        """prepare_at_site() of `shape` with `subject`; raises Dropped."""
-        if shape.token:
-            # A signed pixel names its own subject (any `u` is ignored) and is one of a kind.
-            return prepare_at_site(keyring, site, policy, shape, now)
-        key = (site.slug, site.policy, site.jurisdiction, shape)
+        """prepare_at_site() of the hit `arrival` is, at `site`; raises Dropped."""
+        subject, said = said_by(arrival)
+        key = (site.slug, site.policy, site.jurisdiction, said, arrival.headers)
         shared = self._shapes.get(key)
         if shared is None:
+            values = parse_query(said) if isinstance(said, str) else dict(said)
+            shape = read_hit(site.slug, values, arrival.headers, region_header)
+            if shape.token:
+                # A signed pixel names its own subject (any `u` is ignored) and is one of a kind.
+                return prepare_at_site(keyring, site, policy, shape, now)
             try:
                 shared = prepare_at_site(keyring, site, policy, shape, now)
             except Dropped as exc:

@@ -31,8 +31,6 @@ from app.pipeline import (
     Pending,
     Shapes,
     known_site,
-    parse_query,
-    read_hit,
     settle,
 )
 from app.pseudonym import KeyRing
@@ -218,6 +216,7 @@ class Writer:
                 self._database_down(exc)
                 unreadable.add(slug)
         batch, dropped, lost = [], Counter[str](), 0
+        region = self._region_header
         for number, arrival in enumerate(arrivals, 1):
             if number % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -226,13 +225,9 @@ class Writer:
                 continue
             try:
                 site, policy = known_site(sites[arrival.site], self._policies)
-                values = arrival.values
-                if values is None:
-                    values = parse_query(arrival.query)
-                subject = values.pop("subject", None)
-                shape = read_hit(site.slug, values, arrival.headers, self._region_header)
                 at = datetime.fromtimestamp(arrival.at, UTC)
-                batch.append(self._shapes.prepare(self._keyring, site, policy, shape, subject, at))
+                pending = self._shapes.prepare(self._keyring, site, policy, arrival, region, at)
+                batch.append(pending)
             except Dropped as exc:
                 dropped[exc.reason] += 1
             except Exception as exc:

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from app.pipeline import (
+    Arrival,
     Dropped,
     HitHeaders,
     Pending,
@@ -93,6 +94,11 @@ HITS = [
     (f"t={TOKEN}&u=someone-else", UA),  # the token's subject, not u
     ("t=forged.token&u=alice", UA),
     ("v=abc&u=alice", UA),
+    ("u=alice&u=bob&u=&k=purchase", UA),  # the last u not blank is the subject
+    ("u&p=/a&&u=", UA),  # a u without a value, and a blank one: no subject
+    ("p=/shu=1&cur=EUR&u=carol", UA),  # "u=" inside another value
+    ("p=%2Fa+b&u=alice%40example.test", UA),  # escaped: read whole
+    ("p=/a&%75=dave", UA),  # an escaped name: read whole
 ]
 
 
@@ -104,12 +110,14 @@ def direct(query: str, headers: HitHeaders, now: datetime) -> Pending | str:
         return exc.reason
 
 
-def shaped(shapes: Shapes, query: str, headers: HitHeaders, now: datetime) -> Pending | str:
-    values = parse_query(query)
-    subject = values.pop("subject", None)
-    shape = read_hit("news", values, headers, None)
+def shaped(
+    shapes: Shapes, query: str, headers: HitHeaders, now: datetime, beacon: bool = False
+) -> Pending | str:
+    """Through `shapes`, as the writer reads a pixel's query or a beacon's values."""
+    values = hit_values(parse_qsl(query)) if beacon else None
+    arrival = Arrival("news", "" if beacon else query, headers, now.timestamp(), values)
     try:
-        return shapes.prepare(KEYS, SITE, POLICY, shape, subject, now)
+        return shapes.prepare(KEYS, SITE, POLICY, arrival, None, now)
     except Dropped as exc:
         return exc.reason
 
@@ -124,15 +132,16 @@ def same_but_id(one: Pending | str, other: Pending | str) -> bool:
     ) == (other.policy, other.signals, other.seen)
 
 
+@pytest.mark.parametrize("beacon", [False, True])
 @pytest.mark.parametrize("kept", [4096, 4])  # 4: shapes are also read again, once evicted
-def test_a_hit_read_through_its_shape_is_the_hit_read_whole(kept: int) -> None:
+def test_a_hit_read_through_its_shape_is_the_hit_read_whole(kept: int, beacon: bool) -> None:
     shapes = Shapes(max_entries=kept)
     start = datetime(2026, 11, 30, 12, tzinfo=UTC)
     for round_ in range(3):  # first read, then from the shapes kept
         for n, (query, headers) in enumerate(HITS):
             now = start + timedelta(seconds=round_ * 100 + n)
             expected = direct(query, headers, now)
-            got = shaped(shapes, query, headers, now)
+            got = shaped(shapes, query, headers, now, beacon)
             assert same_but_id(got, expected), (query, got, expected)
     # the hits above cover every way a pixel hit is dropped before its consent is decided
     outcomes = [direct(query, headers, start) for query, headers in HITS]
