@@ -49,7 +49,8 @@ class Event(Base):
 
     __tablename__ = "events"
     __table_args__ = (
-        Index("ix_events_site_subject", "site", "subject"),
+        # access and erasure requests find a subject's events by it (migration 0006)
+        Index("ix_events_subject", "subject", postgresql_using="hash"),
         # what retention and reports select by: one site's kind, before or within a time
         Index("ix_events_site_kind_time", "site", "kind", "occurred_at"),
     )

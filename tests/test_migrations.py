@@ -1,8 +1,11 @@
+import re
+
 import asyncpg
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 import app.models
@@ -72,3 +75,45 @@ def test_on_postgresql_a_consent_lookup_reads_the_key_alone_and_0005_reverts(
     finally:
         command.upgrade(config, "head")
     assert "Index Only Scan using pk_consent_state" in _lookup_plan(postgresql_url)
+
+
+SUBJECT_EVENTS = "SELECT id FROM events WHERE site = 'shop' AND subject = 'a'"
+
+
+def _subject_index(url: str) -> str:
+    """The index that finds one subject's events (access and erasure requests): its
+    definition on PostgreSQL (each monthly partition has its own), the plan on SQLite."""
+
+    async def explain() -> str:
+        engine = make_engine(url)
+        try:
+            async with engine.begin() as connection:
+                if engine.dialect.name == "sqlite":
+                    plan = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {SUBJECT_EVENTS}")
+                    return "\n".join(row[-1] for row in plan)
+                await connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+                plan = await connection.exec_driver_sql(f"EXPLAIN {SUBJECT_EVENTS}")
+                used = re.findall(r"Index Scan using (\S+)", "\n".join(row[0] for row in plan))
+                found = await connection.execute(
+                    text("SELECT indexdef FROM pg_indexes WHERE indexname = ANY(:used)"),
+                    {"used": used},
+                )
+                return "\n".join(row[0] for row in found)
+        finally:
+            await engine.dispose()
+
+    return run(explain())
+
+
+def test_a_subject_s_events_are_found_by_their_index_and_0006_reverts(database_url: str) -> None:
+    hashed = ("USING hash (subject)", "USING INDEX ix_events_subject (subject=?)")
+    before = ("USING btree (site, subject)", "ix_events_site_subject (site=? AND subject=?)")
+    postgres = database_url.startswith("postgresql")
+    assert hashed[not postgres] in _subject_index(database_url)
+    config = alembic_config(database_url)
+    command.downgrade(config, "0005")
+    try:
+        assert before[not postgres] in _subject_index(database_url)
+    finally:
+        command.upgrade(config, "head")
+    assert hashed[not postgres] in _subject_index(database_url)
