@@ -4,7 +4,7 @@
         [--database sqlite|postgresql] [--threads 1] [--subjects 1000000] [--jobs off|on]
         [--profile DIR]
 
-What runs. Three servers on loopback, each with one worker, driven in turn by the same wrk
+What runs. Four servers on loopback, each with one worker, driven in turn by the same wrk
 command (same duration, connections and threads, and bench/wrk_subjects.lua, which asks for
 /p/<site>/pixel.gif?p=/bench/page&u=s-<random n> with a desktop Chrome user agent):
 
@@ -21,6 +21,10 @@ command (same duration, connections and threads, and bench/wrk_subjects.lua, whi
   handler, the same GIF and headers; the floor of the framework and server pixelgate is built
   on. (pixelgate answers its pixel before litestar sees the request, in granian's own RSGI
   interface rather than ASGI (app/front.py), so it can beat this.)
+- granian's floor: an RSGI app on granian with uvloop that answers every request with the
+  pixel and does nothing else (bench/floor_app.py): the ceiling for any Python app on the
+  server pixelgate runs on, i.e. what handing a request from granian to Python and back
+  costs by itself.
 
 Scenarios (pixelgate answers once the request is queued; a batch writer in a process of its
 own, started by the worker, reads, pseudonymises, decides and inserts behind it: the numbers
@@ -31,7 +35,7 @@ include that writer's load on the machine, and its CPU is counted with the serve
                   them: most lookups miss the consent cache and go to the database
 - no consent      a site with no consent at all, random subjects (nothing recorded)
 - anonymous       no `u` at all (nothing recorded under gdpr-strict)
-- nginx empty_gif / bare litestar: the same requests as `consented, 1k`
+- nginx empty_gif / bare litestar / granian floor: the same requests as `consented, 1k`
 
 Every run is preceded by a 2 s warm-up of the same server with the same requests. All
 scenarios run `--rounds` times, interleaved (each round starts one scenario later); after
@@ -42,9 +46,9 @@ the time it took to write it: the writer falling behind the pixel shows there).
 How to read it. One table per database: the median over the rounds of req/s, p50 and p99
 latency, and of the server's CPU use while wrk ran (its processes, in % of one core: a
 single worker near or above 100 % is CPU-bound); the slowest and fastest round's req/s show
-the noise. `x nginx` and `x bare` are pixelgate's median req/s over theirs. The targets
-checked: >= 0.25 x nginx, >= 1.0 x bare litestar, p99 <= 15 ms, and the 1M scenario within
-10 % of the 1k one. wrk shares the machine with the servers and PostgreSQL: on a small
+the noise. `x nginx`, `x bare` and `x floor` are pixelgate's median req/s over theirs. The
+targets checked: >= 0.25 x nginx, >= 1.0 x bare litestar, p99 <= 15 ms, and the 1M scenario
+within 10 % of the 1k one. wrk shares the machine with the servers and PostgreSQL: on a small
 machine nginx's figure is mostly wrk's own ceiling, and it moves with where the scheduler
 puts the two. A second table splits the CPU time each request cost among the server (and,
 for pixelgate, its writer process), PostgreSQL and wrk: on a machine of few cores, the
@@ -126,7 +130,7 @@ PROFILE_RATE = 200  # py-spy samples per second
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    server: str  # "pixelgate", "nginx" or "bare"
+    server: str  # "pixelgate", "nginx", "bare" or "floor"
     site: str
     subjects: int  # u is "s-<n>", n uniform in [0, subjects); 0 sends no u
     consented: bool = False  # pixelgate: every 200 should become a row
@@ -204,6 +208,7 @@ def scenarios(subjects: int) -> list[Scenario]:
         Scenario("anonymous", "pixelgate", "bench-anon", 0),
         Scenario("nginx empty_gif", "nginx", "bench-1k", 1_000),
         Scenario("bare litestar", "bare", "bench-1k", 1_000),
+        Scenario("granian floor", "floor", "bench-1k", 1_000),
     ]
 
 
@@ -323,6 +328,16 @@ def start_bare(workdir: Path) -> Server:
     return server
 
 
+def start_floor(workdir: Path) -> Server:
+    port = free_port()
+    argv = [str(BIN / "granian"), "--interface", "rsgi", "--loop", "uvloop", "bench.floor_app:app"]
+    argv += ["--workers", "1", "--host", "127.0.0.1", "--port", str(port), "--no-ws"]
+    argv += ["--working-dir", str(ROOT)]
+    server = spawn("floor", argv, port, workdir, cwd=ROOT)
+    wait_ready(server, f"/p/{CHECK_SITE}/pixel.gif")
+    return server
+
+
 def start_pixelgate(workdir: Path, database: str, database_url: str, jobs: str) -> Server:
     port = free_port()
     home = workdir / f"pixelgate-{database}"  # its cwd: data/spool lands here, not in the repo
@@ -372,8 +387,9 @@ def check_same_pixel(servers: dict[str, Server]) -> None:
             raise RuntimeError(f"{name} answered {status} with {len(body)} bytes")
         if headers.get("cache-control") != answers["pixelgate"][1].get("cache-control"):
             raise RuntimeError(f"{name}: Cache-Control {headers.get('cache-control')!r}")
-    if answers["bare"][2] != answers["pixelgate"][2]:
-        raise RuntimeError("bare litestar does not answer pixelgate's GIF")
+    for name in ("bare", "floor"):
+        if answers[name][2] != answers["pixelgate"][2]:
+            raise RuntimeError(f"{name} does not answer pixelgate's GIF")
 
 
 # --- wrk -----------------------------------------------------------------------------------
@@ -831,18 +847,21 @@ def median(runs: list[WrkRun], value: Callable[[WrkRun], float]) -> float:
 def report(rep: DatabaseReport, args: argparse.Namespace) -> list[str]:
     plan = scenarios(args.subjects)
     rps = {name: median(runs, lambda r: r.rps) for name, runs in rep.runs.items()}
-    nginx, bare = rps["nginx empty_gif"], rps["bare litestar"]
+    nginx, bare, floor = rps["nginx empty_gif"], rps["bare litestar"], rps["granian floor"]
     out = [
         f"== {LABELS[rep.database]}: median of {args.rounds} round(s), {args.duration} s each, "
         f"{args.connections} connections, {args.threads} wrk thread(s), jobs {args.jobs} ==",
         "",
         f"{'scenario':<18} {'req/s':>9} {'(slowest - fastest)':>21} {'p50 ms':>7} {'p99 ms':>7}"
-        f" {'CPU %':>6} {'x nginx':>8} {'x bare':>7}",
+        f" {'CPU %':>6} {'x nginx':>8} {'x bare':>7} {'x floor':>8}",
     ]
     for sc in plan:
         runs = rep.runs[sc.name]
         low, high = min(r.rps for r in runs), max(r.rps for r in runs)
-        ratios = f"{rps[sc.name] / nginx:>8.2f} {rps[sc.name] / bare:>7.2f}" if sc.pixelgate else ""
+        ratios = ""
+        if sc.pixelgate:
+            mine = rps[sc.name]
+            ratios = f"{mine / nginx:>8.2f} {mine / bare:>7.2f} {mine / floor:>8.2f}"
         out.append(
             f"{sc.name:<18} {rps[sc.name]:>9,.0f} {f'({low:,.0f} - {high:,.0f})':>21}"
             f" {median(runs, lambda r: r.p50_ms):>7.2f} {median(runs, lambda r: r.p99_ms):>7.2f}"
@@ -973,7 +992,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="pixelgate-bench-"))
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
         refs = {}
-        for name, start in (("nginx", start_nginx), ("bare", start_bare)):
+        for name, start in (("nginx", start_nginx), ("bare", start_bare), ("floor", start_floor)):
             refs[name] = start(workdir)
             cleanup.callback(stop, refs[name])
         for database in args.database:

@@ -1,0 +1,32 @@
+"""The floor for any Python app on granian: an RSGI app answering every request with the
+pixel, and nothing else (no routing, no framework, nothing recorded).
+
+bench/pixel.py serves it with `granian --interface rsgi --loop uvloop bench.floor_app:app
+--workers 1`, the interface, loop and worker count `pixelgate serve` answers its pixel in
+(app/front.py): what is left between it and nginx is the cost of handing each request from
+granian's Rust to Python and back, which no code of ours can remove.
+"""
+
+from typing import Any
+
+from bench.bare_app import CACHE_CONTROL, GIF
+
+HEADERS = [
+    ("content-type", "image/gif"),
+    ("content-length", str(len(GIF))),
+    ("cache-control", CACHE_CONTROL),
+]
+
+
+class Floor:
+    def __rsgi_init__(self, loop: Any) -> None:
+        pass
+
+    def __rsgi_del__(self, loop: Any) -> None:
+        pass
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        proto.response_bytes(200, HEADERS, GIF)
+
+
+app = Floor()
