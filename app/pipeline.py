@@ -196,14 +196,10 @@ HIT_HEADERS = ("user-agent", "referer", "dnt")
 REPEATED_HIT_HEADERS = ("sec-gpc",)
 
 
-def hit_header_names(region_header: str | None) -> tuple[str, ...]:
-    region = (region_header.lower(),) if region_header else ()
-    return (*HIT_HEADERS, *REPEATED_HIT_HEADERS, *region)
-
-
 def hit_headers(raw: Iterable[tuple[bytes, bytes]], region_header: str | None) -> HitHeaders:
     """The headers a hit keeps, out of an ASGI request's (names already in lower case)."""
-    names = hit_header_names(region_header)
+    region = (region_header.lower(),) if region_header else ()
+    names = (*HIT_HEADERS, *REPEATED_HIT_HEADERS, *region)
     return tuple(
         (name, value.decode("latin-1"))
         for key, value in raw
@@ -446,7 +442,7 @@ class Shapes:
         region_header: str | None,
         now: datetime,
     ) -> Pending:
-        """prepare_at_site() of the hit `arrival` is, at `site`; raises Dropped."""
+        """prepare_at_site() of the hit that came as `arrival`, at `site`; raises Dropped."""
         subject, said = said_by(arrival)
         key = (site.slug, site.policy, site.jurisdiction, said, arrival.headers)
         shared = self._shapes.get(key)
