@@ -19,7 +19,7 @@ from litestar import Litestar
 from litestar.types import Message, Receive
 
 from app.context import Context
-from app.pipeline import HIT_HEADERS, REPEATED_HIT_HEADERS, Arrival, HitHeaders
+from app.pipeline import REPEATED_HIT_HEADERS, Arrival, HitHeaders, single_hit_headers
 from app.pixel import (
     COLLECT_HEADERS,
     GIF,
@@ -40,8 +40,7 @@ class Front:
         self._app = app
         self._ctx: Context = app.state.ctx
         self._lifespan = Lifespan(app)
-        region = self._ctx.settings.region_header
-        self._hit_headers = (*HIT_HEADERS, region.lower()) if region else HIT_HEADERS
+        self._hit_headers = single_hit_headers(self._ctx.settings.region_header)
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         if not loop.run_until_complete(self._lifespan.startup()):
@@ -51,14 +50,15 @@ class Front:
         loop.run_until_complete(self._lifespan.shutdown())
 
     async def __rsgi__(self, scope: RSGIScope, proto: HTTPProtocol) -> None:
-        if scope.path.startswith("/p/"):
-            await self._pixel(scope, proto)
+        path = scope.path  # read once: each read of a scope field is a call into granian
+        if path.startswith("/p/"):
+            await self._pixel(path, scope, proto)
         else:
             await asgi_call(self._app, scope, proto, self._lifespan.state)
 
-    async def _pixel(self, scope: RSGIScope, proto: HTTPProtocol) -> None:
+    async def _pixel(self, path: str, scope: RSGIScope, proto: HTTPProtocol) -> None:
         """The same answers as app/pixel.py serve_pixel gives over ASGI."""
-        site, action = pixel_route(scope.path[2:])
+        site, action = pixel_route(path[2:])
         method = scope.method
         if method == "GET" and action == "pixel.gif":
             hit = Arrival(site, scope.query_string, self._headers(scope), time.time())
@@ -82,9 +82,10 @@ class Front:
 
     def _headers(self, scope: RSGIScope) -> HitHeaders:
         """Only the headers the writer reads. (granian leaves out headers whose value is not
-        visible ASCII: a user agent with é in it comes as none.) Asked for by name: taking
-        them all to pick from, or encoding them as ASGI would, costs the pixel twice as much
-        of the thread it answers on."""
+        visible ASCII: a user agent with é in it comes as none.) Asked for by name, as text:
+        3.7-4.0 µs of the thread the pixel answers on, where taking them all to pick from
+        cost 3.9 µs and encoding them to bytes as ASGI would 5.5-6.3 µs (timed inside the
+        served pixel under load)."""
         headers = scope.headers
         picked = [
             (name, value) for name in self._hit_headers if (value := headers.get(name)) is not None

@@ -54,9 +54,8 @@ QUERY_FIELDS = {
     **{f: f for f in UTM_FIELDS},
 }
 
-# (name in lower case, value) of each header read_hit() reads, in the order they came: text,
-# as granian gives headers (app/front.py), where ASGI's bytes would be encoded only to be
-# decoded again in the writer.
+# (name in lower case, value) of each header read_hit() reads: text, as granian gives headers
+# (app/front.py), where ASGI's bytes would be encoded only to be decoded again in the writer.
 HitHeaders = tuple[tuple[str, str], ...]
 
 
@@ -196,10 +195,14 @@ HIT_HEADERS = ("user-agent", "referer", "dnt")
 REPEATED_HIT_HEADERS = ("sec-gpc",)
 
 
+def single_hit_headers(region_header: str | None) -> tuple[str, ...]:
+    """The names of the headers a hit keeps one of: HIT_HEADERS and the region header."""
+    return (*HIT_HEADERS, region_header.lower()) if region_header else HIT_HEADERS
+
+
 def hit_headers(raw: Iterable[tuple[bytes, bytes]], region_header: str | None) -> HitHeaders:
     """The headers a hit keeps, out of an ASGI request's (names already in lower case)."""
-    region = (region_header.lower(),) if region_header else ()
-    names = (*HIT_HEADERS, *REPEATED_HIT_HEADERS, *region)
+    names = (*single_hit_headers(region_header), *REPEATED_HIT_HEADERS)
     return tuple(
         (name, value.decode("latin-1"))
         for key, value in raw

@@ -2,17 +2,13 @@
 
 bench/pixel.py serves it with `granian --interface asgi --loop uvloop bench.bare_app:app
 --workers 1`, the same server, loop and worker count as `pixelgate serve`, to tell the
-framework's own cost apart from pixelgate's. The body and Cache-Control header are the ones
-app/pixel.py sends (pixel.py checks that all the servers it compares answer the same bytes).
+framework's own cost apart from pixelgate's. It sends app/pixel.py's own GIF and
+Cache-Control header (pixel.py checks that all the servers it compares answer the same bytes).
 """
-
-import base64
 
 from litestar import Litestar, Response, get
 
-# app/pixel.py's transparent 1x1 GIF (42 bytes; nginx's empty_gif is a 43-byte one)
-GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-CACHE_CONTROL = "no-store, no-cache, must-revalidate, max-age=0"
+from app.pixel import CACHE_CONTROL, GIF
 
 
 @get("/p/{site:str}/pixel.gif", include_in_schema=False)

@@ -9,13 +9,7 @@ granian's Rust to Python and back, which no code of ours can remove.
 
 from typing import Any
 
-from bench.bare_app import CACHE_CONTROL, GIF
-
-HEADERS = [
-    ("content-type", "image/gif"),
-    ("content-length", str(len(GIF))),
-    ("cache-control", CACHE_CONTROL),
-]
+from app.pixel import GIF, PIXEL_HEADERS
 
 
 class Floor:
@@ -26,7 +20,7 @@ class Floor:
         pass
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
-        proto.response_bytes(200, HEADERS, GIF)
+        proto.response_bytes(200, PIXEL_HEADERS, GIF)
 
 
 app = Floor()

@@ -125,6 +125,9 @@ DRAIN_SECONDS = 180
 CHECK_SITE = "bench-check"  # unknown to pixelgate: a request to it is answered, not recorded
 LABELS = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
 PROFILE_RATE = 200  # py-spy samples per second
+# (server name, granian interface, app) of the Python references: bench/bare_app.py, and
+# bench/floor_app.py in the interface the pixel is answered in (app/front.py)
+REFERENCE_APPS = (("bare", "asgi", "bench.bare_app:app"), ("floor", "rsgi", "bench.floor_app:app"))
 
 
 @dataclass(frozen=True)
@@ -318,22 +321,13 @@ def start_nginx(workdir: Path) -> Server:
     return server
 
 
-def start_bare(workdir: Path) -> Server:
+def start_granian(name: str, interface: str, target: str, workdir: Path) -> Server:
+    """A reference app on granian with uvloop and one worker, as `pixelgate serve` runs."""
     port = free_port()
-    argv = [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "bench.bare_app:app"]
-    argv += ["--workers", "1", "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--working-dir", str(ROOT)]
-    server = spawn("bare", argv, port, workdir, cwd=ROOT)
-    wait_ready(server, f"/p/{CHECK_SITE}/pixel.gif")
-    return server
-
-
-def start_floor(workdir: Path) -> Server:
-    port = free_port()
-    argv = [str(BIN / "granian"), "--interface", "rsgi", "--loop", "uvloop", "bench.floor_app:app"]
+    argv = [str(BIN / "granian"), "--interface", interface, "--loop", "uvloop", target]
     argv += ["--workers", "1", "--host", "127.0.0.1", "--port", str(port), "--no-ws"]
     argv += ["--working-dir", str(ROOT)]
-    server = spawn("floor", argv, port, workdir, cwd=ROOT)
+    server = spawn(name, argv, port, workdir, cwd=ROOT)
     wait_ready(server, f"/p/{CHECK_SITE}/pixel.gif")
     return server
 
@@ -991,9 +985,10 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as cleanup:
         workdir = Path(tempfile.mkdtemp(prefix="pixelgate-bench-"))
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        refs = {}
-        for name, start in (("nginx", start_nginx), ("bare", start_bare), ("floor", start_floor)):
-            refs[name] = start(workdir)
+        refs = {"nginx": start_nginx(workdir)}
+        cleanup.callback(stop, refs["nginx"])
+        for name, interface, target in REFERENCE_APPS:
+            refs[name] = start_granian(name, interface, target, workdir)
             cleanup.callback(stop, refs[name])
         for database in args.database:
             reports.append(bench_database(database, refs, workdir, args, cleanup))

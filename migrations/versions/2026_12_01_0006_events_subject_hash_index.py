@@ -6,8 +6,8 @@ Create Date: 2026-12-01
 
 Every recorded hit inserts its subject into this index, at a place of its own (pseudonyms
 are random), and only access and erasure requests read it, always for one subject. A hash
-index answers those as well and costs PostgreSQL about a fifth less a row to insert into
-than the B-tree on (site, subject) did; the subject alone names the site (pseudonyms are
+index answers those as well and costs PostgreSQL a fifth to a third less a row to insert
+into than the B-tree on (site, subject) did; the subject alone names the site (pseudonyms are
 keyed by site). SQLite has no hash index: there it is a B-tree on the subject alone. The
 index is rebuilt, holding a lock on events while it is.
 """
