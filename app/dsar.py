@@ -25,6 +25,7 @@ from app.sites import site_or_404
 from consent import store
 from consent.api import MAX_SUBJECT, consent_proof
 from consent.policy import Policy
+from retention.dsar import audit_hash
 
 Kind = Literal["access", "erasure", "opt_out"]
 Regulation = Literal["gdpr", "ccpa"]
@@ -76,11 +77,6 @@ def due_at(received: datetime, regulation: str, policy: Policy) -> datetime:
     return _end_of_day(due)
 
 
-def subject_hash(ctx: Context, pseudonym: str) -> str:
-    """Keyed apart from the pseudonym itself: the audit trail cannot be joined back to data."""
-    return ctx.keyring.mac(pseudonym.encode(), "dsar-audit").hex()
-
-
 def dsar_out(row: DsarRequest, now: datetime) -> DsarOut:
     return DsarOut(
         id=row.id,
@@ -102,7 +98,7 @@ async def _authorise(
     """An admin key, or the subject token of `owner` (a subject hash); 401/403 otherwise."""
 
     def owns(pseudonym: str) -> bool:
-        return subject_hash(ctx, pseudonym) == owner
+        return audit_hash(ctx.keyring, pseudonym) == owner
 
     await require_admin_or_subject(request, session, ctx.keyring, site, owns)
 
@@ -118,13 +114,15 @@ async def file_request(
         raise Problem(422, f"subject must be 1 to {MAX_SUBJECT} characters")
     now = utcnow()
     pseudonym = ctx.keyring.pseudonym(site, data.subject)
-    owner = subject_hash(ctx, pseudonym)
+    owner = audit_hash(ctx.keyring, pseudonym)
     async with ctx.sessions() as session, session.begin():
         found = await site_or_404(session, site)
         anonymous = data.type == "opt_out" and not bearer(request)
         if anonymous and "x-subject-token" not in request.headers:
             # CCPA: an opt-out needs no identity check, only a brake on floods.
-            if not ctx.consent_limiter.allow(site, client_of(request), time.time()):
+            if not ctx.consent_limiter.allow(
+                site, client_of(request, ctx.settings.trusted_proxies), time.time()
+            ):
                 raise Problem(429, "too many requests; try again in a minute")
         else:
             await _authorise(request, session, ctx, site, owner)

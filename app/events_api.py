@@ -146,7 +146,7 @@ async def pixel_urls(
         prepared = await prepare(ctx, probe, utcnow(), server=True)
     except Dropped as dropped:
         raise Problem(422, f"kind, campaign or page is {dropped.reason}") from None
-    base = str(request.base_url).rstrip("/") + f"/p/{site}/pixel.gif?t="
+    base = f"{ctx.settings.base_url}/p/{site}/pixel.gif?t="
     urls = {}
     for subject in data.subjects:
         if not 0 < len(subject.strip()) <= 256:

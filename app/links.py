@@ -122,7 +122,7 @@ async def create_link(
                 created_at=utcnow(),
             )
         )
-    return LinkOut(code=code, url=str(request.base_url).rstrip("/") + f"/l/{code}")
+    return LinkOut(code=code, url=f"{ctx.settings.base_url}/l/{code}")
 
 
 @get("/l/{code:str}", summary="Follow a tracked link (records a click, then redirects)")

@@ -89,6 +89,7 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        log.info("public URL %s (PIXELGATE_PUBLIC_URL)", settings.base_url)
         async with transaction(ctx.sessions) as session:
             await publish_key(session, ctx.signer, utcnow())
         await sites.load()

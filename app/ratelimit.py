@@ -1,6 +1,7 @@
 """A fixed-window limit per client, in memory and per process: enough to blunt a flood on
 the public API, not a quota."""
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -9,10 +10,52 @@ from typing import Any
 
 from litestar import Request
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-def client_of(request: Request[Any, Any, Any]) -> str:
-    """The client's address; IPv6 by its /64, which one host can rotate within at will."""
-    host = request.client.host if request.client else "unknown"
+
+@functools.cache
+def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def _within(host: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def client_address(request: Request[Any, Any, Any], trusted_proxies: tuple[str, ...]) -> str | None:
+    """The address of whoever sent the request: the peer's, unless the peer is a trusted proxy;
+    then X-Forwarded-For read from the right, up to the first hop that is not a trusted proxy
+    (anything left of it could have been written by the client itself)."""
+    peer = request.client.host if request.client else None
+    trusted = _networks(trusted_proxies)
+    if peer is None or not trusted or not _within(peer, trusted):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getall("x-forwarded-for", [])).split(",")]
+    client = peer
+    for hop in reversed([h for h in hops if h]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # not an address: nothing further left can be believed
+        client = hop
+        if not _within(hop, trusted):
+            break
+    return client
+
+
+def is_allowed(host: str | None, cidrs: tuple[str, ...]) -> bool:
+    """Whether an address lies within any of these networks."""
+    return host is not None and _within(host, _networks(cidrs))
+
+
+def client_of(request: Request[Any, Any, Any], trusted_proxies: tuple[str, ...] = ()) -> str:
+    """The client's address for rate limits; IPv6 by its /64, which one host can rotate within
+    at will."""
+    host = client_address(request, trusted_proxies) or "unknown"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

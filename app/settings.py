@@ -2,15 +2,18 @@
 
 import base64
 import binascii
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/pixelgate.db"
 MIN_SECRET_BYTES = 32
+LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 
 class ConfigError(Exception):
@@ -26,13 +29,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     workers: int = 1
     jobs: bool = True
     region_header: str | None = None
-    # Not in the environment contract: tests and operators tune them by building Settings.
-    consent_rate_limit: int = 60  # public consent posts per client per minute
+    # The base of every URL pixelgate writes; never the Host header. Empty: http://host:port.
+    public_url: str = ""
+    # Peers whose X-Forwarded-For is believed (CIDRs); from anyone else it is ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    # Who may read /metrics: these networks, or a holder of metrics_token.
+    metrics_allow: tuple[str, ...] = LOOPBACK
+    metrics_token: str | None = None
     spool_dir: Path = Path("data/spool")  # events kept here while the database is down
+    subject_token_days: int = 400  # how long a subject token opens the person's data
+    # Not in the environment contract: tests and operators tune it by building Settings.
+    consent_rate_limit: int = 60  # public consent posts per client per minute
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def base_url(self) -> str:
+        """public_url without a trailing slash, or the listen address."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -77,6 +93,42 @@ def _decode_secret(name: str, raw: str) -> bytes:
     return key
 
 
+def _public_url(env: Mapping[str, str]) -> str:
+    raw = (env.get("PIXELGATE_PUBLIC_URL") or "").strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or not raw.isascii()
+        or any(c.isspace() or ord(c) < 32 for c in raw)
+    ):
+        raise ConfigError(
+            f"PIXELGATE_PUBLIC_URL: {raw!r} must be an http(s) URL with a host, "
+            "no query and no fragment"
+        )
+    return raw.rstrip("/")
+
+
+def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated CIDRs (a bare address is a /32 or /128), in canonical form."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    networks = []
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name}: {part.strip()!r} is not an IP network (CIDR)") from None
+    return tuple(networks)
+
+
 def _database_url(env: Mapping[str, str]) -> str:
     url = env.get("PIXELGATE_DATABASE_URL") or DEFAULT_DATABASE_URL
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
@@ -99,6 +151,11 @@ def load_settings(env: Mapping[str, str] | None = None, data_dir: Path = Path("d
     host = env.get("PIXELGATE_HOST") or "127.0.0.1"
     port = _int(env, "PIXELGATE_PORT", 8000, 1, 65535)
     workers = _int(env, "PIXELGATE_WORKERS", 1, 1, 256)
+    public_url = _public_url(env)
+    trusted_proxies = _networks(env, "PIXELGATE_TRUSTED_PROXIES", ())
+    metrics_allow = _networks(env, "PIXELGATE_METRICS_ALLOW", LOOPBACK)
+    spool_dir = Path(env.get("PIXELGATE_SPOOL_DIR") or data_dir / "spool")
+    subject_token_days = _int(env, "PIXELGATE_SUBJECT_TOKEN_DAYS", 400, 1, 3650)
     if database_url.startswith("sqlite") and workers > 1:
         raise ConfigError(
             "PIXELGATE_WORKERS: SQLite allows one worker; use PostgreSQL to scale out"
@@ -113,6 +170,11 @@ def load_settings(env: Mapping[str, str] | None = None, data_dir: Path = Path("d
         workers=workers,
         jobs=jobs == "on",
         region_header=env.get("PIXELGATE_REGION_HEADER") or None,
-        spool_dir=data_dir / "spool",
+        public_url=public_url,
+        trusted_proxies=trusted_proxies,
+        metrics_allow=metrics_allow,
+        metrics_token=(env.get("PIXELGATE_METRICS_TOKEN") or "").strip() or None,
+        spool_dir=spool_dir,
+        subject_token_days=subject_token_days,
     )
     return settings

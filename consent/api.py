@@ -19,7 +19,7 @@ from app.db import utcnow
 from app.models import Site
 from app.problems import Problem
 from app.pseudonym import truncate_ip
-from app.ratelimit import client_of
+from app.ratelimit import client_address, client_of
 from app.sites import jurisdiction_of, site_or_404
 from app.useragent import classify
 from consent import receipts, store
@@ -99,7 +99,7 @@ def consent_proof(
     region = request.headers.get(ctx.settings.region_header) if ctx.settings.region_header else None
     return store.Proof(
         source=source,
-        ip_prefix=truncate_ip(request.client.host if request.client else None),
+        ip_prefix=truncate_ip(client_address(request, ctx.settings.trusted_proxies)),
         ua_family=f"{agent.browser} / {agent.os}",
         jurisdiction=jurisdiction_of(region, site.jurisdiction),
     )
@@ -117,8 +117,8 @@ def _receipt(
     )
 
 
-def _policy_url(request: Request[Any, Any, Any], site: str) -> str:
-    return str(request.base_url).rstrip("/") + f"/v1/sites/{site}/policy"
+def _policy_url(ctx: Context, site: str) -> str:
+    return f"{ctx.settings.base_url}/v1/sites/{site}/policy"
 
 
 def _check_body(body: ConsentIn, policy: Policy) -> None:
@@ -167,7 +167,9 @@ async def give_consent(
         else:
             if origin and origin.lower() not in found.origins:
                 raise Problem(403, f"origin {origin} is not allowed for site {site}")
-            if not ctx.consent_limiter.allow(site, client_of(request), time.time()):
+            if not ctx.consent_limiter.allow(
+                site, client_of(request, ctx.settings.trusted_proxies), time.time()
+            ):
                 raise Problem(429, "too many consent requests; try again in a minute")
             if "@" in data.subject:
                 # An address is guessable: whoever posts it would get that person's token.
@@ -187,7 +189,7 @@ async def give_consent(
             proof=consent_proof(request, found, ctx, data.source),
             now=utcnow(),
         )
-        out = _receipt(ctx, entry, policy, _policy_url(request, site), with_token=not known)
+        out = _receipt(ctx, entry, policy, _policy_url(ctx, site), with_token=not known)
     ctx.consent.invalidate(site, entry.subject)
     return Response(out, status_code=201, headers=_cors(found, origin))
 
@@ -267,7 +269,7 @@ async def withdraw_consent(
             proof=consent_proof(request, found, ctx, "withdrawal"),
             now=utcnow(),
         )
-        out = _receipt(ctx, entry, policy, _policy_url(request, site))
+        out = _receipt(ctx, entry, policy, _policy_url(ctx, site))
     ctx.consent.invalidate(site, pseudonym)
     return Response(out, headers=_cors(found, request.headers.get("origin")))
 

@@ -37,6 +37,12 @@ def test_an_empty_environment_gives_the_documented_defaults(
     assert settings.jobs is True
     assert settings.region_header is None
     assert len(settings.secret_key) == 32
+    assert settings.base_url == "http://127.0.0.1:8000"
+    assert settings.trusted_proxies == ()
+    assert settings.metrics_allow == ("127.0.0.0/8", "::1/128")
+    assert settings.metrics_token is None
+    assert settings.spool_dir == tmp_path / "data" / "spool"
+    assert settings.subject_token_days == 400
 
 
 def test_empty_variables_count_as_unset(tmp_path: Path) -> None:
@@ -66,7 +72,19 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         PIXELGATE_WORKERS="4",
         PIXELGATE_JOBS="OFF",
         PIXELGATE_REGION_HEADER="CF-IPCountry",
+        PIXELGATE_PUBLIC_URL="https://px.example.test/",
+        PIXELGATE_TRUSTED_PROXIES="10.0.0.0/8, 2001:db8::1",
+        PIXELGATE_METRICS_ALLOW="192.0.2.0/24",
+        PIXELGATE_METRICS_TOKEN="scrape-me",
+        PIXELGATE_SPOOL_DIR="/var/spool/pixelgate",
+        PIXELGATE_SUBJECT_TOKEN_DAYS="30",
     )
+    assert settings.base_url == settings.public_url == "https://px.example.test"
+    assert settings.trusted_proxies == ("10.0.0.0/8", "2001:db8::1/128")
+    assert settings.metrics_allow == ("192.0.2.0/24",)
+    assert settings.metrics_token == "scrape-me"
+    assert settings.spool_dir == Path("/var/spool/pixelgate")
+    assert settings.subject_token_days == 30
     assert settings.database_url == POSTGRES
     assert settings.secret_key == KEY
     assert settings.policies_dir == POLICIES
@@ -156,6 +174,42 @@ BAD_ENVIRONMENTS = [
     ),
     pytest.param(
         "PIXELGATE_WORKERS", "use PostgreSQL", {"PIXELGATE_WORKERS": "2"}, id="2 workers sqlite"
+    ),
+    pytest.param(
+        "PIXELGATE_PUBLIC_URL",
+        "must be an http(s) URL",
+        {"PIXELGATE_PUBLIC_URL": "ftp://px.example.test"},
+        id="public url ftp",
+    ),
+    pytest.param(
+        "PIXELGATE_PUBLIC_URL",
+        "no query",
+        {"PIXELGATE_PUBLIC_URL": "https://px.example.test/?a=1"},
+        id="public url query",
+    ),
+    pytest.param(
+        "PIXELGATE_PUBLIC_URL",
+        "must be an http(s) URL",
+        {"PIXELGATE_PUBLIC_URL": "https://px.example.test/a\nb"},
+        id="public url newline",
+    ),
+    pytest.param(
+        "PIXELGATE_TRUSTED_PROXIES",
+        "is not an IP network",
+        {"PIXELGATE_TRUSTED_PROXIES": "10.0.0.0/8, proxy.example"},
+        id="proxies name",
+    ),
+    pytest.param(
+        "PIXELGATE_METRICS_ALLOW",
+        "is not an IP network",
+        {"PIXELGATE_METRICS_ALLOW": "192.0.2.0/33"},
+        id="metrics allow bad mask",
+    ),
+    pytest.param(
+        "PIXELGATE_SUBJECT_TOKEN_DAYS",
+        "outside 1..3650",
+        {"PIXELGATE_SUBJECT_TOKEN_DAYS": "0"},
+        id="token days 0",
     ),
 ]
 
