@@ -13,7 +13,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
-from app import dsar, events_api, health, links, pixel, reports
+from app import dsar, events_api, health, links, openapi, pixel, reports
 from app.context import Context
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.front import Front
@@ -152,6 +152,7 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
         debug=False,
     )
     pixel.document_pixel(app.openapi_schema)
+    openapi.document(app.openapi_schema)
     return app
 
 
