@@ -3,6 +3,7 @@
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from litestar.testing import TestClient
 
 from app.pseudonym import KeyRing
@@ -150,3 +151,42 @@ def test_pixel_urls_refuse_a_bad_kind_and_too_many_subjects(
     assert many.status_code == 413
     empty = client.post(url, json={"subjects": [" "]}, headers=key)
     assert empty.status_code == 422
+
+
+@pytest.mark.parametrize("depth", [1000, 100_000])
+@pytest.mark.parametrize("keyed", [True, False])
+def test_json_nested_too_deeply_is_a_400_on_every_json_endpoint(
+    client: Client, settings: Settings, depth: int, keyed: bool
+) -> None:
+    site = make_site(settings)
+    headers = {"Content-Type": "application/json"}
+    if keyed:
+        headers |= auth(make_key(settings, site))
+    nested = "[" * depth + "]" * depth
+    for method, path, body in [
+        ("POST", f"/v1/sites/{site}/events", '{"events": ' + nested + "}"),
+        ("POST", f"/v1/sites/{site}/events", nested),
+        ("PUT", f"/v1/sites/{site}/campaigns/spring", '{"name": ' + nested + "}"),
+        ("POST", f"/v1/sites/{site}/links", nested),
+        ("POST", f"/v1/sites/{site}/dsar", nested),
+        ("POST", f"/v1/sites/{site}/consent", '{"purposes": ' + nested + "}"),
+        ("POST", f"/v1/sites/{site}/pixel-urls", nested),
+    ]:
+        response = client.request(method, path, content=body, headers=headers)
+        assert response.status_code == 400, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "JSON" in response.json()["detail"]
+    for table in ("events", "campaigns", "links", "dsar_requests"):
+        assert table_rows(settings, table, site=site) == []
+
+
+def test_a_body_that_is_not_json_is_a_400(client: Client, settings: Settings) -> None:
+    site = make_site(settings)
+    for body in (b"{", b"\xff\xfe", b'{"events": [}', b'"\\ud800"'):
+        response = client.post(
+            f"/v1/sites/{site}/events",
+            content=body,
+            headers={"Content-Type": "application/json", **auth(make_key(settings, site))},
+        )
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
