@@ -4,14 +4,14 @@ import re
 import secrets
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from litestar import Request, Response, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
-from sqlalchemy import select
+from sqlalchemy import and_, select
 
 from app.auth import require_key
 from app.context import Context
@@ -179,16 +179,31 @@ async def create_link(
     return LinkOut(code=code, url=f"{ctx.settings.base_url}/l/{code}")
 
 
+def with_utm(location: str, **utm: str | None) -> str:
+    """The ASCII URI with the utm parameters it does not have yet (SPEC §4.7), encoded."""
+    parts = urlsplit(location)
+    present = {key.lower() for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    added = [(key, value) for key, value in utm.items() if value and key not in present]
+    if not added:
+        return location
+    query = "&".join(q for q in (parts.query, urlencode(added, quote_via=quote, safe="")) if q)
+    return urlunsplit(parts._replace(query=query))
+
+
 @get("/l/{code:str}", summary="Follow a tracked link (records a click, then redirects)")
 async def follow_link(
     request: Request[Any, Any, State], code: FromPath[str], ctx: NamedDependency[Context]
 ) -> Response[None]:
-    link = None
+    found = None
     if is_storable(code):
         async with ctx.sessions() as session:
-            link = await session.scalar(select(Link).where(Link.code == code))
-    if link is None:
+            its_campaign = and_(Campaign.site == Link.site, Campaign.id == Link.campaign)
+            query = select(Link, Campaign.channel, Campaign.influencer)
+            query = query.outerjoin(Campaign, its_campaign)
+            found = (await session.execute(query.where(Link.code == code))).first()
+    if found is None:
         raise Problem(404, "unknown link")
+    link, channel, influencer = found
     # The click is decided like a pixel hit: the subject is unknown unless `u` is given.
     fields = [("k", "click"), ("p", f"/l/{code}")]
     if link.campaign:
@@ -199,5 +214,13 @@ async def follow_link(
     return Response(
         None,
         status_code=302,
-        headers={"Location": _location(link.destination), "Cache-Control": CACHE_CONTROL},
+        headers={
+            "Location": with_utm(
+                _location(link.destination),
+                utm_source=link.influencer or influencer,
+                utm_medium=channel,
+                utm_campaign=link.campaign,
+            ),
+            "Cache-Control": CACHE_CONTROL,
+        },
     )

@@ -62,7 +62,9 @@ def test_a_link_records_a_click_and_redirects_only_to_its_destination(
         follow_redirects=False,
     )
     assert follow.status_code == 302
-    assert follow.headers["location"] == "https://shop.example/sale?ref=ig"
+    assert (
+        follow.headers["location"] == "https://shop.example/sale?ref=ig&utm_campaign=summer-launch"
+    )
     assert "set-cookie" not in follow.headers
     client.get(f"/l/{code}", headers={"User-Agent": GOOGLEBOT}, follow_redirects=False)
     settle(client)
@@ -237,3 +239,29 @@ def test_a_link_code_no_link_can_have_is_a_404(client: Client) -> None:
     response = client.get("/l/a%00b", follow_redirects=False)
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_click_adds_the_utm_parameters_the_destination_lacks_encoded(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    campaign = {"name": "Été", "channel": "influencer", "influencer": "Zoë & co"}
+    assert (
+        client.put(f"/v1/sites/{site}/campaigns/été 2026", json=campaign, headers=admin).status_code
+        == 200
+    )
+    clicks = {
+        "https://shop.example/sale#top": "https://shop.example/sale?utm_source=Zo%C3%AB%20%26%20co"
+        "&utm_medium=influencer&utm_campaign=%C3%A9t%C3%A9%202026#top",
+        "https://shop.example/?utm_campaign=x&UTM_SOURCE=y": "https://shop.example/"
+        "?utm_campaign=x&UTM_SOURCE=y&utm_medium=influencer",
+    }
+    for destination, location in clicks.items():
+        made = make_link(client, settings, site, destination=destination, campaign="été 2026")
+        assert made.status_code == 201, made.text
+        follow = client.get(f"/l/{made.json()['code']}", follow_redirects=False)
+        assert follow.headers["location"] == location
+    own = make_link(client, settings, site, destination="https://shop.example/", influencer="ana")
+    follow = client.get(f"/l/{own.json()['code']}", follow_redirects=False)
+    assert follow.headers["location"] == "https://shop.example/?utm_source=ana"
