@@ -141,20 +141,31 @@ async def _first_times(
     return rows
 
 
-@post("/v1/sites/{site:str}/events", status_code=200, summary="Server-side events")
+EVENTS_DESCRIPTION = """\
+Up to 1,000 events, decided like pixel hits and written before the answer, all or nothing.
+Each is accepted or rejected with a reason: `no_consent`, `invalid` (a malformed or
+unstorable field, such as a control character) or `bot`.
+
+`event_id` (optional, 1 to 128 characters) makes an event idempotent: an event whose id the
+site already recorded in the last 7 days (at least), or earlier in the same batch, is
+counted in `accepted` but not written again. A retried batch therefore answers the same
+`accepted` and adds no rows. Only recorded events keep their id: one that was rejected is
+decided afresh when it is sent again."""
+
+
+@post(
+    "/v1/sites/{site:str}/events",
+    status_code=200,
+    summary="Server-side events",
+    description=EVENTS_DESCRIPTION,
+)
 async def post_events(
     request: Request[Any, Any, State],
     site: FromPath[str],
     data: JSONBody[EventsIn],
     ctx: NamedDependency[Context],
 ) -> EventsOut:
-    """Decided like pixel hits, but written before the answer, all or nothing.
-
-    `event_id` (optional, 1 to 128 characters) makes an event idempotent: an event whose
-    id the site already recorded in the last 7 days (at least), or earlier in the same batch,
-    is counted in `accepted` but not written again. A retried batch therefore answers the
-    same `accepted` and adds no rows. Only recorded events keep their id: one rejected
-    (`no_consent`, `bot`, `invalid`) is decided afresh when it is sent again."""
+    """Decided like pixel hits, but written before the answer, all or nothing."""
     if len(data.events) > MAX_EVENTS:
         raise Problem(413, f"at most {MAX_EVENTS} events per request, got {len(data.events)}")
     now = utcnow()

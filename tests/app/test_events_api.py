@@ -266,3 +266,9 @@ def test_a_body_that_is_not_json_is_a_400(client: Client, settings: Settings) ->
         )
         assert response.status_code == 400, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_the_api_description_says_what_a_repeated_event_id_answers(client: Client) -> None:
+    schema = client.get("/schema/openapi.json").json()
+    description = schema["paths"]["/v1/sites/{site}/events"]["post"]["description"]
+    assert "event_id" in description and "counted in `accepted` but not written" in description
