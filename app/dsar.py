@@ -30,6 +30,7 @@ from retention.dsar import audit_hash
 Kind = Literal["access", "erasure", "opt_out"]
 Regulation = Literal["gdpr", "ccpa"]
 OPEN = ("pending", "in_progress")
+STATUSES = (*OPEN, "completed", "rejected")
 CCPA_DAYS = 45
 
 
@@ -227,6 +228,8 @@ async def list_requests(
         await site_or_404(session, site)
         await require_key(request, session, ctx.keyring, site, "admin")
         query = select(DsarRequest).where(DsarRequest.site == site)
+        if status is not None and status not in STATUSES:
+            raise Problem(422, f"status must be one of {', '.join(STATUSES)}")
         if status is not None:
             query = query.where(DsarRequest.status == status)
         rows = await session.scalars(query.order_by(DsarRequest.received_at))

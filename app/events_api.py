@@ -9,12 +9,16 @@ from litestar import Request, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import require_key
 from app.context import Context
-from app.db import utcnow
-from app.pipeline import Dropped, Hit, Pending, prepare, settle
+from app.db import dialect_insert, utcnow
+from app.models import EventId
+from app.pipeline import MAX_TEXT, Dropped, EventRow, Hit, Pending, prepare, settle
 from app.problems import Problem
+from app.scrub import is_storable
 from app.signed_pixels import PixelClaim, sign_pixel
 from app.sites import site_or_404
 from app.writer import write_events
@@ -40,6 +44,7 @@ class ServerEvent(msgspec.Struct, forbid_unknown_fields=True):
     currency: str | None = None
     occurred_at: datetime | None = None
     user_agent: str | None = None  # the person's browser, when the server saw it
+    event_id: str | None = None  # the sender's own id: a repeat is counted once
 
 
 class EventsIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -56,7 +61,16 @@ class EventsOut(msgspec.Struct):
     rejected: list[Rejected]
 
 
+def _storable_id(event_id: str) -> bool:
+    return 0 < len(event_id) <= MAX_TEXT and is_storable(event_id)
+
+
 def _hit(site: str, event: ServerEvent) -> Hit:
+    texts = [v for v in msgspec.structs.astuple(event) if isinstance(v, str)]
+    if not all(is_storable(text) for text in texts):
+        raise Dropped("invalid")  # a NUL or other control character in any field
+    if event.event_id is not None and not _storable_id(event.event_id):
+        raise Dropped("invalid")
     if event.subject is not None and event.email is not None:
         raise Dropped("invalid")  # one identifier per event
     if event.email is not None and ("@" not in event.email or len(event.email) > 254):
@@ -78,7 +92,73 @@ def _hit(site: str, event: ServerEvent) -> Hit:
     )
 
 
-@post("/v1/sites/{site:str}/events", status_code=200, summary="Server-side events")
+def _id_hashes(ctx: Context, site: str, events: list[ServerEvent]) -> list[str | None]:
+    """Each event's id as a keyed hash, per site: ids are the sender's and might name a
+    person (an order number, an address), so they are not stored as they are."""
+    return [
+        ctx.keyring.mac(e.event_id.encode(), "site", site, "event-id").hex()
+        if e.event_id is not None and _storable_id(e.event_id)
+        else None
+        for e in events
+    ]
+
+
+async def _seen(session: AsyncSession, site: str, hashes: list[str | None]) -> set[str]:
+    ids = {h for h in hashes if h is not None}
+    if not ids:
+        return set()
+    found = await session.scalars(
+        select(EventId.id_hash).where(EventId.site == site, EventId.id_hash.in_(ids))
+    )
+    return set(found)
+
+
+async def _first_times(
+    session: AsyncSession,
+    site: str,
+    recorded: list[tuple[str | None, EventRow]],
+    now: datetime,
+) -> list[EventRow]:
+    """The rows to write: those without an event_id, and the first of each id not written
+    before. Ids are claimed in this transaction; one a concurrent request claimed first
+    (ON CONFLICT) is counted there."""
+    rows, firsts = [], dict[str, EventRow]()
+    for id_hash, row in recorded:
+        if id_hash is None:
+            rows.append(row)
+        else:
+            firsts.setdefault(id_hash, row)
+    if firsts:
+        claim = dialect_insert(session)(EventId).values(
+            [{"site": site, "id_hash": h, "seen_at": now} for h in firsts]
+        )
+        claimed = await session.scalars(
+            claim.on_conflict_do_nothing(index_elements=["site", "id_hash"]).returning(
+                EventId.id_hash
+            )
+        )
+        rows.extend(firsts[h] for h in claimed)
+    return rows
+
+
+EVENTS_DESCRIPTION = """\
+Up to 1,000 events, decided like pixel hits and written before the answer, all or nothing.
+Each is accepted or rejected with a reason: `no_consent`, `invalid` (a malformed or
+unstorable field, such as a control character) or `bot`.
+
+`event_id` (optional, 1 to 128 characters) makes an event idempotent: an event whose id the
+site already recorded in the last 7 days (at least), or earlier in the same batch, is
+counted in `accepted` but not written again. A retried batch therefore answers the same
+`accepted` and adds no rows. Only recorded events keep their id: one that was rejected is
+decided afresh when it is sent again."""
+
+
+@post(
+    "/v1/sites/{site:str}/events",
+    status_code=200,
+    summary="Server-side events",
+    description=EVENTS_DESCRIPTION,
+)
 async def post_events(
     request: Request[Any, Any, State],
     site: FromPath[str],
@@ -94,7 +174,13 @@ async def post_events(
         await require_key(request, session, ctx.keyring, site, "ingest")
         rejected: list[Rejected] = []
         pending: list[tuple[int, Pending]] = []
+        hashes = _id_hashes(ctx, site, data.events)
+        seen = await _seen(session, site, hashes)
+        repeats = 0
         for index, event in enumerate(data.events):
+            if hashes[index] in seen:
+                repeats += 1
+                continue
             occurred = event.occurred_at or now
             try:
                 if occurred.tzinfo is None or occurred > now + MAX_FUTURE:
@@ -104,17 +190,19 @@ async def post_events(
                 rejected.append(Rejected(index, dropped.reason))
         keys = list({(site, p.event.subject) for _, p in pending if p.event.subject})
         registries = await store.registries(session, keys)
-        rows = []
+        recorded = []
         for index, one in pending:
             registry = registries.get((site, one.event.subject or ""), {})
             outcome = settle(ctx.policies[one.policy], one, registry)
             if outcome.would_record and outcome.event is not None:
-                rows.append(outcome.event)
+                recorded.append((hashes[index], outcome.event))
             else:
                 rejected.append(Rejected(index, "no_consent"))
+        rows = await _first_times(session, site, recorded, now)
         await write_events(session, rows)
     ctx.metrics.flushed.inc(len(rows))
-    return EventsOut(accepted=len(rows), rejected=sorted(rejected, key=lambda r: r.index))
+    accepted = repeats + len(recorded)
+    return EventsOut(accepted=accepted, rejected=sorted(rejected, key=lambda r: r.index))
 
 
 class PixelUrlsIn(msgspec.Struct, forbid_unknown_fields=True):

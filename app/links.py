@@ -1,16 +1,17 @@
 """Campaigns and tracked links (SPEC §4.7). A link redirects only to its stored destination."""
 
+import re
 import secrets
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from litestar import Request, Response, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
-from sqlalchemy import select
+from sqlalchemy import and_, select
 
 from app.auth import require_key
 from app.context import Context
@@ -19,9 +20,18 @@ from app.models import Campaign, Link
 from app.pipeline import MAX_TEXT, hit_values
 from app.pixel import CACHE_CONTROL, asgi_headers, queue_hit
 from app.problems import Problem
+from app.scrub import is_storable
 from app.sites import site_or_404
 
 Channel = Literal["email", "influencer", "ads", "other"]
+MAX_SENDS = 2**31 - 1  # campaigns.sends is a 32-bit integer on PostgreSQL
+MAX_DESTINATION = 2048
+# What a URI may carry as it is (RFC 3986 reserved and unreserved, and escapes); the rest
+# (non-ASCII, space, quotes, braces, ...) is percent-encoded.
+_URI_SAFE = "!#$%&'()*+,/:;=?@[]~"
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_HOST = re.compile(r"[a-z0-9._-]+\.?|\[[0-9a-f:.]+\]")
 
 
 class CampaignIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -48,14 +58,14 @@ async def put_campaign(
     data: JSONBody[CampaignIn],
     ctx: NamedDependency[Context],
 ) -> CampaignOut:
-    if not 0 < len(campaign) <= MAX_TEXT or "/" in campaign:
-        raise Problem(422, f"campaign ids are 1 to {MAX_TEXT} characters without '/'")
-    if not 0 < len(data.name) <= 200:
-        raise Problem(422, "name must be 1 to 200 characters")
-    if data.sends is not None and data.sends < 0:
-        raise Problem(422, "sends must not be negative")
-    if data.influencer is not None and not 0 < len(data.influencer) <= MAX_TEXT:
-        raise Problem(422, f"influencer must be 1 to {MAX_TEXT} characters")
+    if not 0 < len(campaign) <= MAX_TEXT or "/" in campaign or not is_storable(campaign):
+        raise Problem(
+            422, f"campaign ids are 1 to {MAX_TEXT} characters without '/' or control characters"
+        )
+    _check_text("name", data.name, 200)
+    if data.sends is not None and not 0 <= data.sends <= MAX_SENDS:
+        raise Problem(422, f"sends must be 0 to {MAX_SENDS}")
+    _check_text("influencer", data.influencer)
     now = utcnow()
     values = {
         "site": site,
@@ -90,11 +100,56 @@ class LinkOut(msgspec.Struct):
     url: str
 
 
-def _check_destination(url: str) -> str:
+def _check_text(field: str, value: str | None, longest: int = MAX_TEXT) -> None:
+    if value is not None and not (0 < len(value) <= longest and is_storable(value)):
+        raise Problem(422, f"{field} must be 1 to {longest} characters, without control characters")
+
+
+def _encode(part: str) -> str:
+    """Percent-encode what a URI may not carry, keeping escapes that are already there."""
+    return quote(_STRAY_PERCENT.sub("%25", part), safe=_URI_SAFE, errors="replace")
+
+
+def ascii_uri(url: str) -> str:
+    """The http(s) URL as an ASCII URI: IDNA host, percent-encoded path, query and fragment.
+    ValueError for anything else, and for control characters, which no URI carries (urlsplit
+    would silently drop some of them)."""
+    if _CONTROL.search(url) or not is_storable(url):
+        raise ValueError("control characters")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
-        raise Problem(422, "destination must be an http(s) URL with a host, at most 2048 long")
-    return url
+    host, port = parts.hostname, parts.port  # the port raises ValueError when malformed
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        raise ValueError("not an http(s) URL with a host")
+    host = f"[{host}]" if ":" in host else host.encode("idna").decode("ascii").lower()
+    if not _HOST.fullmatch(host):
+        raise ValueError("not a host name")
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (f"{_encode(userinfo)}@" if userinfo else "") + host
+    netloc += f":{port}" if port is not None else ""
+    path, query, fragment = (_encode(p) for p in (parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme.lower(), netloc, path, query, fragment))
+
+
+def _check_destination(url: str) -> str:
+    try:
+        destination = ascii_uri(url)
+    except ValueError:  # UnicodeError, from the IDNA codec, is one
+        destination = ""
+    if not destination or len(destination) > MAX_DESTINATION:
+        raise Problem(
+            422,
+            "destination must be an http(s) URL with a host, without control characters, "
+            f"at most {MAX_DESTINATION} long once encoded",
+        )
+    return destination
+
+
+def _location(destination: str) -> str:
+    """Links stored before destinations were encoded may hold anything: never a 500 for them."""
+    try:
+        return ascii_uri(destination)
+    except ValueError:
+        return quote(_STRAY_PERCENT.sub("%25", destination), safe=_URI_SAFE, errors="replace")
 
 
 @post("/v1/sites/{site:str}/links", status_code=201, summary="Create a tracked link")
@@ -105,9 +160,8 @@ async def create_link(
     ctx: NamedDependency[Context],
 ) -> LinkOut:
     destination = _check_destination(data.destination)
-    for field in (data.campaign, data.influencer):
-        if field is not None and not 0 < len(field) <= MAX_TEXT:
-            raise Problem(422, f"campaign and influencer are 1 to {MAX_TEXT} characters")
+    _check_text("campaign", data.campaign)
+    _check_text("influencer", data.influencer)
     code = secrets.token_urlsafe(9)  # 72 random bits: not guessable, not enumerable
     async with ctx.sessions() as session, session.begin():
         await site_or_404(session, site)
@@ -125,14 +179,31 @@ async def create_link(
     return LinkOut(code=code, url=f"{ctx.settings.base_url}/l/{code}")
 
 
+def with_utm(location: str, **utm: str | None) -> str:
+    """The ASCII URI with the utm parameters it does not have yet (SPEC §4.7), encoded."""
+    parts = urlsplit(location)
+    present = {key.lower() for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    added = [(key, value) for key, value in utm.items() if value and key not in present]
+    if not added:
+        return location
+    query = "&".join(q for q in (parts.query, urlencode(added, quote_via=quote, safe="")) if q)
+    return urlunsplit(parts._replace(query=query))
+
+
 @get("/l/{code:str}", summary="Follow a tracked link (records a click, then redirects)")
 async def follow_link(
     request: Request[Any, Any, State], code: FromPath[str], ctx: NamedDependency[Context]
 ) -> Response[None]:
-    async with ctx.sessions() as session:
-        link = await session.scalar(select(Link).where(Link.code == code))
-    if link is None:
+    found = None
+    if is_storable(code):
+        async with ctx.sessions() as session:
+            its_campaign = and_(Campaign.site == Link.site, Campaign.id == Link.campaign)
+            query = select(Link, Campaign.channel, Campaign.influencer)
+            query = query.outerjoin(Campaign, its_campaign)
+            found = (await session.execute(query.where(Link.code == code))).first()
+    if found is None:
         raise Problem(404, "unknown link")
+    link, channel, influencer = found
     # The click is decided like a pixel hit: the subject is unknown unless `u` is given.
     fields = [("k", "click"), ("p", f"/l/{code}")]
     if link.campaign:
@@ -143,5 +214,13 @@ async def follow_link(
     return Response(
         None,
         status_code=302,
-        headers={"Location": link.destination, "Cache-Control": CACHE_CONTROL},
+        headers={
+            "Location": with_utm(
+                _location(link.destination),
+                utm_source=link.influencer or influencer,
+                utm_medium=channel,
+                utm_campaign=link.campaign,
+            ),
+            "Cache-Control": CACHE_CONTROL,
+        },
     )

@@ -19,7 +19,7 @@ from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.front import Front
 from app.ingest import BatchWriter, Ingest
 from app.metrics import Metrics
-from app.problems import on_http_exception, on_unexpected
+from app.problems import ApiRequest, on_http_exception, on_unexpected
 from app.pseudonym import KeyRing
 from app.ratelimit import RateLimiter
 from app.settings import Settings, load_settings
@@ -141,6 +141,7 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
         ],
         dependencies={"ctx": Provide(lambda: ctx, sync_to_thread=False)},
         exception_handlers={HTTPException: on_http_exception, Exception: on_unexpected},
+        request_class=ApiRequest,
         lifespan=[lifespan],
         state=State({"ctx": ctx}),  # the raw ASGI pixel route reads it from here
         openapi_config=OpenAPIConfig(

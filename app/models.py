@@ -182,3 +182,16 @@ class RollupDetail(Base):
     machine: Mapped[bool] = mapped_column(Boolean)
     hits: Mapped[int] = mapped_column(BigInteger)
     subjects: Mapped[int] = mapped_column(BigInteger)
+
+
+class EventId(Base):
+    """The event_id of a server-side event written in the last days (SPEC §4.6): the same id
+    again within them is counted once. Retention forgets an id after a week (EVENT_ID_DAYS)."""
+
+    __tablename__ = "event_ids"
+    __table_args__ = (Index("ix_event_ids_seen_at", "seen_at"),)
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    # a keyed hash of the sender's id (app/events_api.py), never the id itself
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -4,6 +4,7 @@ import logging
 from typing import Any
 
 from litestar import Request, Response
+from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
@@ -27,6 +28,17 @@ class Problem(HTTPException):
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(status_code=status, detail=detail)
+
+
+class ApiRequest(Request[Any, Any, State]):
+    """A request whose JSON body, however malformed, is the caller's error: msgspec gives up
+    on deep nesting with a RecursionError, which litestar does not turn into a 400."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError:
+            raise Problem(400, "the body is not valid JSON: nested too deeply") from None
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -54,6 +66,8 @@ def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response
             for e in exc.extra
         )
         detail = reasons if status == 422 else f"{detail}: {reasons}"
+    if status == HTTP_500_INTERNAL_SERVER_ERROR:
+        detail = "internal error"  # what went wrong inside is for the log, not the caller
     return problem(status, detail, headers=exc.headers)
 
 

@@ -21,10 +21,13 @@ from app.auth import require_key
 from app.context import Context
 from app.models import Event, RollupDaily
 from app.problems import Problem
+from app.scrub import is_storable
 from app.sites import site_or_404
 from retention.jobs import day_of
 
 MAX_DAYS = 3660
+# Days a report may name: the day after the last one and its time zone arithmetic must exist.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
 
 
 class Summary(msgspec.Struct):
@@ -33,11 +36,26 @@ class Summary(msgspec.Struct):
     by_kind: dict[str, int]
 
 
-def _period(start: str, end: str) -> tuple[date, date]:
+def _day(name: str, value: str) -> date:
     try:
-        first, last = date.fromisoformat(start), date.fromisoformat(end)
+        day = date.fromisoformat(value)
     except ValueError:
-        raise Problem(422, "from and to are ISO dates, e.g. 2026-07-01") from None
+        day = None
+    if day is None or not FIRST_DAY <= day <= LAST_DAY:
+        raise Problem(
+            422, f"{name} must be an ISO date from {FIRST_DAY} to {LAST_DAY}, e.g. 2026-07-01"
+        )
+    return day
+
+
+def _filter(name: str, value: str | None) -> str | None:
+    if value is not None and not is_storable(value):
+        raise Problem(422, f"{name} must not contain control characters")
+    return value
+
+
+def _period(start: str, end: str) -> tuple[date, date]:
+    first, last = _day("from", start), _day("to", end)
     if last < first or (last - first).days > MAX_DAYS:
         raise Problem(422, f"to must not be before from, nor more than {MAX_DAYS} days after")
     return first, last
@@ -105,6 +123,7 @@ async def summary(
     campaign: FromQuery[str | None] = None,
 ) -> Response[Any]:
     first, last = _period(start, end)
+    kind, campaign = _filter("kind", kind), _filter("campaign", campaign)
     async with ctx.sessions() as session:
         await site_or_404(session, site)
         await require_key(request, session, ctx.keyring, site, "read")

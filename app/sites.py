@@ -79,7 +79,8 @@ async def get_site(session: AsyncSession, slug: str) -> Site | None:
 
 
 async def site_or_404(session: AsyncSession, slug: str) -> Site:
-    site = await get_site(session, slug)
+    # A slug no site can have (one with a NUL, say) is not looked up: PostgreSQL refuses it.
+    site = await get_site(session, slug) if SLUG.fullmatch(slug) else None
     if site is None:
         raise Problem(404, f"unknown site {slug!r}")
     return site

@@ -25,13 +25,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.models import DsarExport, Event, RollupDaily, RollupDetail, Site
+from app.models import DsarExport, Event, EventId, RollupDaily, RollupDetail, Site
 from consent.models import ConsentLedger, ConsentState
 from consent.policy import Policy
 
 log = logging.getLogger("pixelgate.retention")
 BATCH = 10_000
 MONTHS_AHEAD = 2
+EVENT_ID_DAYS = 7  # SPEC §4.6: a repeated event_id is counted once for at least this long
 DIMENSIONS = (
     "page", "campaign", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term",
     "referrer", "device", "browser", "os", "machine",
@@ -46,6 +47,7 @@ class EventCounts(msgspec.Struct):
     partitions_created: int = 0
     partitions_dropped: int = 0
     exports_deleted: int = 0
+    event_ids_deleted: int = 0
 
 
 class ConsentCounts(msgspec.Struct):
@@ -255,8 +257,8 @@ async def purge_events(
     dry_run: bool = False,
     progress: Progress | None = None,
 ) -> EventCounts:
-    """Roll up, then delete, every event past the retention of its kind; drop expired months
-    and expired access exports."""
+    """Roll up, then delete, every event past the retention of its kind; drop expired months,
+    expired access exports and event ids past their week."""
     counts = EventCounts()
     if not dry_run:
         counts.partitions_created = await ensure_partitions(engine, policies, now)
@@ -268,6 +270,9 @@ async def purge_events(
             select(func.count()).select_from(DsarExport).where(DsarExport.expires_at <= now)
         )
         counts.exports_deleted = int(await session.scalar(expired_exports) or 0)
+        old_ids = EventId.seen_at < cutoff(now, EVENT_ID_DAYS)
+        found_ids = select(func.count()).select_from(EventId).where(old_ids)
+        counts.event_ids_deleted = int(await session.scalar(found_ids) or 0)
         if dry_run:
             for site, kind, before in groups:
                 found = await session.scalar(
@@ -278,6 +283,7 @@ async def purge_events(
                 counts.events_deleted += int(found or 0)
             return counts
         await session.execute(delete(DsarExport).where(DsarExport.expires_at <= now))
+        await session.execute(delete(EventId).where(old_ids))
     if engine.dialect.name == "postgresql" and groups and complete:
         await _drop_expired_partitions(engine, min(before for _, _, before in groups), counts)
     for site, kind, before in groups:

@@ -5,7 +5,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 import app.models
@@ -117,3 +117,26 @@ def test_a_subject_s_events_are_found_by_their_index_and_0006_reverts(database_u
     finally:
         command.upgrade(config, "head")
     assert hashed[not postgres] in _subject_index(database_url)
+
+
+def _tables(url: str) -> set[str]:
+    async def names() -> set[str]:
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as connection:
+                return set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
+        finally:
+            await engine.dispose()
+
+    return run(names())
+
+
+def test_0007_adds_the_event_ids_table_and_reverts(database_url: str) -> None:
+    assert "event_ids" in _tables(database_url)
+    config = alembic_config(database_url)
+    command.downgrade(config, "0006")
+    try:
+        assert "event_ids" not in _tables(database_url)
+    finally:
+        command.upgrade(config, "head")
+    assert "event_ids" in _tables(database_url)

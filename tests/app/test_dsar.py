@@ -347,3 +347,16 @@ def test_concurrent_job_runs_claim_each_request_once_without_the_advisory_lock(
     shares = run(race())
     assert sum(shares) == 60 and sum(1 for s in shares if s) > 1  # shared, and each once
     assert len(table_rows(settings, "dsar_exports", site=site)) == 60
+
+
+@pytest.mark.parametrize("status", ["", "pending\x00", "done"])
+def test_listing_requests_by_a_status_there_is_not_is_a_422_naming_it(
+    client: Client, settings: Settings, status: str
+) -> None:
+    site = make_site(settings)
+    response = client.get(
+        f"/v1/sites/{site}/dsar", params={"status": status}, headers=auth(make_key(settings, site))
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["detail"].startswith("status")

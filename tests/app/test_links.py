@@ -1,10 +1,13 @@
 """Campaigns and tracked links (SPEC §4.7), on both databases."""
 
+import secrets
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
 
+from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.models import Link
 from app.settings import Settings
 from tests.factories import (
     CHROME,
@@ -12,6 +15,7 @@ from tests.factories import (
     auth,
     make_key,
     make_site,
+    run,
     settle,
     subject_id,
     table_rows,
@@ -58,7 +62,9 @@ def test_a_link_records_a_click_and_redirects_only_to_its_destination(
         follow_redirects=False,
     )
     assert follow.status_code == 302
-    assert follow.headers["location"] == "https://shop.example/sale?ref=ig"
+    assert (
+        follow.headers["location"] == "https://shop.example/sale?ref=ig&utm_campaign=summer-launch"
+    )
     assert "set-cookie" not in follow.headers
     client.get(f"/l/{code}", headers={"User-Agent": GOOGLEBOT}, follow_redirects=False)
     settle(client)
@@ -92,3 +98,170 @@ def test_a_link_destination_must_be_an_http_url(
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
     assert table_rows(settings, "links", site=site) == []
+
+
+def assert_problem(response: Any, status: int, field: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["detail"].startswith(field)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"sends": 2**31}, "sends"),
+        ({"sends": 2**63}, "sends"),
+        ({"sends": -1}, "sends"),
+        ({"name": "Summer\x00launch"}, "name"),
+        ({"name": "Summer\nlaunch"}, "name"),
+        ({"influencer": "ana\x00"}, "influencer"),
+    ],
+)
+def test_a_campaign_field_no_column_can_take_is_a_422_naming_it_and_nothing_is_written(
+    client: Client, settings: Settings, change: dict[str, Any], field: str
+) -> None:
+    site = make_site(settings)
+    body = {"name": "Summer launch", "channel": "influencer", "influencer": "ana", **change}
+    response = client.put(
+        f"/v1/sites/{site}/campaigns/summer", json=body, headers=auth(make_key(settings, site))
+    )
+    assert_problem(response, 422, field)
+    assert table_rows(settings, "campaigns", site=site) == []
+
+
+def test_the_largest_sends_a_column_can_take_is_kept(client: Client, settings: Settings) -> None:
+    site = make_site(settings)
+    body = {"name": "Everyone", "sends": 2**31 - 1}
+    response = client.put(
+        f"/v1/sites/{site}/campaigns/all", json=body, headers=auth(make_key(settings, site))
+    )
+    assert response.status_code == 200, response.text
+    assert table_rows(settings, "campaigns", site=site)[0]["sends"] == 2**31 - 1
+
+
+@pytest.mark.parametrize("campaign", ["a%00b", "a%0Ab", "a%01b"])
+def test_a_campaign_id_with_a_control_character_is_a_422_naming_it(
+    client: Client, settings: Settings, campaign: str
+) -> None:
+    site = make_site(settings)
+    response = client.put(
+        f"/v1/sites/{site}/campaigns/{campaign}",
+        json={"name": "Summer"},
+        headers=auth(make_key(settings, site)),
+    )
+    assert_problem(response, 422, "campaign")
+    assert table_rows(settings, "campaigns", site=site) == []
+
+
+def make_link(client: Client, settings: Settings, site: str, **body: Any) -> Any:
+    return client.post(f"/v1/sites/{site}/links", json=body, headers=auth(make_key(settings, site)))
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"destination": "https://shop.example/a\r\nSet-Cookie: x=1"}, "destination"),
+        ({"destination": "https://shop.example/a\nb"}, "destination"),
+        ({"destination": "https://shop.example/a\tb"}, "destination"),
+        ({"destination": "https://shop.example/a\x00b"}, "destination"),
+        ({"destination": "https://shop.exa\x00mple/"}, "destination"),
+        ({"destination": "https://shop.example/\x7f"}, "destination"),
+        ({"destination": "https://shop..example/"}, "destination"),
+        ({"destination": "https://shop example/"}, "destination"),
+        ({"destination": "https://shop.example:99999/"}, "destination"),
+        ({"destination": "https://shop.example/" + "☃" * 400}, "destination"),
+        ({"destination": "https://shop.example/", "campaign": "a\x00b"}, "campaign"),
+        ({"destination": "https://shop.example/", "influencer": "a\x00b"}, "influencer"),
+    ],
+)
+def test_a_link_field_no_column_or_uri_can_take_is_a_422_naming_it_and_no_row(
+    client: Client, settings: Settings, body: dict[str, str], field: str
+) -> None:
+    site = make_site(settings)
+    assert_problem(make_link(client, settings, site, **body), 422, field)
+    assert table_rows(settings, "links", site=site) == []
+
+
+@pytest.mark.parametrize(
+    ("destination", "stored"),
+    [
+        ("https://bücher.example/☃", "https://xn--bcher-kva.example/%E2%98%83"),
+        ("HTTPS://Shop.Example:8443/a b?q=ü#teil ☃", "https://shop.example:8443/a%20b?q=%C3%BC#teil%20%E2%98%83"),
+        ("https://shop.example/%E2%98%83?off=50%", "https://shop.example/%E2%98%83?off=50%25"),
+        ("https://shop.example/{x}|\"y\"", "https://shop.example/%7Bx%7D%7C%22y%22"),
+        ("http://[2001:db8::1]:8080/x", "http://[2001:db8::1]:8080/x"),
+    ],
+)  # fmt: skip
+def test_a_destination_is_stored_as_an_ascii_uri_and_clicks_redirect_to_it(
+    client: Client, settings: Settings, destination: str, stored: str
+) -> None:
+    site = make_site(settings)
+    made = make_link(client, settings, site, destination=destination)
+    assert made.status_code == 201, made.text
+    [row] = table_rows(settings, "links", site=site)
+    assert row["destination"] == stored
+    follow = client.get(f"/l/{made.json()['code']}", follow_redirects=False)
+    assert follow.status_code == 302
+    assert follow.headers["location"] == stored
+
+
+def store_link(settings: Settings, site: str, code: str, destination: str) -> None:
+    async def work() -> None:
+        engine = make_engine(settings.database_url)
+        async with transaction(make_sessionmaker(engine)) as session:
+            session.add(Link(site=site, code=code, destination=destination, created_at=utcnow()))
+        await engine.dispose()
+
+    run(work())
+
+
+@pytest.mark.parametrize(
+    ("destination", "location"),
+    [
+        ("https://bücher.example/☃", "https://xn--bcher-kva.example/%E2%98%83"),
+        ("https://shop.example/a\r\nSet-Cookie: x=1", "https://shop.example/a%0D%0ASet-Cookie:%20x=1"),
+        ("https://bü cher.example/", "https://b%C3%BC%20cher.example/"),
+    ],
+)  # fmt: skip
+def test_a_link_stored_before_destinations_were_encoded_still_redirects_to_an_ascii_uri(
+    client: Client, settings: Settings, destination: str, location: str
+) -> None:
+    site = make_site(settings)
+    code = f"old-{secrets.token_hex(4)}"
+    store_link(settings, site, code, destination)
+    follow = client.get(f"/l/{code}", follow_redirects=False)
+    assert follow.status_code == 302
+    assert follow.headers["location"] == location
+    assert "set-cookie" not in follow.headers
+
+
+def test_a_link_code_no_link_can_have_is_a_404(client: Client) -> None:
+    response = client.get("/l/a%00b", follow_redirects=False)
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_click_adds_the_utm_parameters_the_destination_lacks_encoded(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    campaign = {"name": "Été", "channel": "influencer", "influencer": "Zoë & co"}
+    assert (
+        client.put(f"/v1/sites/{site}/campaigns/été 2026", json=campaign, headers=admin).status_code
+        == 200
+    )
+    clicks = {
+        "https://shop.example/sale#top": "https://shop.example/sale?utm_source=Zo%C3%AB%20%26%20co"
+        "&utm_medium=influencer&utm_campaign=%C3%A9t%C3%A9%202026#top",
+        "https://shop.example/?utm_campaign=x&UTM_SOURCE=y": "https://shop.example/"
+        "?utm_campaign=x&UTM_SOURCE=y&utm_medium=influencer",
+    }
+    for destination, location in clicks.items():
+        made = make_link(client, settings, site, destination=destination, campaign="été 2026")
+        assert made.status_code == 201, made.text
+        follow = client.get(f"/l/{made.json()['code']}", follow_redirects=False)
+        assert follow.headers["location"] == location
+    own = make_link(client, settings, site, destination="https://shop.example/", influencer="ana")
+    follow = client.get(f"/l/{own.json()['code']}", follow_redirects=False)
+    assert follow.headers["location"] == "https://shop.example/?utm_source=ana"

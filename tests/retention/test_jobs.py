@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.main import create_app
-from app.models import DsarExport
+from app.models import DsarExport, EventId
 from app.pipeline import EventRow
 from app.reports import summary_of
 from app.writer import write_events
@@ -377,3 +377,21 @@ def test_a_run_cut_short_after_its_rollup_does_not_count_twice(
     assert table_rows(settings_for(database_url), "events", site=site) == []
     [daily] = table_rows(settings_for(database_url), "rollup_daily", site=site)
     assert daily["hits"] == 4
+
+
+def test_event_ids_a_week_old_are_forgotten_and_younger_ones_kept(database_url: str) -> None:
+    site = make_site(settings_for(database_url))
+    before = cutoff(NOW, jobs.EVENT_ID_DAYS)
+
+    async def scenario() -> tuple[jobs.EventCounts, jobs.EventCounts, jobs.EventCounts]:
+        async with World(database_url, NOW) as world:
+            async with transaction(world.sessions) as session:
+                for name, seen in (("old", before - ONE), ("young", before + ONE)):
+                    session.add(EventId(site=site, id_hash=name, seen_at=seen))
+            return await world.purge(dry_run=True), await world.purge(), await world.purge()
+
+    dry, first, second = run(scenario())
+    assert (dry.event_ids_deleted, first.event_ids_deleted, second.event_ids_deleted) == (1, 1, 0)
+    [kept] = table_rows(settings_for(database_url), "event_ids", site=site)
+    assert kept["id_hash"] == "young"
+    assert before <= NOW - timedelta(days=7)

@@ -1,0 +1,58 @@
+"""Report parameters (SPEC §4.8): a bad one is a 422 naming it, on both databases."""
+
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from app.settings import Settings
+from tests.factories import auth, make_key, make_site
+
+Client = TestClient[Any]
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ({"from": "9999-01-01", "to": "9999-12-31"}, "from"),
+        ({"from": "2026-01-01", "to": "9999-12-31"}, "to"),
+        ({"from": "0001-01-01", "to": "2026-01-01"}, "from"),
+        ({"from": "2026-02-30", "to": "2026-03-01"}, "from"),
+        ({"from": "2026-03-01", "to": "2026-02-01"}, "to"),
+        ({"from": "2026-01-01", "to": "2026-01-31", "kind": "open\x00"}, "kind"),
+        ({"from": "2026-01-01", "to": "2026-01-31", "campaign": "a\x00b"}, "campaign"),
+    ],
+)
+def test_a_bad_summary_parameter_is_a_422_naming_it(
+    client: Client, settings: Settings, query: dict[str, str], parameter: str
+) -> None:
+    site = make_site(settings)
+    response = client.get(
+        f"/v1/sites/{site}/reports/summary",
+        params=query,
+        headers=auth(make_key(settings, site, "read")),
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["detail"].startswith(parameter)
+
+
+def test_a_summary_of_the_last_day_a_report_may_name_is_answered(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    response = client.get(
+        f"/v1/sites/{site}/reports/summary",
+        params={"from": "9998-12-31", "to": "9998-12-31", "kind": "open", "campaign": "c"},
+        headers=auth(make_key(settings, site, "read")),
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["hits"] == 0
+
+
+def test_a_site_slug_no_site_can_have_is_a_404(client: Client) -> None:
+    response = client.get(
+        "/v1/sites/a%00b/reports/summary", params={"from": "2026-01-01", "to": "2026-01-02"}
+    )
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
