@@ -1,5 +1,6 @@
 """The consent registry over HTTP (SPEC §4.4), on SQLite and PostgreSQL."""
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -313,3 +314,27 @@ def test_withdrawal_covers_purposes_a_newer_policy_no_longer_names(
     assert withdrawn["purposes"]["marketing"] is False
     [state] = table_rows(settings, "consent_state", site=site, purpose="marketing")
     assert state["granted"] is False
+
+
+def _sloppy_spellings(token: str) -> list[str]:
+    """The same bytes spelt another way, which a lenient base64 decoder would accept."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    head, mac = token.split(".")
+    # The MAC's last character carries four unused bits: flipping one changes no byte.
+    last = mac[:-1] + alphabet[alphabet.index(mac[-1]) ^ 1]
+    assert base64.urlsafe_b64decode(last + "==") == base64.urlsafe_b64decode(mac + "==")
+    return [
+        f"{head}.{mac[:8]}!!!!{mac[8:]}",
+        f"{head[:12]}!!!!{head[12:]}.{mac}",
+        f"{head}.{last}",
+        f"{head}.{mac}==",
+    ]
+
+
+def test_a_subject_token_has_exactly_one_spelling(client: Client, settings: Settings) -> None:
+    site, subject = make_site(settings), subject_id()
+    given = give(client, site, subject, analytics=True).json()
+    url = f"/v1/sites/{site}/consent/{subject}"
+    assert client.get(url, headers={"X-Subject-Token": given["subject_token"]}).status_code == 200
+    for spelling in _sloppy_spellings(given["subject_token"]):
+        assert client.get(url, headers={"X-Subject-Token": spelling}).status_code == 401, spelling
