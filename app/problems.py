@@ -25,8 +25,8 @@ TITLES = {
 class Problem(HTTPException):
     """An error with a status of our choosing and a detail meant for the caller."""
 
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(status_code=status, detail=detail)
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=status, detail=detail, headers=headers)
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response[Any]:
