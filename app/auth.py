@@ -1,8 +1,8 @@
 """API keys (only their HMAC is stored), scopes, and subject self-service tokens."""
 
 import secrets
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -11,14 +11,19 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.context import Context
+from app.db import utcnow
 from app.models import ApiKey
 from app.pseudonym import KeyRing
 from app.tokens import b64url, seal, unseal
+from retention.dsar import audit_hash, erased_at
 
 AnyRequest = Request[Any, Any, Any]
 SCOPES = ("admin", "read", "ingest")
 # admin ⊃ read and ingest; read and ingest are separate.
 GRANTS = {"admin": {"admin", "read", "ingest"}, "read": {"read"}, "ingest": {"ingest"}}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 
 class KeyCreated(msgspec.Struct):
@@ -85,14 +90,20 @@ async def require_key(
 class SubjectClaim(msgspec.Struct, array_like=True):
     site: str
     subject: str  # the pseudonym, never the raw identifier
+    issued: int  # microseconds since the epoch: exact, to compare with an erasure's time
+
+    @property
+    def issued_at(self) -> datetime:
+        return EPOCH + self.issued * MICROSECOND
 
 
-def subject_token(keyring: KeyRing, site: str, pseudonym: str) -> str:
-    payload = msgspec.json.encode(SubjectClaim(site=site, subject=pseudonym))
-    return seal(keyring, payload, "subject-token")
+def subject_token(keyring: KeyRing, site: str, pseudonym: str, now: datetime) -> str:
+    claim = SubjectClaim(site=site, subject=pseudonym, issued=(now - EPOCH) // MICROSECOND)
+    return seal(keyring, msgspec.json.encode(claim), "subject-token")
 
 
 def read_subject_token(keyring: KeyRing, token: str) -> SubjectClaim | None:
+    """The claim of a token we sealed (of any age); None for anything else."""
     payload = unseal(keyring, token, "subject-token")
     if payload is None:
         return None
@@ -102,21 +113,43 @@ def read_subject_token(keyring: KeyRing, token: str) -> SubjectClaim | None:
         return None
 
 
+async def live_subject_claim(
+    session: AsyncSession, ctx: Context, token: str, cors: Mapping[str, str]
+) -> SubjectClaim | None:
+    """The one decision whether a subject token opens anything now: sealed by us, younger than
+    subject_token_days, and issued after its subject's latest erasure (it belonged to data that
+    no longer exists). Every use of a good token counts against a limit per token (429)."""
+    claim = read_subject_token(ctx.keyring, token)
+    if claim is None:
+        return None
+    # Checked after the seal, so that only real tokens take up room in the limiter.
+    ctx.consent_limiter.check("subject-token", token, cors)
+    if utcnow() - claim.issued_at > timedelta(days=ctx.settings.subject_token_days):
+        return None
+    subject = audit_hash(ctx.keyring, claim.subject)
+    erased = (await erased_at(session, claim.site, [subject])).get(subject)
+    if erased is not None and claim.issued_at <= erased:
+        return None
+    return claim
+
+
 async def require_admin_or_subject(
     request: AnyRequest,
     session: AsyncSession,
-    keyring: KeyRing,
+    ctx: Context,
     site: str,
     owns: Callable[[str], bool],
+    cors: Mapping[str, str],
 ) -> None:
-    """An admin key of the site, or a subject token of this site for a pseudonym `owns` accepts
-    (401 for a token that is not ours, 403 for one of another subject or site)."""
+    """An admin key of the site, or a live subject token of this site for a pseudonym `owns`
+    accepts (401 for a token that is not ours or no longer good, 403 for one of another subject
+    or site). `cors` goes on a 429."""
     token = request.headers.get("x-subject-token")
     if token is None:
-        await require_key(request, session, keyring, site, "admin")
+        await require_key(request, session, ctx.keyring, site, "admin")
         return
-    claim = read_subject_token(keyring, token)
+    claim = await live_subject_claim(session, ctx, token, cors)
     if claim is None:
-        raise NotAuthorizedException("the subject token is not valid")
+        raise NotAuthorizedException("the subject token is not valid, has expired or was erased")
     if claim.site != site or not owns(claim.subject):
         raise PermissionDeniedException("this subject token is for another subject or site")

@@ -2,7 +2,6 @@
 (with their subject token), fulfilled by the dsar job (retention/dsar.py)."""
 
 import calendar
-import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -18,12 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import bearer, require_admin_or_subject, require_key
 from app.context import Context
 from app.db import utcnow
-from app.models import DsarExport, DsarRequest
+from app.models import DsarExport, DsarRequest, Site
 from app.problems import Problem
 from app.ratelimit import client_of
 from app.sites import site_or_404
 from consent import store
-from consent.api import MAX_SUBJECT, consent_proof
+from consent.api import MAX_SUBJECT, consent_proof, cors_headers
 from consent.policy import Policy
 from retention.dsar import audit_hash
 
@@ -94,17 +93,31 @@ def dsar_out(row: DsarRequest, now: datetime) -> DsarOut:
 
 
 async def _authorise(
-    request: Request[Any, Any, Any], session: AsyncSession, ctx: Context, site: str, owner: str
+    request: Request[Any, Any, Any], session: AsyncSession, ctx: Context, site: Site, owner: str
 ) -> None:
     """An admin key, or the subject token of `owner` (a subject hash); 401/403 otherwise."""
 
     def owns(pseudonym: str) -> bool:
         return audit_hash(ctx.keyring, pseudonym) == owner
 
-    await require_admin_or_subject(request, session, ctx.keyring, site, owns)
+    cors = cors_headers(site, request.headers.get("origin"))
+    await require_admin_or_subject(request, session, ctx, site.slug, owns, cors)
 
 
-@post("/v1/sites/{site:str}/dsar", status_code=202, summary="File a data subject request")
+WHO = (
+    "With an admin key of the site, or with the subject's own `X-Subject-Token` (rate limited "
+    "per token); a token that has expired or predates an erasure of its subject is refused (401)."
+)
+
+
+@post(
+    "/v1/sites/{site:str}/dsar",
+    status_code=202,
+    summary="File a data subject request",
+    description=WHO
+    + " An `opt_out` needs neither: it is public, rate limited per client, and takes effect "
+    "at once.",
+)
 async def file_request(
     request: Request[Any, Any, State],
     site: FromPath[str],
@@ -121,12 +134,11 @@ async def file_request(
         anonymous = data.type == "opt_out" and not bearer(request)
         if anonymous and "x-subject-token" not in request.headers:
             # CCPA: an opt-out needs no identity check, only a brake on floods.
-            if not ctx.consent_limiter.allow(
-                site, client_of(request, ctx.settings.trusted_proxies), time.time()
-            ):
-                raise Problem(429, "too many requests; try again in a minute")
+            client = client_of(request, ctx.settings.trusted_proxies)
+            cors = cors_headers(found, request.headers.get("origin"))
+            ctx.consent_limiter.check(site, client, cors)
         else:
-            await _authorise(request, session, ctx, site, owner)
+            await _authorise(request, session, ctx, found, owner)
         policy = ctx.policies[found.policy]
         row = DsarRequest(
             site=site,
@@ -172,7 +184,11 @@ async def _find(session: AsyncSession, site: str, request_id: str) -> DsarReques
     return row
 
 
-@get("/v1/sites/{site:str}/dsar/{request_id:str}", summary="A data subject request's status")
+@get(
+    "/v1/sites/{site:str}/dsar/{request_id:str}",
+    summary="A data subject request's status",
+    description=WHO,
+)
 async def read_request(
     request: Request[Any, Any, State],
     site: FromPath[str],
@@ -180,9 +196,9 @@ async def read_request(
     ctx: NamedDependency[Context],
 ) -> DsarOut:
     async with ctx.sessions() as session:
-        await site_or_404(session, site)
+        found = await site_or_404(session, site)
         row = await _find(session, site, request_id)
-        await _authorise(request, session, ctx, site, row.subject_hash)
+        await _authorise(request, session, ctx, found, row.subject_hash)
     return dsar_out(row, utcnow())
 
 
@@ -190,6 +206,7 @@ async def read_request(
     "/v1/sites/{site:str}/dsar/{request_id:str}/export",
     media_type="application/json",
     summary="Download an access request's export",
+    description=WHO,
 )
 async def download_export(
     request: Request[Any, Any, State],
@@ -199,9 +216,9 @@ async def download_export(
 ) -> Response[bytes]:
     now = utcnow()
     async with ctx.sessions() as session:
-        await site_or_404(session, site)
+        found = await site_or_404(session, site)
         row = await _find(session, site, request_id)
-        await _authorise(request, session, ctx, site, row.subject_hash)
+        await _authorise(request, session, ctx, found, row.subject_hash)
         if row.type != "access":
             raise Problem(404, f"a {row.type} request has no export")
         if row.status in OPEN:

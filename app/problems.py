@@ -26,8 +26,8 @@ TITLES = {
 class Problem(HTTPException):
     """An error with a status of our choosing and a detail meant for the caller."""
 
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(status_code=status, detail=detail)
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=status, detail=detail, headers=headers)
 
 
 class ApiRequest(Request[Any, Any, State]):

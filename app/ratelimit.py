@@ -5,10 +5,15 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import math
 import secrets
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from litestar import Request
+
+from app.problems import Problem
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -66,14 +71,18 @@ def client_of(request: Request[Any, Any, Any], trusted_proxies: tuple[str, ...] 
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.time) -> None:
         self.per_minute = per_minute
-        # Clients are kept as keyed hashes under a per-process key, never as raw addresses.
+        self.clock = clock
+        # Clients are kept as keyed hashes under a per-process key, never as raw addresses or
+        # tokens.
         self._key = secrets.token_bytes(32)
         self._window = -1
         self._counts: dict[bytes, int] = {}
 
     def allow(self, scope: str, client: str, now: float) -> bool:
+        """Counts this request; whether it is within the limit. `client` is kept only as a
+        keyed hash: it may be an address or a token."""
         window = int(now // 60)
         if window != self._window:
             self._window, self._counts = window, {}
@@ -81,3 +90,18 @@ class RateLimiter:
         count = self._counts.get(who, 0) + 1
         self._counts[who] = count
         return count <= self.per_minute
+
+    def retry_after(self, now: float) -> int:
+        """Whole seconds until the current window ends."""
+        return max(1, math.ceil(60 - now % 60))
+
+    def check(self, scope: str, client: str, headers: Mapping[str, str] | None = None) -> None:
+        """A 429 problem with Retry-After (and `headers`, e.g. CORS) once over the limit."""
+        now = self.clock()
+        if not self.allow(scope, client, now):
+            wait = self.retry_after(now)
+            raise Problem(
+                429,
+                f"too many requests; try again in {wait} seconds",
+                headers={**(headers or {}), "Retry-After": str(wait)},
+            )

@@ -3,10 +3,12 @@
 import base64
 import binascii
 import hmac
+import re
 
 from app.pseudonym import KeyRing
 
 MAC_BYTES = 16
+BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def b64url(data: bytes) -> str:
@@ -14,8 +16,16 @@ def b64url(data: bytes) -> str:
 
 
 def unb64url(text: str) -> bytes:
-    """Raises ValueError (binascii.Error) on anything that is not base64url."""
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """The bytes of the one spelling b64url() gives them; ValueError for any other text.
+
+    The standard decoder skips characters outside the alphabet and ignores the unused bits of
+    the last character, so one token would have many spellings."""
+    if not BASE64URL.fullmatch(text):
+        raise ValueError("not unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url(data) != text:
+        raise ValueError("not the canonical spelling")
+    return data
 
 
 def seal(keyring: KeyRing, payload: bytes, *labels: str) -> str:

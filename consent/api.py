@@ -1,7 +1,7 @@
 """Consent endpoints (SPEC §4.4): give, read, history, withdraw; receipts and their keys."""
 
 import re
-import time
+import secrets
 import uuid
 from datetime import datetime
 from typing import Any
@@ -13,7 +13,13 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import bearer, require_admin_or_subject, require_key, subject_token
+from app.auth import (
+    bearer,
+    live_subject_claim,
+    require_admin_or_subject,
+    require_key,
+    subject_token,
+)
 from app.context import Context
 from app.db import utcnow
 from app.models import Site
@@ -34,17 +40,18 @@ GPC_HANDLING_SINCE = "2026-11-29"  # when pixelgate's handling of Sec-GPC last c
 
 
 class ConsentIn(msgspec.Struct, forbid_unknown_fields=True):
-    subject: str
     purposes: dict[str, bool]
+    subject: str | None = None  # absent on the public path: the server mints a visitor id
     policy_version: str | None = None
     source: str = "api"
 
 
-class ConsentOut(msgspec.Struct):
+class ConsentOut(msgspec.Struct, omit_defaults=True):
     receipt: str
-    subject_token: str | None  # withheld when the public path records a known subject again
+    subject_token: str
     purposes: dict[str, bool]
     expires_at: datetime | None
+    subject: str | None = None  # only a visitor id the server minted, never one it was given
 
 
 class PurposeState(msgspec.Struct):
@@ -79,7 +86,7 @@ class HistoryOut(msgspec.Struct):
     entries: list[LedgerEntry]
 
 
-def _cors(site: Site, origin: str | None) -> dict[str, str]:
+def cors_headers(site: Site, origin: str | None) -> dict[str, str]:
     """CORS for the site's own origins only; others get no grant (and a 403 on POST)."""
     if not origin or origin.lower() not in site.origins:
         return {"Vary": "Origin"}
@@ -106,14 +113,16 @@ def consent_proof(
 
 
 def _receipt(
-    ctx: Context, entry: ConsentLedger, policy: Policy, url: str, with_token: bool = True
+    ctx: Context, entry: ConsentLedger, policy: Policy, url: str, minted: str | None = None
 ) -> ConsentOut:
-    token = subject_token(ctx.keyring, entry.site, entry.subject) if with_token else None
+    # Only an admin key, the subject's own token or a freshly minted id reach this: a fresh
+    # token goes to whoever may already hold one.
     return ConsentOut(
         receipt=ctx.signer.sign(receipts.claims(entry, policy, url)),
-        subject_token=token,
+        subject_token=subject_token(ctx.keyring, entry.site, entry.subject, utcnow()),
         purposes=entry.purposes,
         expires_at=entry.expires_at,
+        subject=minted,
     )
 
 
@@ -122,7 +131,7 @@ def _policy_url(ctx: Context, site: str) -> str:
 
 
 def _check_body(body: ConsentIn, policy: Policy) -> None:
-    if not 0 < len(body.subject.strip()) <= MAX_SUBJECT:
+    if body.subject is not None and not 0 < len(body.subject.strip()) <= MAX_SUBJECT:
         raise Problem(422, f"subject must be 1 to {MAX_SUBJECT} characters")
     if not body.purposes:
         raise Problem(422, "purposes must name at least one purpose")
@@ -148,10 +157,65 @@ async def consent_preflight(
 ) -> Response[None]:
     async with ctx.sessions() as session:
         found = await site_or_404(session, site)
-    return Response(None, status_code=204, headers=_cors(found, request.headers.get("origin")))
+    cors = cors_headers(found, request.headers.get("origin"))
+    return Response(None, status_code=204, headers=cors)
 
 
-@post("/v1/sites/{site:str}/consent", status_code=201, summary="Give or refuse consent")
+NOT_YOURS = (
+    "a subject in the body needs that subject's X-Subject-Token (or an admin key); "
+    "leave subject out to be given a new visitor id"
+)
+
+
+def mint_visitor_id() -> str:
+    """A first-party visitor id nobody can guess (128 bits), URL-safe."""
+    return secrets.token_urlsafe(16)
+
+
+async def _public_caller(
+    request: Request[Any, Any, Any],
+    session: AsyncSession,
+    ctx: Context,
+    site: Site,
+    data: ConsentIn,
+    cors: dict[str, str],
+) -> None:
+    """Without a key: a new visitor (no subject; limited per client) or the holder of the
+    subject's own token (limited per token). Anything else is one 403, the same whether or not
+    the subject exists, so the answer tells nothing about who has consented."""
+    origin = request.headers.get("origin")
+    if origin and origin.lower() not in site.origins:
+        raise Problem(403, f"origin {origin} is not allowed for site {site.slug}")
+    token = request.headers.get("x-subject-token")
+    if data.subject is None:
+        if token is not None:
+            raise Problem(422, "subject: name the subject of the X-Subject-Token, or send neither")
+        client = client_of(request, ctx.settings.trusted_proxies)
+        ctx.consent_limiter.check(site.slug, client, cors)
+        return
+    claim = await live_subject_claim(session, ctx, token, cors) if token else None
+    pseudonym = ctx.keyring.pseudonym(site.slug, data.subject)
+    if claim is None or claim.site != site.slug or claim.subject != pseudonym:
+        raise Problem(403, NOT_YOURS)
+
+
+@post(
+    "/v1/sites/{site:str}/consent",
+    status_code=201,
+    summary="Give or refuse consent",
+    description=(
+        "Public (CORS: the site's origins only) or with an admin key.\n\n"
+        "- Public, no `subject` in the body: the server mints a random visitor id (128 bits, "
+        "URL-safe) and returns it as `subject` with its `subject_token`; rate limited per "
+        "client.\n"
+        "- Public, with `subject`: only with that subject's `X-Subject-Token` (else 403, the "
+        "same answer whether or not the subject exists); rate limited per token.\n"
+        "- Admin key (server to server): any id the site assigns itself (customer id, e-mail); "
+        "the site hands the returned token to its signed-in user.\n\n"
+        "Every 201 carries a fresh subject token: it opens the subject's consent and requests, "
+        "expires after PIXELGATE_SUBJECT_TOKEN_DAYS, and dies with an erasure of its subject."
+    ),
+)
 async def give_consent(
     request: Request[Any, Any, State],
     site: FromPath[str],
@@ -161,37 +225,27 @@ async def give_consent(
     origin = request.headers.get("origin")
     async with ctx.sessions() as session, session.begin():
         found = await site_or_404(session, site)
-        admin = bearer(request) is not None
-        if admin:
+        cors = cors_headers(found, origin)
+        if bearer(request) is not None:
             await require_key(request, session, ctx.keyring, site, "admin")
         else:
-            if origin and origin.lower() not in found.origins:
-                raise Problem(403, f"origin {origin} is not allowed for site {site}")
-            if not ctx.consent_limiter.allow(
-                site, client_of(request, ctx.settings.trusted_proxies), time.time()
-            ):
-                raise Problem(429, "too many consent requests; try again in a minute")
-            if "@" in data.subject:
-                # An address is guessable: whoever posts it would get that person's token.
-                raise Problem(422, "e-mail addresses as subjects need an admin key")
+            await _public_caller(request, session, ctx, found, data, cors)
         policy = ctx.policies[found.policy]
         _check_body(data, policy)
-        pseudonym = ctx.keyring.pseudonym(site, data.subject)
-        # The subject token opens the person's history: the public path hands it out only
-        # with a subject's first record, so nobody can claim someone else's by re-posting.
-        known = not admin and bool(await store.history(session, site, pseudonym))
+        subject = mint_visitor_id() if data.subject is None else data.subject
         entry = await store.record(
             session,
             site=site,
-            subject=pseudonym,
+            subject=ctx.keyring.pseudonym(site, subject),
             purposes=data.purposes,
             policy=policy,
             proof=consent_proof(request, found, ctx, data.source),
             now=utcnow(),
         )
-        out = _receipt(ctx, entry, policy, _policy_url(ctx, site), with_token=not known)
+        minted = subject if data.subject is None else None
+        out = _receipt(ctx, entry, policy, _policy_url(ctx, site), minted)
     ctx.consent.invalidate(site, entry.subject)
-    return Response(out, status_code=201, headers=_cors(found, origin))
+    return Response(out, status_code=201, headers=cors)
 
 
 async def _subject_access(
@@ -200,11 +254,23 @@ async def _subject_access(
     """An admin key of the site, or the subject's own token; returns the site and pseudonym."""
     found = await site_or_404(session, site)
     pseudonym = ctx.keyring.pseudonym(site, subject)
-    await require_admin_or_subject(request, session, ctx.keyring, site, pseudonym.__eq__)
+    cors = cors_headers(found, request.headers.get("origin"))
+    await require_admin_or_subject(request, session, ctx, site, pseudonym.__eq__, cors)
     return found, pseudonym
 
 
-@get("/v1/sites/{site:str}/consent/{subject:str}", summary="Current consent per purpose")
+WHO_READS = (
+    "With an admin key of the site, or with the subject's own `X-Subject-Token` (CORS: the "
+    "site's origins; rate limited per token). A token that has expired or predates an erasure "
+    "of its subject is refused (401)."
+)
+
+
+@get(
+    "/v1/sites/{site:str}/consent/{subject:str}",
+    summary="Current consent per purpose",
+    description=WHO_READS,
+)
 async def read_consent(
     request: Request[Any, Any, State],
     site: FromPath[str],
@@ -227,10 +293,14 @@ async def read_consent(
             expires_at=row.expires_at if row else None,
         )
     out = StateOut(subject=pseudonym, policy_version=policy.version, purposes=purposes)
-    return Response(out, headers=_cors(found, request.headers.get("origin")))
+    return Response(out, headers=cors_headers(found, request.headers.get("origin")))
 
 
-@get("/v1/sites/{site:str}/consent/{subject:str}/history", summary="The consent ledger")
+@get(
+    "/v1/sites/{site:str}/consent/{subject:str}/history",
+    summary="The consent ledger",
+    description=WHO_READS,
+)
 async def consent_history(
     request: Request[Any, Any, State],
     site: FromPath[str],
@@ -244,13 +314,14 @@ async def consent_history(
         subject=pseudonym,
         entries=[msgspec.convert(e, LedgerEntry, from_attributes=True) for e in entries],
     )
-    return Response(out, headers=_cors(found, request.headers.get("origin")))
+    return Response(out, headers=cors_headers(found, request.headers.get("origin")))
 
 
 @delete(
     "/v1/sites/{site:str}/consent/{subject:str}",
     status_code=200,
     summary="Withdraw every purpose",
+    description=WHO_READS + " The answer carries a fresh subject token.",
 )
 async def withdraw_consent(
     request: Request[Any, Any, State],
@@ -271,7 +342,7 @@ async def withdraw_consent(
         )
         out = _receipt(ctx, entry, policy, _policy_url(ctx, site))
     ctx.consent.invalidate(site, pseudonym)
-    return Response(out, headers=_cors(found, request.headers.get("origin")))
+    return Response(out, headers=cors_headers(found, request.headers.get("origin")))
 
 
 @get("/.well-known/jwks.json", summary="Public keys that verify consent receipts")

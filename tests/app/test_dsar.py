@@ -76,12 +76,13 @@ def set_column(settings: Settings, model: Any, request_id: str, **values: Any) -
 def person_with_data(
     client: Client, settings: Settings, site: str, admin: dict[str, str]
 ) -> tuple[str, str]:
-    """A subject who consented (getting their token) and has two recorded events."""
+    """A subject whose consent the site recorded (getting their token) and who has two recorded
+    events."""
     subject = subject_id()
     given = client.post(
         f"/v1/sites/{site}/consent",
         json={"subject": subject, "purposes": {"analytics": True}},
-        headers={"User-Agent": CHROME},
+        headers={**admin, "User-Agent": CHROME},
     ).json()
     events = [
         {"kind": "pageview", "subject": subject, "page": "/a"},
@@ -256,6 +257,93 @@ def test_requests_are_listed_with_overdue_flags_and_counted_in_metrics(
         ).status_code
         == 403
     )
+
+
+def test_a_token_issued_before_an_erasure_opens_nothing_and_a_later_one_does(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    subject, token = person_with_data(client, settings, site, admin)
+    old = {"X-Subject-Token": token}
+    access = file(client, site, old, type="access", subject=subject).json()
+    run_job(settings)
+    file(client, site, old, type="erasure", subject=subject)
+    run_job(settings)
+
+    consent = f"/v1/sites/{site}/consent/{subject}"
+    request = f"/v1/sites/{site}/dsar/{access['id']}"
+    refused = [
+        client.get(consent, headers=old),
+        client.get(f"{consent}/history", headers=old),
+        client.delete(consent, headers=old),
+        file(client, site, old, type="access", subject=subject),
+        client.get(request, headers=old),
+        client.get(f"{request}/export", headers=old),
+    ]
+    assert [r.status_code for r in refused] == [401] * 6
+    again = client.post(
+        f"/v1/sites/{site}/consent",
+        json={"subject": subject, "purposes": {"analytics": True}},
+        headers=old,
+    )
+    assert again.status_code == 403
+    assert table_rows(settings, "consent_ledger", site=site) == []
+
+    # The site records the person's consent anew: the token issued now opens their data.
+    given = client.post(
+        f"/v1/sites/{site}/consent",
+        json={"subject": subject, "purposes": {"analytics": True}},
+        headers=admin,
+    ).json()
+    new = {"X-Subject-Token": given["subject_token"]}
+    fresh = file(client, site, new, type="access", subject=subject).json()
+    run_job(settings)
+    fresh_request = f"/v1/sites/{site}/dsar/{fresh['id']}"
+    opened = [
+        client.get(consent, headers=new),
+        client.get(f"{consent}/history", headers=new),
+        client.get(request, headers=new),
+        client.get(fresh_request, headers=new),
+        client.get(f"{fresh_request}/export", headers=new),
+        client.delete(consent, headers=new),
+    ]
+    assert [r.status_code for r in opened] == [200] * 6
+
+
+def test_a_limited_request_says_when_to_retry_with_the_sites_cors_and_tokens_count_too(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(database_url, consent_rate_limit=2)
+    shop = {"Origin": "https://shop.example"}
+    site = make_site(
+        settings, policy="ccpa", jurisdiction="us-ca", origins=("https://shop.example",)
+    )
+    admin = auth(make_key(settings, site))
+    with TestClient(create_app(settings)) as client:
+        limiter = client.app.state.ctx.consent_limiter
+        monkeypatch.setattr(limiter, "clock", lambda: 1_800_000_045.0)  # 15 s before the next
+        opt_outs = [
+            file(client, site, shop, type="opt_out", subject=subject_id(), regulation="ccpa")
+            for _ in range(3)
+        ]
+        assert [r.status_code for r in opt_outs] == [202, 202, 429]
+        limited = opt_outs[-1]
+        assert limited.headers["retry-after"] == "15"
+        assert limited.headers["access-control-allow-origin"] == "https://shop.example"
+        assert limited.headers["content-type"].startswith("application/problem+json")
+
+        subject, token = person_with_data(client, settings, site, admin)
+        mine = {**shop, "X-Subject-Token": token}
+        filed = [file(client, site, mine, type="access", subject=subject) for _ in range(2)]
+        assert [r.status_code for r in filed] == [202, 202]
+        over = file(client, site, mine, type="access", subject=subject)
+        assert over.status_code == 429 and over.headers["retry-after"] == "15"
+        assert over.headers["access-control-allow-origin"] == "https://shop.example"
+        read = client.get(f"/v1/sites/{site}/dsar/{filed[0].json()['id']}", headers=mine)
+        assert read.status_code == 429
+        assert file(client, site, admin, type="access", subject=subject).status_code == 202
+    assert len(table_rows(settings, "dsar_requests", site=site, type="access")) == 3
 
 
 @pytest.mark.parametrize("request_id", ["3f1c0000-0000-4000-8000-000000000000", "not-a-uuid"])

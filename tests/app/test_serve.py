@@ -68,18 +68,19 @@ def test_a_consented_hit_over_the_network_is_recorded_with_a_truncated_ip(
         check=True,
     )  # fmt: skip
     assert json.loads(created.stdout)["slug"] == "live-shop"
-    subject = subject_id()
     # The server listens on 127.0.0.1; we speak from 127.0.0.2, a client address that may
     # appear nowhere but as its /24.
     client = httpx.Client(transport=httpx.HTTPTransport(local_address=raw("127.0.0.2")))
     headers = {"User-Agent": CHROME}
-    before = client.get(f"{server}/p/live-shop/pixel.gif", params={"u": subject}, headers=headers)
+    unknown = subject_id()
+    before = client.get(f"{server}/p/live-shop/pixel.gif", params={"u": unknown}, headers=headers)
     given = client.post(
         f"{server}/v1/sites/live-shop/consent",
-        json={"subject": subject, "purposes": {"analytics": True}},
+        json={"purposes": {"analytics": True}},
         headers=headers,
     )
     assert given.status_code == 201
+    subject = raw(given.json()["subject"])  # the visitor id the server minted
     after = client.get(f"{server}/p/live-shop/pixel.gif", params={"u": subject}, headers=headers)
     assert len(wait_for_rows(settings, "events", 1, site="live-shop")) == 1
     [entry] = table_rows(settings, "consent_ledger", site="live-shop")
@@ -99,10 +100,10 @@ def test_the_pixel_answered_in_front_of_litestar_takes_every_method(
     through a litestar route): GET, HEAD, the JSON beacon and a wrong path."""
     settings = settings_for(database_url)
     site = make_site(settings)
-    subject = subject_id()
     headers = {"User-Agent": CHROME}
-    consent = {"subject": subject, "purposes": {"analytics": True}}
-    assert httpx.post(f"{server}/v1/sites/{site}/consent", json=consent).status_code == 201
+    given = httpx.post(f"{server}/v1/sites/{site}/consent", json={"purposes": {"analytics": True}})
+    assert given.status_code == 201
+    subject = raw(given.json()["subject"])
     pixel = f"{server}/p/{site}/pixel.gif"
     got = httpx.get(pixel, params={"u": subject, "p": "/a"}, headers=headers)
     head = httpx.head(pixel, params={"u": subject, "p": "/b"}, headers=headers)

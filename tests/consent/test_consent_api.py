@@ -1,5 +1,8 @@
 """The consent registry over HTTP (SPEC §4.4), on SQLite and PostgreSQL."""
 
+import base64
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -7,7 +10,10 @@ import jwt
 import pytest
 from litestar.testing import TestClient
 
+from app.auth import subject_token
+from app.db import utcnow
 from app.main import create_app
+from app.pseudonym import KeyRing
 from app.settings import Settings
 from tests.factories import (
     CHROME,
@@ -15,19 +21,55 @@ from tests.factories import (
     auth,
     make_key,
     make_site,
+    raw,
     settings_for,
     subject_id,
     table_rows,
 )
 
 Client = TestClient[Any]
+URL_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
+ADMIN_KEYS: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def admin_of(client: Client, site: str) -> dict[str, str]:
+    """An admin key of the site, made once: site-assigned ids are posted with one."""
+    settings = client.app.state.ctx.settings
+    found = ADMIN_KEYS.get((settings.database_url, site))
+    if found is None:
+        found = ADMIN_KEYS[(settings.database_url, site)] = auth(make_key(settings, site))
+    return found
 
 
 def give(client: Client, site: str, subject: str, **purposes: bool) -> Any:
+    """The site's server records consent for an id it assigned (with its admin key)."""
     return client.post(
         f"/v1/sites/{site}/consent",
         json={"subject": subject, "purposes": purposes, "source": "banner"},
-        headers={"User-Agent": CHROME},
+        headers={**admin_of(client, site), "User-Agent": CHROME},
+    )
+
+
+def visit(
+    client: Client, site: str, headers: dict[str, str] | None = None, **purposes: bool
+) -> Any:
+    """A banner's first post: no key, no subject; the server mints the visitor's id."""
+    response = client.post(
+        f"/v1/sites/{site}/consent",
+        json={"purposes": purposes, "source": "banner"},
+        headers={"User-Agent": CHROME, **(headers or {})},
+    )
+    if response.status_code == 201:
+        raw(response.json()["subject"])  # the end-of-session scan looks for it too
+    return response
+
+
+def post_as(client: Client, site: str, subject: str, token: str | None, **purposes: bool) -> Any:
+    """A keyless post naming a subject, with that token (if any)."""
+    return client.post(
+        f"/v1/sites/{site}/consent",
+        json={"subject": subject, "purposes": purposes},
+        headers={"X-Subject-Token": token} if token else {},
     )
 
 
@@ -182,7 +224,7 @@ def test_a_bad_consent_body_is_a_problem_and_records_nothing(
     client: Client, settings: Settings, body: dict[str, Any], status: int, detail: str
 ) -> None:
     site = make_site(settings)
-    response = client.post(f"/v1/sites/{site}/consent", json=body)
+    response = client.post(f"/v1/sites/{site}/consent", json=body, headers=admin_of(client, site))
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/problem+json")
     problem = response.json()
@@ -227,7 +269,7 @@ def test_reading_consent_needs_a_key_of_the_site_with_admin_scope(
 
 def test_cors_allows_only_the_sites_origins(client: Client, settings: Settings) -> None:
     site = make_site(settings, origins=("https://shop.example",))
-    body = {"subject": subject_id(), "purposes": {"analytics": True}}
+    body = {"purposes": {"analytics": True}}
     url = f"/v1/sites/{site}/consent"
 
     preflight = client.options(url, headers={"Origin": "https://shop.example"})
@@ -241,29 +283,65 @@ def test_cors_allows_only_the_sites_origins(client: Client, settings: Settings) 
 
     ok = client.post(url, json=body, headers={"Origin": "https://shop.example"})
     assert ok.status_code == 201
+    raw(ok.json()["subject"])
     assert ok.headers["access-control-allow-origin"] == "https://shop.example"
     refused = client.post(url, json=body, headers={"Origin": "https://evil.example"})
     assert refused.status_code == 403
     assert len(table_rows(settings, "consent_ledger", site=site)) == 1
 
 
-def test_the_public_consent_post_is_rate_limited_per_client(database_url: str) -> None:
-    from app.main import create_app
-    from tests.factories import settings_for
+SHOP = {"Origin": "https://shop.example"}
+NOON = 1_800_000_030.0  # half a minute into a rate-limit window
 
+
+def freeze_limiter(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limiter's window stays put, so no request falls into the next one by chance."""
+    monkeypatch.setattr(client.app.state.ctx.consent_limiter, "clock", lambda: NOON)
+
+
+def test_the_public_consent_post_is_rate_limited_per_client(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = settings_for(database_url, consent_rate_limit=3)
-    site = make_site(settings)
+    site = make_site(settings, origins=("https://shop.example",))
     with TestClient(create_app(settings)) as client:
-        statuses = [give(client, site, subject_id(), analytics=True).status_code for _ in range(5)]
+        freeze_limiter(client, monkeypatch)
+        statuses = [visit(client, site, SHOP, analytics=True).status_code for _ in range(5)]
         assert statuses == [201, 201, 201, 429, 429]
+        limited = visit(client, site, SHOP, analytics=True)
+        assert limited.headers["content-type"].startswith("application/problem+json")
+        assert limited.json()["status"] == 429
+        assert limited.headers["retry-after"] == "30"
+        assert limited.headers["access-control-allow-origin"] == "https://shop.example"
+        assert len(table_rows(settings, "consent_ledger", site=site)) == 3
         # an admin key is not limited
-        admin = auth(make_key(settings, site))
-        response = client.post(
-            f"/v1/sites/{site}/consent",
-            json={"subject": subject_id(), "purposes": {"analytics": True}},
-            headers=admin,
-        )
-        assert response.status_code == 201
+        assert give(client, site, subject_id(), analytics=True).status_code == 201
+
+
+def test_requests_with_a_subject_token_are_limited_per_token(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(database_url, consent_rate_limit=3)
+    site = make_site(settings, origins=("https://shop.example",))
+    with TestClient(create_app(settings)) as client:
+        freeze_limiter(client, monkeypatch)
+        mine, theirs = (visit(client, site, SHOP, analytics=True).json() for _ in range(2))
+        url = f"/v1/sites/{site}/consent/{mine['subject']}"
+        with_token = {**SHOP, "X-Subject-Token": mine["subject_token"]}
+        reads = [client.get(url, headers=with_token).status_code for _ in range(3)]
+        limited = client.get(url, headers=with_token)
+        assert reads == [200, 200, 200] and limited.status_code == 429
+        assert limited.headers["retry-after"] == "30"
+        assert limited.headers["access-control-allow-origin"] == "https://shop.example"
+        assert client.get(f"{url}/history", headers=with_token).status_code == 429
+        assert client.delete(url, headers=with_token).status_code == 429
+        again = post_as(client, site, mine["subject"], mine["subject_token"], analytics=False)
+        assert again.status_code == 429
+        # Another token from the same client, and the client's keyless quota, are untouched.
+        other = {"X-Subject-Token": theirs["subject_token"]}
+        assert client.get(f"/v1/sites/{site}/consent/{theirs['subject']}", headers=other).is_success
+        assert visit(client, site, SHOP, analytics=True).status_code == 201
+    assert len(table_rows(settings, "consent_ledger", site=site)) == 3
 
 
 def test_the_policy_notice_and_gpc_statement_are_published(
@@ -278,22 +356,159 @@ def test_the_policy_notice_and_gpc_statement_are_published(
     assert gpc.json()["gpc"] is True and len(gpc.json()["lastUpdate"]) == 10
 
 
-def test_the_public_path_refuses_email_subjects_and_gives_a_token_only_once(
+def test_a_visitor_without_an_id_is_given_a_random_one_with_its_token(
     client: Client, settings: Settings
 ) -> None:
+    site = make_site(settings)
+    bodies = [visit(client, site, analytics=True).json() for _ in range(3)]
+    minted = [body["subject"] for body in bodies]
+    assert len(set(minted)) == 3
+    assert all(URL_SAFE.match(m) and len(m) * 6 >= 128 for m in minted)
+    first = bodies[0]
+    mine = {"X-Subject-Token": first["subject_token"]}
+    state = client.get(f"/v1/sites/{site}/consent/{first['subject']}", headers=mine)
+    assert state.status_code == 200
+    assert state.json()["purposes"]["analytics"]["allowed"] is True
+    # The minted id is the subject of what was recorded (stored only as its pseudonym).
+    pseudonym = KeyRing(settings.secret_key).pseudonym(site, first["subject"])
+    assert table_rows(settings, "consent_state", site=site, subject=pseudonym)
+    # Only a minted id is ever echoed back.
+    assert "subject" not in give(client, site, subject_id(), analytics=True).json()
+
+
+@pytest.mark.parametrize("credential", ["none", "invalid", "someone else's"])
+def test_a_keyless_post_naming_a_subject_needs_that_subjects_token(
+    client: Client, settings: Settings, credential: str
+) -> None:
+    site = make_site(settings)
+    known, unseen = subject_id(), subject_id()
+    given = give(client, site, known, analytics=False).json()
+    stranger = visit(client, site, analytics=True).json()
+    token = {
+        "none": None,
+        "invalid": given["subject_token"][:-4] + "AAAA",
+        "someone else's": stranger["subject_token"],
+    }[credential]
+    before = table_rows(settings, "consent_ledger", site=site)
+
+    answers = [post_as(client, site, s, token, analytics=True) for s in (known, unseen)]
+    assert [a.status_code for a in answers] == [403, 403]
+    assert answers[0].json() == answers[1].json()
+    assert answers[0].headers["content-type"].startswith("application/problem+json")
+    assert table_rows(settings, "consent_ledger", site=site) == before
+
+    own = post_as(client, site, known, given["subject_token"], analytics=True)
+    assert own.status_code == 201
+    assert own.json()["subject_token"] and "subject" not in own.json()
+    fresh = {"X-Subject-Token": own.json()["subject_token"]}
+    assert client.get(f"/v1/sites/{site}/consent/{known}", headers=fresh).status_code == 200
+
+
+def test_a_subject_token_without_its_subject_in_the_body_is_refused(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    token = visit(client, site, analytics=True).json()["subject_token"]
+    before = table_rows(settings, "consent_ledger", site=site)
+    refused = visit(client, site, {"X-Subject-Token": token}, analytics=False)
+    assert refused.status_code == 422 and "subject" in refused.json()["detail"]
+    assert table_rows(settings, "consent_ledger", site=site) == before
+
+
+def test_nobody_claims_a_customers_token_on_a_site_that_records_without_consent(
+    client: Client, settings: Settings
+) -> None:
+    """The issue's attack: on a ccpa (opt-out) site a customer number with no consent history
+    was enough to be handed that customer's token, and with it their data."""
+    site = make_site(settings, policy="ccpa", jurisdiction="us-ca")
+    customer = raw(f"customer-{subject_id()}")
+    attack = post_as(client, site, customer, None, marketing=True)
+    assert attack.status_code == 403
+    assert "subject_token" not in attack.text
+    assert table_rows(settings, "consent_ledger", site=site) == []
+    assert table_rows(settings, "consent_state", site=site) == []
+
+
+def test_no_grant_is_posted_over_a_refusal_without_the_subjects_token(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    refusal = visit(client, site, analytics=False, marketing=False).json()
+    subject, mine = refusal["subject"], {"X-Subject-Token": refusal["subject_token"]}
+    assert post_as(client, site, subject, None, analytics=True).status_code == 403
+    state = client.get(f"/v1/sites/{site}/consent/{subject}", headers=mine).json()
+    assert state["purposes"]["analytics"]["allowed"] is False
+    history = client.get(f"/v1/sites/{site}/consent/{subject}/history", headers=mine).json()
+    assert len(history["entries"]) == 1
+
+
+def test_with_an_admin_key_any_site_assigned_id_gets_consent_and_a_token(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    for subject in (raw(f"customer-{subject_id()}"), TEST_EMAIL):
+        given = give(client, site, subject, email=True)
+        assert given.status_code == 201
+        mine = {"X-Subject-Token": given.json()["subject_token"]}
+        state = client.get(f"/v1/sites/{site}/consent/{subject}", headers=mine)
+        assert state.status_code == 200 and state.json()["purposes"]["email"]["allowed"] is True
+        # The signed-in user can then post with the token the site handed them.
+        assert post_as(client, site, subject, mine["X-Subject-Token"], email=False).is_success
+
+
+@pytest.mark.parametrize(
+    ("age", "status"), [(timedelta(days=399), 200), (timedelta(days=401), 401)]
+)
+def test_a_subject_token_expires_after_subject_token_days(
+    client: Client, settings: Settings, age: timedelta, status: int
+) -> None:
     site, subject = make_site(settings), subject_id()
-    refused = give(client, site, TEST_EMAIL, email=True)
-    assert refused.status_code == 422 and "admin key" in refused.json()["detail"]
-    first = give(client, site, subject, analytics=True).json()
-    again = give(client, site, subject, analytics=False).json()  # anyone could post this
-    assert first["subject_token"] and again["subject_token"] is None
-    admin = auth(make_key(settings, site))
-    by_admin = client.post(
-        f"/v1/sites/{site}/consent",
-        json={"subject": subject, "purposes": {"analytics": True}},
-        headers=admin,
-    ).json()
-    assert by_admin["subject_token"] == first["subject_token"]
+    give(client, site, subject, analytics=True)
+    keyring = KeyRing(settings.secret_key)
+    issued = utcnow() - age
+    token = subject_token(keyring, site, keyring.pseudonym(site, subject), issued)
+    url = f"/v1/sites/{site}/consent/{subject}"
+    assert client.get(url, headers={"X-Subject-Token": token}).status_code == status
+    assert post_as(client, site, subject, token, analytics=False).status_code == (
+        201 if status == 200 else 403
+    )
+
+
+def test_the_token_lifetime_follows_the_setting(database_url: str) -> None:
+    settings = settings_for(database_url, subject_token_days=1)
+    site, subject = make_site(settings), subject_id()
+    keyring = KeyRing(settings.secret_key)
+    day_old = subject_token(
+        keyring, site, keyring.pseudonym(site, subject), utcnow() - timedelta(hours=25)
+    )
+    with TestClient(create_app(settings)) as client:
+        give(client, site, subject, analytics=True)
+        url = f"/v1/sites/{site}/consent/{subject}"
+        assert client.get(url, headers={"X-Subject-Token": day_old}).status_code == 401
+
+
+def _sloppy_spellings(token: str) -> list[str]:
+    """The same bytes spelt another way, which a lenient base64 decoder would accept."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    head, mac = token.split(".")
+    # The MAC's last character carries four unused bits: flipping one changes no byte.
+    last = mac[:-1] + alphabet[alphabet.index(mac[-1]) ^ 1]
+    assert base64.urlsafe_b64decode(last + "==") == base64.urlsafe_b64decode(mac + "==")
+    return [
+        f"{head}.{mac[:8]}!!!!{mac[8:]}",
+        f"{head[:12]}!!!!{head[12:]}.{mac}",
+        f"{head}.{last}",
+        f"{head}.{mac}==",
+    ]
+
+
+def test_a_subject_token_has_exactly_one_spelling(client: Client, settings: Settings) -> None:
+    site, subject = make_site(settings), subject_id()
+    given = give(client, site, subject, analytics=True).json()
+    url = f"/v1/sites/{site}/consent/{subject}"
+    assert client.get(url, headers={"X-Subject-Token": given["subject_token"]}).status_code == 200
+    for spelling in _sloppy_spellings(given["subject_token"]):
+        assert client.get(url, headers={"X-Subject-Token": spelling}).status_code == 401, spelling
 
 
 def test_withdrawal_covers_purposes_a_newer_policy_no_longer_names(
@@ -313,3 +528,24 @@ def test_withdrawal_covers_purposes_a_newer_policy_no_longer_names(
     assert withdrawn["purposes"]["marketing"] is False
     [state] = table_rows(settings, "consent_state", site=site, purpose="marketing")
     assert state["granted"] is False
+
+
+def test_the_openapi_document_says_who_may_call_each_consent_and_dsar_operation(
+    client: Client,
+) -> None:
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    give_it = paths["/v1/sites/{site}/consent"]["post"]["description"]
+    assert "mints a random visitor id" in give_it and "admin key" in give_it
+    assert "X-Subject-Token" in give_it and "403" in give_it
+    operations = [
+        paths["/v1/sites/{site}/consent/{subject}"]["get"],
+        paths["/v1/sites/{site}/consent/{subject}"]["delete"],
+        paths["/v1/sites/{site}/consent/{subject}/history"]["get"],
+        paths["/v1/sites/{site}/dsar"]["post"],
+        paths["/v1/sites/{site}/dsar/{request_id}"]["get"],
+        paths["/v1/sites/{site}/dsar/{request_id}/export"]["get"],
+    ]
+    for operation in operations:
+        assert "admin key" in operation["description"]
+        assert "X-Subject-Token" in operation["description"]
+    assert "public" in paths["/v1/sites/{site}/dsar"]["post"]["description"]
