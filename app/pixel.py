@@ -6,6 +6,7 @@ before litestar sees the request (app/front.py); elsewhere by the ASGI route her
 """
 
 import base64
+import hmac
 import time
 from collections.abc import Awaitable
 from typing import Any, cast
@@ -29,7 +30,7 @@ from litestar.params import FromPath
 from litestar.types import HTTPScope, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.auth import require_key
+from app.auth import bearer, require_key
 from app.context import Context
 from app.db import utcnow
 from app.dsar import open_and_overdue
@@ -42,6 +43,9 @@ from app.pipeline import (
     hit_values,
     read_hit,
 )
+from app.problems import Problem
+from app.ratelimit import client_address, is_allowed
+from app.settings import Settings
 from app.sites import site_or_404
 
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -183,8 +187,24 @@ async def debug(
         return await evaluate(session, ctx, hit, utcnow())
 
 
+def may_read_metrics(request: Request[Any, Any, Any], settings: Settings) -> bool:
+    """From PIXELGATE_METRICS_ALLOW (a trusted proxy's X-Forwarded-For counts), or with the
+    metrics token, compared in constant time."""
+    if is_allowed(client_address(request, settings.trusted_proxies), settings.metrics_allow):
+        return True
+    token = bearer(request)
+    expected = settings.metrics_token
+    return bool(token and expected and hmac.compare_digest(token.encode(), expected.encode()))
+
+
 @get("/metrics", media_type="text/plain; version=0.0.4", summary="Prometheus metrics")
-async def metrics(ctx: NamedDependency[Context]) -> Response[bytes]:
+async def metrics(
+    request: Request[Any, Any, State], ctx: NamedDependency[Context]
+) -> Response[bytes]:
+    if not may_read_metrics(request, ctx.settings):
+        raise Problem(
+            403, "metrics are served to PIXELGATE_METRICS_ALLOW or with PIXELGATE_METRICS_TOKEN"
+        )
     ctx.ingest.publish()
     try:
         async with ctx.sessions() as session:
