@@ -118,6 +118,42 @@ def test_the_pixel_answered_in_front_of_litestar_takes_every_method(
     assert sorted(row["page"] for row in rows) == ["/a", "/c"]  # HEAD records nothing
 
 
+def test_the_served_beacon_grants_cors_to_the_sites_own_origin_only(
+    server: str, database_url: str
+) -> None:
+    settings = settings_for(database_url)
+    shop = "https://shop.example"
+    site = make_site(settings, origins=(shop,))
+    subject = subject_id()
+    consent = {"subject": subject, "purposes": {"analytics": True}}
+    assert httpx.post(f"{server}/v1/sites/{site}/consent", json=consent).status_code == 201
+    collect = f"{server}/p/{site}/collect"
+    asking = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    granted = httpx.options(collect, headers={"Origin": shop, **asking})
+    assert granted.status_code == 204
+    assert granted.headers["access-control-allow-origin"] == shop
+    assert granted.headers["access-control-allow-methods"] == "POST, OPTIONS"
+    assert granted.headers["access-control-allow-headers"] == "Content-Type"
+    assert granted.headers["access-control-allow-credentials"] == "true"
+    refused = [
+        httpx.options(collect, headers={"Origin": "https://evil.example", **asking}),
+        httpx.options(f"{server}/p/no-such-site/collect", headers={"Origin": shop, **asking}),
+    ]
+    for response in refused:
+        assert response.status_code == 204
+        assert not any(name.startswith("access-control-") for name in response.headers)
+    sent = httpx.post(
+        collect, json={"u": subject, "p": "/beacon"}, headers={"User-Agent": CHROME, "Origin": shop}
+    )
+    assert sent.status_code == 204
+    assert sent.headers["access-control-allow-origin"] == shop
+    [event] = wait_for_rows(settings, "events", 1, site=site)
+    assert event["page"] == "/beacon"
+
+
 # app/front.py: the pixel answered in granian's RSGI interface, the rest bridged to litestar.
 
 
