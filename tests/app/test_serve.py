@@ -16,6 +16,7 @@ import pytest
 
 from app.db import migrate
 from app.pixel import GIF
+from tests.app.test_web import assert_page_headers, references
 from tests.factories import (
     CHROME,
     POLICIES,
@@ -46,7 +47,12 @@ def test_the_served_app_answers_health_readiness_and_openapi(server: str) -> Non
     schema = httpx.get(f"{server}/schema/openapi.json").json()
     assert "/p/{site}/pixel.gif" in schema["paths"]
     assert "/v1/sites/{site}/consent" in schema["paths"]
-    assert httpx.get(f"{server}/schema").status_code == 200
+    docs = httpx.get(f"{server}/schema")
+    assert docs.status_code == 200
+    assert_page_headers(docs)  # the page headers reach granian through the bridge
+    for url in references(docs.text).urls:
+        if not url.startswith("data:"):
+            assert httpx.get(f"{server}{url}").status_code == 200, url
 
 
 def test_a_consented_hit_over_the_network_is_recorded_with_a_truncated_ip(
