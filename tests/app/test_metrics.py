@@ -23,6 +23,8 @@ from tests.servers import Server
 
 Client = TestClient[Any]
 SCRAPER = auth(METRICS_TOKEN)
+# These servers are stopped at once: without jobs, none is cut off in its first run.
+NO_JOBS = {"PIXELGATE_JOBS": "off"}
 
 
 def sample(text: str, name: str, labels: str = "") -> float:
@@ -77,7 +79,7 @@ def test_metrics_are_refused_to_a_client_outside_the_allowed_networks_without_th
 def test_the_served_metrics_are_open_to_loopback_by_default(
     database_url: str, tmp_path: Path
 ) -> None:
-    server = Server(database_url, tmp_path).start()
+    server = Server(database_url, tmp_path, **NO_JOBS).start()
     try:
         served = httpx.get(f"{server.url}/metrics")
         assert served.status_code == 200
@@ -99,6 +101,7 @@ def test_the_served_metrics_follow_metrics_allow_the_token_and_trusted_proxies(
         PIXELGATE_METRICS_ALLOW="192.0.2.0/24",
         PIXELGATE_METRICS_TOKEN="s3cret-scrape-token",
         PIXELGATE_TRUSTED_PROXIES="127.0.0.2/32",
+        **NO_JOBS,
     ).start()
     url = f"{server.url}/metrics"
     proxy = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
