@@ -241,7 +241,13 @@ def may_read_metrics(request: Request[Any, Any, Any], settings: Settings) -> boo
     return bool(token and expected and hmac.compare_digest(token.encode(), expected.encode()))
 
 
-@get("/metrics", media_type="text/plain; version=0.0.4", summary="Prometheus metrics")
+@get(
+    "/metrics",
+    media_type="text/plain; version=0.0.4",
+    summary="Prometheus metrics",
+    description="To a client within PIXELGATE_METRICS_ALLOW (loopback by default), or with "
+    "`Authorization: Bearer <PIXELGATE_METRICS_TOKEN>`; anyone else gets a 403.",
+)
 async def metrics(
     request: Request[Any, Any, State], ctx: NamedDependency[Context]
 ) -> Response[bytes]:
