@@ -47,7 +47,7 @@ def _parser() -> Parser:
     create.add_argument("slug")
     create.add_argument("--policy", required=True)
     create.add_argument("--origin", action="append", default=[], dest="origins")
-    create.add_argument("--jurisdiction", default="eu")
+    create.add_argument("--jurisdiction", help="default: the one the policy is written for")
     sites.add_parser("list", help="all sites, as JSON lines")
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(

@@ -21,12 +21,13 @@ from litestar.types import Message, Receive
 from app.context import Context
 from app.pipeline import REPEATED_HIT_HEADERS, Arrival, HitHeaders, single_hit_headers
 from app.pixel import (
-    COLLECT_HEADERS,
     GIF,
     MAX_BODY,
     PIXEL_HEADERS,
     beacon_values,
+    collect_headers,
     pixel_route,
+    preflight_headers,
     queue_hit,
 )
 
@@ -76,7 +77,11 @@ class Front:
             values = beacon_values(body)
             if values is not None:
                 await queue_hit(self._ctx, site, "", self._headers(scope), values)
-            proto.response_empty(204, COLLECT_HEADERS)
+            origin = scope.headers.get("origin")
+            proto.response_empty(204, await collect_headers(self._ctx, site, origin))
+        elif method == "OPTIONS" and action == "collect":
+            origin = scope.headers.get("origin")
+            proto.response_empty(204, await preflight_headers(self._ctx, site, origin))
         else:
             proto.response_empty(404, [])
 

@@ -11,9 +11,8 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 
-from app import dsar, events_api, health, links, openapi, pixel, reports
+from app import dsar, events_api, health, links, openapi, pixel, reports, web
 from app.context import Context
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.front import Front
@@ -142,13 +141,14 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
         dependencies={"ctx": Provide(lambda: ctx, sync_to_thread=False)},
         exception_handlers={HTTPException: on_http_exception, Exception: on_unexpected},
         request_class=ApiRequest,
+        before_send=[web.security_headers],
         lifespan=[lifespan],
         state=State({"ctx": ctx}),  # the raw ASGI pixel route reads it from here
         openapi_config=OpenAPIConfig(
             title="pixelgate",
             version="0.1.0",
             path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            render_plugins=[web.SwaggerDocs()],
         ),
         debug=False,
     )

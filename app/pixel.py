@@ -6,6 +6,7 @@ before litestar sees the request (app/front.py); elsewhere by the ASGI route her
 """
 
 import base64
+import hmac
 import time
 from collections.abc import Awaitable
 from typing import Any, cast
@@ -29,7 +30,7 @@ from litestar.params import FromPath
 from litestar.types import HTTPScope, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.auth import require_key
+from app.auth import bearer, require_key
 from app.context import Context
 from app.db import utcnow
 from app.dsar import open_and_overdue
@@ -42,6 +43,9 @@ from app.pipeline import (
     hit_values,
     read_hit,
 )
+from app.problems import Problem
+from app.ratelimit import client_address, is_allowed
+from app.settings import Settings
 from app.sites import site_or_404
 
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -53,7 +57,16 @@ PIXEL_HEADERS = [
     ("content-length", str(len(GIF))),
     ("cache-control", CACHE_CONTROL),
 ]
-COLLECT_HEADERS = [("cache-control", CACHE_CONTROL)]
+COLLECT_HEADERS = [("cache-control", CACHE_CONTROL), ("vary", "Origin")]
+# What a beacon's preflight is told when its origin is one of the site's. A beacon is sent
+# with credentials, so the grant must allow them; pixelgate sets and reads no cookie.
+PREFLIGHT_HEADERS = [
+    ("access-control-allow-methods", "POST, OPTIONS"),
+    ("access-control-allow-headers", "Content-Type"),
+    ("access-control-max-age", "600"),
+    ("vary", "Origin"),
+]
+NO_GRANT = [("vary", "Origin")]
 
 
 def _encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
@@ -62,11 +75,6 @@ def _encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 PIXEL_START = {"type": "http.response.start", "status": 200, "headers": _encoded(PIXEL_HEADERS)}
 PIXEL_BODY = {"type": "http.response.body", "body": GIF}
-COLLECT_START = {
-    "type": "http.response.start",
-    "status": 204,
-    "headers": _encoded(COLLECT_HEADERS),
-}
 NOT_FOUND = {"type": "http.response.start", "status": 404, "headers": []}
 EMPTY_BODY = {"type": "http.response.body", "body": b""}
 MAX_BODY = 16384
@@ -119,6 +127,32 @@ def beacon_values(body: bytes) -> dict[str, str] | None:
     )
 
 
+async def cors_grant(ctx: Context, site: str, origin: str | None) -> list[tuple[str, str]]:
+    """The CORS grant for a request from one of the site's own origins, else none. An unknown
+    site and a foreign origin get the same answer: the beacon tells nothing more than CORS
+    needs."""
+    if not origin:
+        return []
+    try:
+        found = await ctx.sites.get(site)
+    except (SQLAlchemyError, OSError):  # the database is away: no grant, the answer stands
+        return []
+    if found is None or origin.lower() not in found.origins:
+        return []
+    return [("access-control-allow-origin", origin), ("access-control-allow-credentials", "true")]
+
+
+async def collect_headers(ctx: Context, site: str, origin: str | None) -> list[tuple[str, str]]:
+    """The beacon's answer headers: fetch() from the site's page may read its (empty) answer."""
+    return COLLECT_HEADERS + await cors_grant(ctx, site, origin)
+
+
+async def preflight_headers(ctx: Context, site: str, origin: str | None) -> list[tuple[str, str]]:
+    """OPTIONS /p/{site}/collect: a JSON beacon from another origin asks first."""
+    grant = await cors_grant(ctx, site, origin)
+    return grant + PREFLIGHT_HEADERS if grant else NO_GRANT
+
+
 def pixel_route(path: str) -> tuple[str, str]:
     """(site, action) of what follows /p: "/{site}/pixel.gif" or "/{site}/collect"."""
     site, _, action = path.strip("/").partition("/")
@@ -134,8 +168,20 @@ async def _collect(ctx: Context, site: str, scope: Scope, receive: Receive, send
     values = beacon_values(body)
     if values is not None:
         await queue_hit(ctx, site, "", asgi_headers(ctx, scope), values)
-    await send(COLLECT_START)  # type: ignore[arg-type]
+    await _answer(send, 204, await collect_headers(ctx, site, _origin(scope)))
+
+
+async def _answer(send: Send, status: int, headers: list[tuple[str, str]]) -> None:
+    start = {"type": "http.response.start", "status": status, "headers": _encoded(headers)}
+    await send(start)  # type: ignore[arg-type]
     await send(EMPTY_BODY)  # type: ignore[arg-type]
+
+
+def _origin(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            return str(value.decode("latin-1"))
+    return None
 
 
 def asgi_headers(ctx: Context, scope: Scope) -> HitHeaders:
@@ -157,6 +203,8 @@ async def serve_pixel(ctx: Context, path: str, scope: Scope, receive: Receive, s
         await send(EMPTY_BODY)  # type: ignore[arg-type]
     elif method == "POST" and action == "collect":
         await _collect(ctx, site, scope, receive, send)
+    elif method == "OPTIONS" and action == "collect":
+        await _answer(send, 204, await preflight_headers(ctx, site, _origin(scope)))
     else:
         await send(NOT_FOUND)  # type: ignore[arg-type]
         await send(EMPTY_BODY)  # type: ignore[arg-type]
@@ -183,8 +231,30 @@ async def debug(
         return await evaluate(session, ctx, hit, utcnow())
 
 
-@get("/metrics", media_type="text/plain; version=0.0.4", summary="Prometheus metrics")
-async def metrics(ctx: NamedDependency[Context]) -> Response[bytes]:
+def may_read_metrics(request: Request[Any, Any, Any], settings: Settings) -> bool:
+    """From PIXELGATE_METRICS_ALLOW (a trusted proxy's X-Forwarded-For counts), or with the
+    metrics token, compared in constant time."""
+    if is_allowed(client_address(request, settings.trusted_proxies), settings.metrics_allow):
+        return True
+    token = bearer(request)
+    expected = settings.metrics_token
+    return bool(token and expected and hmac.compare_digest(token.encode(), expected.encode()))
+
+
+@get(
+    "/metrics",
+    media_type="text/plain; version=0.0.4",
+    summary="Prometheus metrics",
+    description="To a client within PIXELGATE_METRICS_ALLOW (loopback by default), or with "
+    "`Authorization: Bearer <PIXELGATE_METRICS_TOKEN>`; anyone else gets a 403.",
+)
+async def metrics(
+    request: Request[Any, Any, State], ctx: NamedDependency[Context]
+) -> Response[bytes]:
+    if not may_read_metrics(request, ctx.settings):
+        raise Problem(
+            403, "metrics are served to PIXELGATE_METRICS_ALLOW or with PIXELGATE_METRICS_TOKEN"
+        )
     ctx.ingest.publish()
     try:
         async with ctx.sessions() as session:
@@ -242,5 +312,11 @@ def document_pixel(schema: OpenAPI) -> None:
                 description="the pixel's query fields as a JSON object",
             ),
             responses={"204": OpenAPIResponse(description="always, whatever was decided")},
-        )
+        ),
+        options=Operation(
+            summary="CORS preflight of a JSON beacon from another origin",
+            description="Granted to the site's own origins only (sites create --origin).",
+            parameters=[PIXEL_PARAMETERS[0]],
+            responses={"204": OpenAPIResponse(description="with or without the grant")},
+        ),
     )

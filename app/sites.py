@@ -47,14 +47,17 @@ async def create_site(
     policy: str,
     policies: dict[str, Policy],
     origins: list[str],
-    jurisdiction: str,
+    jurisdiction: str | None = None,
     now: datetime,
 ) -> Site:
-    """Raises ValueError with a one-line reason for any bad argument."""
+    """Raises ValueError with a one-line reason for any bad argument. Without a jurisdiction,
+    the site takes the one its policy is written for."""
     if not SLUG.match(slug):
         raise ValueError(f"slug {slug!r} must match [a-z0-9][a-z0-9-]{{0,62}}")
     if policy not in policies:
         raise ValueError(f"unknown policy {policy!r} (known: {', '.join(sorted(policies))})")
+    if jurisdiction is None:
+        jurisdiction = policies[policy].file.jurisdiction
     if not JURISDICTION.match(jurisdiction):
         raise ValueError(f"jurisdiction {jurisdiction!r} must look like eu, us or us-ca")
     if await session.get(Site, slug) is not None:

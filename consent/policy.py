@@ -53,6 +53,9 @@ class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     purposes: dict[str, Purpose]
     kinds: dict[str, list[str]]
     notice: str | None = None
+    # The jurisdiction the policy is written for: a new site's default unless told otherwise.
+    # Optional, so that a file written before the field existed still loads.
+    jurisdiction: str = "eu"
     reconsent_on_change: bool = False
     require_signed_pixels: list[str] = []
     anonymous_counting: bool = False
@@ -110,6 +113,8 @@ def _check(path: Path, policy: PolicyFile) -> None:
         raise fail("name", f"{policy.name!r} must match the file name {path.stem!r}")
     if not policy.version.strip():
         raise fail("version", "must not be empty")
+    if not JURISDICTION.match(policy.jurisdiction):
+        raise fail("jurisdiction", "must look like eu, us or us-ca (lowercase)")
     if not policy.purposes:
         raise fail("purposes", "at least one purpose is required")
     known = set(policy.purposes)

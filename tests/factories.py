@@ -27,6 +27,9 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
 SECRET = bytes(range(32))
+# The test client's peer is the name "testclient", not an address within
+# PIXELGATE_METRICS_ALLOW: tests that read /metrics through it show this token.
+METRICS_TOKEN = "metrics-token-of-the-tests"
 
 TEST_IP = "203.0.113.77"
 TEST_IPV6 = "2001:db8:abcd:12:3456::7"
@@ -77,6 +80,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
         "policies_dir": POLICIES,
         "spool_dir": Path(tempfile.mkdtemp(prefix="pixelgate-spool-")),
         "jobs": False,  # tests run jobs when they mean to; test_schedule runs the scheduler
+        "metrics_token": METRICS_TOKEN,
     }
     values.update(overrides)
     return Settings(**values)

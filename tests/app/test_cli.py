@@ -73,6 +73,29 @@ def test_sites_and_keys_round_trip(database_url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("policy", "flags", "jurisdiction"),
+    [
+        ("ccpa", (), "us-ca"),
+        ("gdpr-strict", (), "eu"),
+        ("ccpa", ("--jurisdiction", "eu"), "eu"),
+    ],
+    ids=["ccpa-default", "gdpr-default", "explicit-wins"],
+)
+def test_a_new_site_takes_its_policys_jurisdiction_unless_told_otherwise(
+    database_url: str, tmp_path: Path, policy: str, flags: tuple[str, ...], jurisdiction: str
+) -> None:
+    slug = f"j-{policy}-{len(flags)}"
+    created = pixelgate(
+        "sites", "create", slug, "--policy", policy, *flags, cwd=tmp_path, database_url=database_url
+    )
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["jurisdiction"] == jurisdiction
+    listed = pixelgate("sites", "list", cwd=tmp_path, database_url=database_url)
+    [site] = [s for s in map(json.loads, listed.stdout.splitlines()) if s["slug"] == slug]
+    assert site["jurisdiction"] == jurisdiction
+
+
+@pytest.mark.parametrize(
     ("args", "needle"),
     [
         (("sites", "create", "Bad_Slug", "--policy", "ccpa"), "slug"),

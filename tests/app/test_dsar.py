@@ -24,6 +24,7 @@ from consent.policy import load_policies
 from retention.dsar import run_dsar
 from tests.factories import (
     CHROME,
+    METRICS_TOKEN,
     POLICIES,
     auth,
     dump_database,
@@ -249,7 +250,7 @@ def test_requests_are_listed_with_overdue_flags_and_counted_in_metrics(
     listed = client.get(f"/v1/sites/{site}/dsar", params={"status": "pending"}, headers=admin)
     flags = {r["id"]: r["overdue"] for r in listed.json()["requests"]}
     assert len(flags) == 2 and flags[late["id"]] is True and sum(flags.values()) == 1
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers=auth(METRICS_TOKEN)).text
     assert "pixelgate_dsar_overdue" in metrics and "pixelgate_dsar_open" in metrics
     assert (
         client.get(

@@ -305,6 +305,58 @@ def test_collect_takes_the_same_fields_as_json(client: Client, settings: Setting
     assert (event["kind"], event["page"]) == ("click", "/a")
 
 
+SHOP = "https://shop.example"
+PREFLIGHT = {
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "content-type",
+}
+
+
+def test_a_json_beacon_from_the_sites_own_origin_passes_its_preflight(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings, origins=(SHOP,)), subject_id()
+    consent(client, site, subject, analytics=True)
+    asked = client.options(f"/p/{site}/collect", headers={"Origin": SHOP, **PREFLIGHT})
+    assert asked.status_code == 204 and asked.content == b""
+    assert asked.headers["access-control-allow-origin"] == SHOP
+    assert asked.headers["access-control-allow-credentials"] == "true"  # sendBeacon sends them
+    assert asked.headers["access-control-allow-methods"] == "POST, OPTIONS"
+    assert asked.headers["access-control-allow-headers"] == "Content-Type"
+    assert int(asked.headers["access-control-max-age"]) > 0
+    assert asked.headers["vary"] == "Origin"
+    sent = client.post(
+        f"/p/{site}/collect", json={"u": subject, "p": "/b"}, headers={**BROWSER, "Origin": SHOP}
+    )
+    assert sent.status_code == 204
+    assert sent.headers["access-control-allow-origin"] == SHOP  # so fetch() resolves
+    assert [e["page"] for e in events(client, settings, site)] == ["/b"]
+
+
+def test_a_foreign_origin_and_an_unknown_site_get_the_same_preflight_without_a_grant(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings, origins=(SHOP,))
+    foreign = client.options(
+        f"/p/{site}/collect", headers={"Origin": "https://evil.example", **PREFLIGHT}
+    )
+    unknown = client.options("/p/no-such-site/collect", headers={"Origin": SHOP, **PREFLIGHT})
+    bare = client.options(f"/p/{site}/collect", headers=PREFLIGHT)
+    assert signature(foreign) == signature(unknown) == signature(bare)
+    assert foreign.status_code == 204
+    assert not any(name.startswith("access-control-") for name in foreign.headers)
+    posted = client.post(f"/p/{site}/collect", json={}, headers={"Origin": "https://evil.example"})
+    assert posted.status_code == 204
+    assert "access-control-allow-origin" not in posted.headers
+
+
+def test_the_pixel_answers_no_cors_and_no_other_method(client: Client, settings: Settings) -> None:
+    site = make_site(settings, origins=(SHOP,))
+    got = client.get(f"/p/{site}/pixel.gif", headers={"Origin": SHOP})
+    assert not any(name.startswith("access-control-") for name in got.headers)
+    assert client.options(f"/p/{site}/pixel.gif", headers={"Origin": SHOP}).status_code == 404
+
+
 def test_e_mail_addresses_in_campaign_and_utm_fields_are_masked(
     client: Client, settings: Settings
 ) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from app.db import migrate
 from app.pixel import GIF
+from tests.app.test_web import assert_page_headers, references
 from tests.factories import (
     CHROME,
     POLICIES,
@@ -46,7 +47,12 @@ def test_the_served_app_answers_health_readiness_and_openapi(server: str) -> Non
     schema = httpx.get(f"{server}/schema/openapi.json").json()
     assert "/p/{site}/pixel.gif" in schema["paths"]
     assert "/v1/sites/{site}/consent" in schema["paths"]
-    assert httpx.get(f"{server}/schema").status_code == 200
+    docs = httpx.get(f"{server}/schema")
+    assert docs.status_code == 200
+    assert_page_headers(docs)  # the page headers reach granian through the bridge
+    for url in references(docs.text).urls:
+        if not url.startswith("data:"):
+            assert httpx.get(f"{server}{url}").status_code == 200, url
 
 
 def test_a_consented_hit_over_the_network_is_recorded_with_a_truncated_ip(
@@ -117,6 +123,42 @@ def test_the_pixel_answered_in_front_of_litestar_takes_every_method(
     assert head.content == b""
     rows = wait_for_rows(settings, "events", 2, site=site)
     assert sorted(row["page"] for row in rows) == ["/a", "/c"]  # HEAD records nothing
+
+
+def test_the_served_beacon_grants_cors_to_the_sites_own_origin_only(
+    server: str, database_url: str
+) -> None:
+    settings = settings_for(database_url)
+    shop = "https://shop.example"
+    site = make_site(settings, origins=(shop,))
+    subject = subject_id()
+    consent = {"subject": subject, "purposes": {"analytics": True}}
+    assert httpx.post(f"{server}/v1/sites/{site}/consent", json=consent).status_code == 201
+    collect = f"{server}/p/{site}/collect"
+    asking = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    granted = httpx.options(collect, headers={"Origin": shop, **asking})
+    assert granted.status_code == 204
+    assert granted.headers["access-control-allow-origin"] == shop
+    assert granted.headers["access-control-allow-methods"] == "POST, OPTIONS"
+    assert granted.headers["access-control-allow-headers"] == "Content-Type"
+    assert granted.headers["access-control-allow-credentials"] == "true"
+    refused = [
+        httpx.options(collect, headers={"Origin": "https://evil.example", **asking}),
+        httpx.options(f"{server}/p/no-such-site/collect", headers={"Origin": shop, **asking}),
+    ]
+    for response in refused:
+        assert response.status_code == 204
+        assert not any(name.startswith("access-control-") for name in response.headers)
+    sent = httpx.post(
+        collect, json={"u": subject, "p": "/beacon"}, headers={"User-Agent": CHROME, "Origin": shop}
+    )
+    assert sent.status_code == 204
+    assert sent.headers["access-control-allow-origin"] == shop
+    [event] = wait_for_rows(settings, "events", 1, site=site)
+    assert event["page"] == "/beacon"
 
 
 # app/front.py: the pixel answered in granian's RSGI interface, the rest bridged to litestar.

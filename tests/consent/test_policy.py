@@ -45,6 +45,14 @@ def test_each_real_policy_loads_with_its_version_its_file_hash_and_its_notice(na
     assert policy.notice_text == (POLICIES / "notices" / f"{name}.md").read_text()
 
 
+@pytest.mark.parametrize(("name", "jurisdiction"), [("ccpa", "us-ca"), ("gdpr-strict", "eu")])
+def test_each_real_policy_declares_the_jurisdiction_it_is_written_for(
+    name: str, jurisdiction: str
+) -> None:
+    assert "\njurisdiction = " in (POLICIES / f"{name}.toml").read_text()
+    assert load_policies(POLICIES)[name].file.jurisdiction == jurisdiction
+
+
 def test_the_real_policies_directory_holds_exactly_the_two_shipped_policies() -> None:
     assert sorted(load_policies(POLICIES)) == ["ccpa", "gdpr-strict"]
 
@@ -72,6 +80,7 @@ def test_a_minimal_policy_takes_the_documented_defaults(tmp_path: Path) -> None:
     assert policy.file.anonymous_counting is False
     assert policy.file.tcf is None
     assert policy.notice_text == ""
+    assert policy.file.jurisdiction == "eu"  # files written before the field still load
 
 
 def at_top(line: str) -> str:
@@ -156,6 +165,15 @@ BAD_POLICIES = [
         "must not be empty",
         VALID.replace('version = "1"', 'version = " "'),
         id="blank version",
+    ),
+    pytest.param(
+        "jurisdiction",
+        "lowercase",
+        at_top('jurisdiction = "California"'),
+        id="jurisdiction not a code",
+    ),
+    pytest.param(
+        "jurisdiction", "Expected `str`", at_top("jurisdiction = 1"), id="jurisdiction number"
     ),
     pytest.param(
         "purposes",
