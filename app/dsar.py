@@ -4,13 +4,13 @@
 import calendar
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,7 +35,7 @@ CCPA_DAYS = 45
 
 class DsarIn(msgspec.Struct, forbid_unknown_fields=True):
     type: Kind
-    subject: str
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SUBJECT)]
     regulation: Regulation = "gdpr"
 
 
@@ -239,7 +239,7 @@ async def list_requests(
     request: Request[Any, Any, State],
     site: FromPath[str],
     ctx: NamedDependency[Context],
-    status: FromQuery[str | None] = None,
+    status: Annotated[str | None, QueryParameter(schema_extra={"enum": list(STATUSES)})] = None,
 ) -> DsarList:
     async with ctx.sessions() as session:
         await site_or_404(session, site)

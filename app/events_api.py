@@ -2,7 +2,7 @@
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, post
@@ -206,7 +206,7 @@ async def post_events(
 
 
 class PixelUrlsIn(msgspec.Struct, forbid_unknown_fields=True):
-    subjects: list[str]
+    subjects: list[Annotated[str, msgspec.Meta(min_length=1, max_length=256)]]
     kind: str = "open"
     campaign: str | None = None
     page: str | None = None

@@ -49,6 +49,11 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
         description="A person's own token, returned with their consent: opens their own "
         "consent, history and data subject requests, and nothing else.",
     ),
+    "MetricsToken": SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="PIXELGATE_METRICS_TOKEN: reads /metrics from outside PIXELGATE_METRICS_ALLOW.",
+    ),
 }
 KEY: list[SecurityRequirement] = [{"ApiKey": []}]
 KEY_OR_TOKEN: list[SecurityRequirement] = [{"ApiKey": []}, {"SubjectToken": []}]
@@ -61,7 +66,7 @@ SITE = (404,)
 # (method, path): (who may call it, the error statuses it can answer)
 OPERATIONS: dict[tuple[str, str], tuple[list[SecurityRequirement], tuple[int, ...]]] = {
     ("get", "/v1/sites/{site}/debug"): (KEY, (*AUTH, *SITE)),
-    ("get", "/metrics"): (PUBLIC, (403,)),
+    ("get", "/metrics"): ([{}, {"MetricsToken": []}], (403,)),
     ("get", "/v1/sites/{site}/dsar"): (KEY, (400, *AUTH, *SITE, 422)),
     ("post", "/v1/sites/{site}/dsar"): (PUBLIC_KEY_OR_TOKEN, (*BODY, *AUTH, *SITE, 429)),
     ("get", "/v1/sites/{site}/dsar/{request_id}"): (KEY_OR_TOKEN, (400, *AUTH, *SITE, 429)),
@@ -86,6 +91,7 @@ OPERATIONS: dict[tuple[str, str], tuple[list[SecurityRequirement], tuple[int, ..
     ("get", "/readyz"): (PUBLIC, (503,)),
     ("get", "/p/{site}/pixel.gif"): (PUBLIC, ()),
     ("post", "/p/{site}/collect"): (PUBLIC, ()),
+    ("options", "/p/{site}/collect"): (PUBLIC, ()),
 }
 RETRY_AFTER = OpenAPIHeader(
     schema=Schema(type=OpenAPIType.INTEGER, minimum=1),
@@ -130,6 +136,9 @@ def document(schema: OpenAPI) -> None:
             for code, response in (operation.responses or {}).items()
             if not code.startswith(("4", "5"))  # litestar's generic 400, not our shape
         }
+        for code, response in responses.items():
+            if isinstance(response, OpenAPIResponse) and code.startswith(("204", "3")):
+                response.content = None  # litestar describes an empty body as JSON null
         for status in errors:
             responses[str(status)] = problem_response(status)
         operation.responses = responses

@@ -117,8 +117,8 @@ async def summary(
     request: Request[Any, Any, State],
     site: FromPath[str],
     ctx: NamedDependency[Context],
-    start: Annotated[str, QueryParameter(name="from")],
-    end: Annotated[str, QueryParameter(name="to")],
+    start: Annotated[str, QueryParameter(name="from", schema_extra={"format": "date"})],
+    end: Annotated[str, QueryParameter(name="to", schema_extra={"format": "date"})],
     kind: FromQuery[str | None] = None,
     campaign: FromQuery[str | None] = None,
 ) -> Response[Any]:

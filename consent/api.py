@@ -4,7 +4,7 @@ import re
 import secrets
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post, route
@@ -40,10 +40,11 @@ GPC_HANDLING_SINCE = "2026-11-29"  # when pixelgate's handling of Sec-GPC last c
 
 
 class ConsentIn(msgspec.Struct, forbid_unknown_fields=True):
-    purposes: dict[str, bool]
-    subject: str | None = None  # absent on the public path: the server mints a visitor id
+    purposes: Annotated[dict[str, bool], msgspec.Meta(min_length=1)]
+    # Absent on the public path: the server mints a visitor id.
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SUBJECT)] | None = None
     policy_version: str | None = None
-    source: str = "api"
+    source: Annotated[str, msgspec.Meta(pattern=SOURCE.pattern)] = "api"
 
 
 class ConsentOut(msgspec.Struct, omit_defaults=True):
@@ -133,8 +134,6 @@ def _policy_url(ctx: Context, site: str) -> str:
 def _check_body(body: ConsentIn, policy: Policy) -> None:
     if body.subject is not None and not 0 < len(body.subject.strip()) <= MAX_SUBJECT:
         raise Problem(422, f"subject must be 1 to {MAX_SUBJECT} characters")
-    if not body.purposes:
-        raise Problem(422, "purposes must name at least one purpose")
     unknown = sorted(set(body.purposes) - set(policy.file.purposes))
     if unknown:
         known = ", ".join(sorted(policy.file.purposes))
