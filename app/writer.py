@@ -243,6 +243,7 @@ class Writer:
         return batch
 
     async def _decide(self, batch: list[Pending]) -> list[EventRow]:
+        await self._consent.catch_up()  # SQLite: what other processes changed
         registries = await self._consent.registries(_subject_keys(batch))
         return await self._settle(batch, registries)
 

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert, driver_connection
 from consent.decide import Record
-from consent.models import ConsentLedger, ConsentState
+from consent.models import ConsentChange, ConsentLedger, ConsentState
 from consent.policy import Policy
 
 CHANNEL = "pixelgate_consent"  # NOTIFY payload: "site:pseudonym" of a changed registry
@@ -183,13 +183,40 @@ async def registries(
     return found
 
 
-async def notify_change(session: AsyncSession, site: str, subject: str) -> None:
-    """On PostgreSQL, tell every process (at commit) to forget this subject's cached consent."""
+async def notify_change(
+    session: AsyncSession, site: str, subject: str, *, erasure: bool = False
+) -> None:
+    """Tell every process (at commit) to forget this subject's cached consent: by NOTIFY on
+    PostgreSQL, by a consent_changes row on SQLite. The row of an `erasure` names the site
+    only: nothing under the pseudonym may outlive it."""
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(
             text("SELECT pg_notify(:channel, :payload)"),
             {"channel": CHANNEL, "payload": f"{site}:{subject}"},
         )
+        return
+    await session.execute(
+        insert(ConsentChange).values(
+            site=site, subject=None if erasure else subject, changed_at=datetime.now(UTC)
+        )
+    )
+
+
+async def changes_after(
+    session: AsyncSession, last: int | None
+) -> tuple[int, list[tuple[str, str | None]]]:
+    """The (site, subject) of each consent_changes row after row `last`, in order, and the
+    id of the latest row; for `last` None, only that id (where a reader starts)."""
+    if last is None:
+        return await session.scalar(select(func.max(ConsentChange.id))) or 0, []
+    rows = (
+        await session.execute(
+            select(ConsentChange.id, ConsentChange.site, ConsentChange.subject)
+            .where(ConsentChange.id > last)
+            .order_by(ConsentChange.id)
+        )
+    ).all()
+    return (rows[-1].id if rows else last), [(row.site, row.subject) for row in rows]
 
 
 async def history(session: AsyncSession, site: str, subject: str) -> list[ConsentLedger]:

@@ -192,3 +192,54 @@ async def test_the_lookup_reads_the_registry_as_the_orm_reads_it(sessions: Any) 
             assert record.expires_at is not None and record.expires_at.tzinfo is not None
         else:
             assert record.expires_at is None
+
+
+async def test_changes_committed_by_other_processes_reach_the_cache_on_sqlite(
+    sessions: Any,
+) -> None:
+    """Before each batch the writer reads what others committed since its last look (SQLite:
+    no NOTIFY; on PostgreSQL listen() does it). An erasure names only its site: every
+    subject of the site is forgotten."""
+    cache = ConsentCache(sessions)
+    sqlite = sessions.kw["bind"].dialect.name == "sqlite"
+    before = utcnow()
+    await cache.catch_up()  # the first look: what came before it is in doubt
+    assert cache.changed_since(("cache-h", "p-1"), before) is sqlite
+    keys = [("cache-h", "p-1"), ("cache-h", "p-2"), ("cache-i", "p-1")]
+    for key in keys:
+        await grant(sessions, *key)
+    await cache.catch_up()
+    await cache.registries(keys)
+    started = utcnow()
+    await grant(sessions, *keys[0], granted=False)  # another process withdraws
+    async with transaction(sessions) as session:  # and another erases someone
+        await store.notify_change(session, "cache-h", "p-2", erasure=True)
+    await cache.catch_up()
+    await cache.catch_up()  # nothing new: nothing more forgotten
+    if not sqlite:
+        assert set(cache._entries) == set(keys)
+        return
+    assert set(cache._entries) == {keys[2]}
+    assert [cache.changed_since(key, started) for key in keys] == [True, True, False]
+    async with sessions() as session:
+        _, changes = await store.changes_after(session, 0)
+    assert changes[-1] == ("cache-h", None)
+
+
+async def test_the_cache_remembers_recent_changes_and_doubts_what_it_let_go(
+    sessions: Any,
+) -> None:
+    cache = ConsentCache(sessions, max_changes=2)
+    start = utcnow()
+    assert not cache.changed_since(("cache-j", "p-1"), start)
+    for n in range(3):
+        cache.invalidate("cache-j", f"p-{n}")
+    assert cache.changed_since(("cache-j", "p-2"), start)
+    assert cache.changed_since(("cache-j", "p-9"), start)  # before p-0 was let go: unknown
+    later = utcnow()
+    assert not cache.changed_since(("cache-j", "p-9"), later)
+    cache.forget_site("cache-k")
+    assert not cache.changed_since(("cache-j", "p-9"), later)
+    assert cache.changed_since(("cache-k", "p-9"), later)
+    cache.clear()
+    assert cache.changed_since(("cache-j", "p-9"), later)
