@@ -219,6 +219,61 @@ async def changes_after(
     return (rows[-1].id if rows else last), [(row.site, row.subject) for row in rows]
 
 
+Moment = tuple[str, str, datetime]  # (site, pseudonym, when)
+
+
+async def registries_at(
+    session: AsyncSession, moments: Iterable[Moment]
+) -> dict[Moment, dict[str, Record]]:
+    """The registries as they were at these moments, rebuilt from the ledger: for each
+    purpose, the latest entry recorded at or before the moment that names it, as record()
+    made it the current state then. One query per site (and 500 subjects)."""
+    wanted: dict[str, dict[str, list[datetime]]] = {}
+    for site, subject, at in moments:
+        wanted.setdefault(site, {}).setdefault(subject, []).append(at)
+    found: dict[Moment, dict[str, Record]] = {}
+    for site, by_subject in wanted.items():
+        subjects = sorted(by_subject)
+        latest = max(at for times in by_subject.values() for at in times)
+        entries: dict[str, list[ConsentLedger]] = {}
+        for start in range(0, len(subjects), 500):
+            rows = await session.scalars(
+                select(ConsentLedger)
+                .where(
+                    ConsentLedger.site == site,
+                    ConsentLedger.subject.in_(subjects[start : start + 500]),
+                    ConsentLedger.recorded_at <= latest,
+                )
+                .order_by(ConsentLedger.recorded_at, ConsentLedger.id)
+            )
+            for entry in rows:
+                entries.setdefault(entry.subject, []).append(entry)
+        for subject, times in by_subject.items():
+            for at in times:
+                registry: dict[str, Record] = {}
+                for entry in entries.get(subject, []):
+                    if entry.recorded_at > at:
+                        break
+                    registry.update(_as_recorded(entry))
+                found[(site, subject, at)] = registry
+    return found
+
+
+def _as_recorded(entry: ConsentLedger) -> dict[str, Record]:
+    """The current state record() made of a ledger entry. A grant is given the entry's
+    expiry: decide() shortens it to the purpose's own lifetime, as record() did."""
+    return {
+        purpose: Record(
+            granted=bool(granted),
+            policy_version=entry.policy_version,
+            record_id=str(entry.id),
+            expires_at=entry.expires_at if granted else None,
+            updated_at=entry.recorded_at,
+        )
+        for purpose, granted in entry.purposes.items()
+    }
+
+
 async def history(session: AsyncSession, site: str, subject: str) -> list[ConsentLedger]:
     rows = await session.scalars(
         select(ConsentLedger)
