@@ -35,6 +35,7 @@ from tests.app.test_resilience import HEADERS, metric
 from tests.factories import (
     CHROME,
     POLICIES,
+    SECRET,
     auth,
     make_key,
     make_site,
@@ -48,7 +49,7 @@ from tests.servers import Server, environment
 
 POLICY_SET = load_policies(POLICIES)
 PROOF = store.Proof("test", None, None, "eu")
-KEYRING = KeyRing(settings_for("sqlite+aiosqlite://").secret_key)  # the server's, SECRET's
+KEYRING = KeyRing(SECRET)  # the servers' and the test settings'
 Sessions = Any
 
 
