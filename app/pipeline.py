@@ -533,9 +533,10 @@ async def registries_met(
 
     Most hits met the registry as it is now. One whose subject's registry changed after it
     arrived gets the registry as it was then, rebuilt from the ledger. An erasure leaves
-    the registry empty (or newer than the hit, given again since): only where that is so
-    and `may_have_changed` (the cache heard of a change since the hit) is the erasures'
-    audit record asked. Hits that need neither cost no query."""
+    the registry empty (or newer than the hit, if consent was given again since), so the
+    erasures' audit record is asked only for a hit whose registry is newer, or empty while
+    `may_have_changed` (the cache heard of a change since the hit, or knows nothing).
+    Hits that need neither cost no query."""
     past: set[store.Moment] = set()
     erasable: list[EventRow] = []
     for pending in batch:
