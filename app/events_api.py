@@ -16,7 +16,16 @@ from app.auth import require_key
 from app.context import Context
 from app.db import dialect_insert, utcnow
 from app.models import EventId
-from app.pipeline import MAX_TEXT, Dropped, EventRow, Hit, Pending, prepare, settle
+from app.pipeline import (
+    MAX_TEXT,
+    Dropped,
+    EventRow,
+    Hit,
+    Pending,
+    prepare,
+    registries_met,
+    settle,
+)
 from app.problems import Problem
 from app.scrub import is_storable
 from app.signed_pixels import PixelClaim, sign_pixel
@@ -190,9 +199,11 @@ async def post_events(
                 rejected.append(Rejected(index, dropped.reason))
         keys = list({(site, p.event.subject) for _, p in pending if p.event.subject})
         registries = await store.registries(session, keys)
+        # As of each event's occurred_at; one from before the request may meet an erasure.
+        batch = [one for _, one in pending]
+        met = await registries_met(session, ctx.keyring, batch, registries, lambda _, at: at < now)
         recorded = []
-        for index, one in pending:
-            registry = registries.get((site, one.event.subject or ""), {})
+        for (index, one), registry in zip(pending, met, strict=True):
             outcome = settle(ctx.policies[one.policy], one, registry)
             if outcome.would_record and outcome.event is not None:
                 recorded.append((hashes[index], outcome.event))

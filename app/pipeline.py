@@ -8,7 +8,7 @@ import random
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
@@ -27,6 +27,7 @@ from consent.decide import Decision, Record, Signals, decide
 from consent.policy import Policy
 from consent.tcf import TCFError
 from consent.tcf import decode as decode_tcf
+from retention.dsar import audit_hash, erased_at
 
 if TYPE_CHECKING:  # the context holds the ingest, which holds pipeline values
     from app.context import Context
@@ -150,7 +151,8 @@ class Outcome(msgspec.Struct, gc=False):
     """What the pipeline decided; the debug endpoint returns it, the pixel records its event."""
 
     would_record: bool
-    reason: str  # "recorded" or the drop reason: unknown_site, invalid, unsigned, bot, no_consent
+    reason: str  # "recorded" or the drop reason: unknown_site, invalid, unsigned, bot,
+    # no_consent, erased
     decision: Decision | None = None
     signals: SignalsSeen | None = None
     event: EventRow | None = None
@@ -475,16 +477,15 @@ class Shapes:
         return Pending(shared.policy, event, shared.signals, shared.seen)
 
 
-def settle(policy: Policy, pending: Pending, registry: dict[str, Record]) -> Outcome:
+def settle(policy: Policy, pending: Pending, registry: dict[str, Record] | None) -> Outcome:
     """The consent decision (SPEC §4.1), as of the moment of the hit.
 
     Hits are decided a little after they arrive (or much later, replayed from the spool, or
-    sent with a past `occurred_at`). The registry only knows the latest state: if it changed
-    after the hit, the state the hit met is unknown, and the hit is not recorded."""
+    sent with a past `occurred_at`): `registry` is the one the hit met (registries_met()),
+    None when its subject has been erased since; then nothing of the hit may be written."""
+    if registry is None:
+        return Outcome(would_record=False, reason="erased", signals=pending.seen)
     event = pending.event
-    for record in registry.values():
-        if record.updated_at is not None and record.updated_at > event.occurred_at:
-            return Outcome(would_record=False, reason="changed_since_hit", signals=pending.seen)
     decision = decide(
         policy,
         event.kind,
@@ -513,6 +514,76 @@ def settle(policy: Policy, pending: Pending, registry: dict[str, Record]) -> Out
         signals=pending.seen,
         event=event,
     )
+
+
+Key = tuple[str, str]  # (site, pseudonym)
+# Whether a subject's consent may have changed at or after a moment (a hit's arrival).
+MayHaveChanged = Callable[[Key, datetime], bool]
+
+
+async def registries_met(
+    session: AsyncSession,
+    keyring: KeyRing,
+    batch: Sequence[Pending],
+    current: dict[Key, dict[str, Record]],
+    may_have_changed: MayHaveChanged,
+) -> list[dict[str, Record] | None]:
+    """The registry each hit of `batch` met when it arrived, for settle(); None for a hit
+    whose subject has been erased since. `current`: the registries now (the cache's).
+
+    Most hits met the registry as it is now. One whose subject's registry changed after it
+    arrived gets the registry as it was then, rebuilt from the ledger. An erasure leaves
+    the registry empty (or newer than the hit, if consent was given again since), so the
+    erasures' audit record is asked only for a hit whose registry is newer, or empty while
+    `may_have_changed` (the cache heard of a change since the hit, or knows nothing).
+    Hits that need neither cost no query."""
+    past: set[store.Moment] = set()
+    erasable: list[EventRow] = []
+    for pending in batch:
+        event = pending.event
+        if event.subject is None:
+            continue
+        key = (event.site, event.subject)
+        registry = current.get(key)
+        changed = False
+        for record in registry.values() if registry else ():
+            if record.updated_at is not None and record.updated_at > event.occurred_at:
+                changed = True
+                break
+        if changed:
+            past.add((event.site, event.subject, event.occurred_at))
+        if changed or (not registry and may_have_changed(key, event.occurred_at)):
+            erasable.append(event)
+    erased = await erased_since(session, keyring, erasable) if erasable else set()
+    rebuilt = await store.registries_at(session, past) if past else {}
+    met: list[dict[str, Record] | None] = []
+    for pending in batch:
+        event = pending.event
+        if event.subject is None:
+            met.append({})
+        elif event.id in erased:
+            met.append(None)
+        else:
+            moment = (event.site, event.subject, event.occurred_at)
+            found = rebuilt.get(moment)
+            met.append(found if found is not None else current.get(moment[:2], {}))
+    return met
+
+
+async def erased_since(
+    session: AsyncSession, keyring: KeyRing, events: Iterable[EventRow]
+) -> set[uuid.UUID]:
+    """The ids of the events whose subject has been erased at or after the event: what an
+    erasure leaves is its audit record, which names the subject by a keyed hash."""
+    by_site: dict[str, list[tuple[str, EventRow]]] = {}
+    for event in events:
+        if event.subject is not None:
+            by_site.setdefault(event.site, []).append((audit_hash(keyring, event.subject), event))
+    found: set[uuid.UUID] = set()
+    for site, hashed in by_site.items():
+        erased = await erased_at(session, site, {h for h, _ in hashed})
+        found.update(e.id for h, e in hashed if h in erased and erased[h] >= e.occurred_at)
+    return found
 
 
 async def evaluate(session: AsyncSession, ctx: "Context", hit: Hit, now: datetime) -> Outcome:

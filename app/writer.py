@@ -30,14 +30,17 @@ from app.pipeline import (
     EventRow,
     Pending,
     Shapes,
+    erased_since,
     known_site,
+    registries_met,
     settle,
 )
 from app.pseudonym import KeyRing
 from app.sites import SiteDirectory, SiteOut
 from app.spool import Frame, Spool
 from consent import store
-from consent.cache import ConsentCache, Registry
+from consent.cache import ConsentCache
+from consent.decide import Record
 from consent.policy import Policy
 
 log = logging.getLogger("pixelgate.writer")
@@ -243,18 +246,21 @@ class Writer:
         return batch
 
     async def _decide(self, batch: list[Pending]) -> list[EventRow]:
+        await self._consent.catch_up()  # SQLite: what other processes changed
         registries = await self._consent.registries(_subject_keys(batch))
-        return await self._settle(batch, registries)
+        async with self._sessions() as session:  # connects only if a hit needs the ledger
+            met = await registries_met(
+                session, self._keyring, batch, registries, self._consent.changed_since
+            )
+        return await self._settle(batch, met)
 
     async def _settle(
-        self, batch: list[Pending], registries: dict[tuple[str, str], Registry]
+        self, batch: list[Pending], met: list[dict[str, Record] | None]
     ) -> list[EventRow]:
         rows, denied = [], Counter[str]()
-        for number, pending in enumerate(batch, 1):
+        for number, (pending, registry) in enumerate(zip(batch, met, strict=True), 1):
             if number % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            event = pending.event
-            registry = registries.get((event.site, event.subject), {}) if event.subject else {}
             outcome = settle(self._policies[pending.policy], pending, registry)
             if outcome.would_record and outcome.event is not None:
                 rows.append(outcome.event)
@@ -296,15 +302,29 @@ class Writer:
 
     async def _replay(self, frame: Frame) -> None:
         rows = list(frame.rows)
+        if rows:
+            # Decided before the spill: their subjects may have been erased since.
+            async with self._sessions() as session:
+                erased = await erased_since(session, self._keyring, rows)
+            rows = [row for row in rows if row.id not in erased]
+            self._tally.count_hits({"erased": len(erased)})
         if frame.pending:
             # The registry itself, not the cache: notifications may have been lost meanwhile.
             keys = list(set(_subject_keys(frame.pending)))
             async with self._sessions() as session:
                 registries = await store.registries(session, keys)
-            rows.extend(await self._settle(frame.pending, registries))
+                met = await registries_met(
+                    session, self._keyring, frame.pending, registries, _anything_may_have_changed
+                )
+            rows.extend(await self._settle(frame.pending, met))
         async with self._sessions() as session, session.begin():
             await write_events(session, rows, skip_existing=True)
         self._tally.replayed += len(rows)
+
+
+def _anything_may_have_changed(_key: tuple[str, str], _at: datetime) -> bool:
+    """A replay knows nothing of what happened while its hits were on disk."""
+    return True
 
 
 def _subject_keys(batch: Sequence[Pending]) -> list[tuple[str, str]]:

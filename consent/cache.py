@@ -1,11 +1,16 @@
 """The registry as the hot path sees it: a bounded cache, emptied of a subject the moment
-their consent changes, in this process and (through PostgreSQL LISTEN/NOTIFY) in every other."""
+their consent changes, in this process and in every other (PostgreSQL: LISTEN/NOTIFY;
+SQLite: the consent_changes rows a writer reads before each batch, catch_up()).
+
+It also remembers when it last heard of each change, so that the writer can tell which of
+the hits it holds arrived before a change to their subject (changed_since())."""
 
 import asyncio
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
@@ -17,6 +22,7 @@ from consent.decide import Record
 log = logging.getLogger("pixelgate.consent")
 Key = tuple[str, str]  # (site, pseudonym)
 Registry = dict[str, Record]
+EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 class Cached(msgspec.Struct, gc=False):
@@ -35,6 +41,7 @@ class ConsentCache:
         sessions: async_sessionmaker[AsyncSession],
         max_entries: int = 200_000,
         ttl: float = 300.0,
+        max_changes: int = 10_000,
     ) -> None:
         self._sessions = sessions
         self._max = max_entries
@@ -44,18 +51,72 @@ class ConsentCache:
         self._epoch = 0
         # Told of every invalidation (None: all), for a cache in another process to follow.
         self.followers: list[Callable[[Key | None], None]] = []
+        # When this process heard of each change, oldest first, as many as max_changes; of
+        # anything before `_known_from` (a clear, or the oldest change let go) it knows nothing.
+        self._max_changes = max_changes
+        self._changed: OrderedDict[Key, datetime] = OrderedDict()
+        self._site_changed: dict[str, datetime] = {}
+        self._known_from = EPOCH
+        self._last_change: int | None = None  # the consent_changes row read last (SQLite)
+        self._feed: bool | None = None  # whether there are rows to read: known once asked
 
     def invalidate(self, site: str, subject: str) -> None:
-        self._entries.pop((site, subject), None)
+        key = (site, subject)
+        self._entries.pop(key, None)
         self._epoch += 1
+        self._changed[key] = datetime.now(UTC)
+        self._changed.move_to_end(key)
+        if len(self._changed) > self._max_changes:
+            self._known_from = self._changed.popitem(last=False)[1]
         for follower in self.followers:
-            follower((site, subject))
+            follower(key)
+
+    def forget_site(self, site: str) -> None:
+        """Someone at this site was erased, by another process that names no pseudonym."""
+        for key in [key for key in self._entries if key[0] == site]:
+            del self._entries[key]
+        self._epoch += 1
+        self._site_changed[site] = datetime.now(UTC)
 
     def clear(self) -> None:
         self._entries.clear()
         self._epoch += 1
+        self._changed.clear()
+        self._known_from = datetime.now(UTC)
         for follower in self.followers:
             follower(None)
+
+    def changed_since(self, key: Key, at: datetime) -> bool:
+        """Whether this subject's consent may have changed (or they were erased) at or after
+        `at`: a change this process heard of then or later, or a time it knows nothing of."""
+        if at <= self._known_from:
+            return True
+        site_changed = self._site_changed.get(key[0])
+        if site_changed is not None and site_changed >= at:
+            return True
+        changed = self._changed.get(key)
+        return changed is not None and changed >= at
+
+    async def catch_up(self) -> None:
+        """SQLite: forget the subjects whose consent another process changed since the last
+        look. The writer calls this before deciding each batch, the cache's only reader:
+        a change committed before a hit arrived is then known before the hit is decided."""
+        if self._feed is False:
+            return
+        async with self._sessions() as session:
+            if self._feed is None:
+                self._feed = session.get_bind().dialect.name == "sqlite"
+                if not self._feed:
+                    return  # PostgreSQL: NOTIFY does this (listen())
+            last, changes = await store.changes_after(session, self._last_change)
+        if self._last_change is None:
+            self.clear()  # whatever changed before this first look is unknown
+        for site, subject in changes:
+            if subject is None:
+                self.forget_site(site)
+            else:
+                self.invalidate(site, subject)
+        self._last_change = last
 
     async def registries(self, keys: Iterable[Key]) -> dict[Key, Registry]:
         """The registry of each subject; one query for all those not cached."""

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, PrimaryKeyConstraint, String, Uuid
+from sqlalchemy import JSON, Boolean, Index, Integer, PrimaryKeyConstraint, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -61,6 +61,25 @@ class ConsentState(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Set by the retention job once a grant has lapsed (the pixel goes by expires_at anyway).
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ConsentChange(Base):
+    """A consent change, announced to every process on SQLite, which has no LISTEN/NOTIFY
+    (PostgreSQL leaves this empty): a writer reads the rows after the last one it saw before
+    each batch and forgets those subjects (consent.cache). Purged after a day.
+
+    The only table whose key is not the site's: readers follow one sequence, in commit
+    order. AUTOINCREMENT, so that an id is never reused once the purge has emptied it."""
+
+    __tablename__ = "consent_changes"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site: Mapped[str] = mapped_column(String(63))
+    # None: an erasure, which the row names by its site alone (the pseudonym must not
+    # outlive it); readers then forget every subject of the site.
+    subject: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ReceiptKey(Base):

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert, driver_connection
 from consent.decide import Record
-from consent.models import ConsentLedger, ConsentState
+from consent.models import ConsentChange, ConsentLedger, ConsentState
 from consent.policy import Policy
 
 CHANNEL = "pixelgate_consent"  # NOTIFY payload: "site:pseudonym" of a changed registry
@@ -183,13 +183,95 @@ async def registries(
     return found
 
 
-async def notify_change(session: AsyncSession, site: str, subject: str) -> None:
-    """On PostgreSQL, tell every process (at commit) to forget this subject's cached consent."""
+async def notify_change(
+    session: AsyncSession, site: str, subject: str, *, erasure: bool = False
+) -> None:
+    """Tell every process (at commit) to forget this subject's cached consent: by NOTIFY on
+    PostgreSQL, by a consent_changes row on SQLite. The row of an `erasure` names the site
+    only: nothing under the pseudonym may outlive it."""
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(
             text("SELECT pg_notify(:channel, :payload)"),
             {"channel": CHANNEL, "payload": f"{site}:{subject}"},
         )
+        return
+    await session.execute(
+        insert(ConsentChange).values(
+            site=site, subject=None if erasure else subject, changed_at=datetime.now(UTC)
+        )
+    )
+
+
+async def changes_after(
+    session: AsyncSession, last: int | None
+) -> tuple[int, list[tuple[str, str | None]]]:
+    """The (site, subject) of each consent_changes row after row `last`, in order, and the
+    id of the latest row; for `last` None, only that id (where a reader starts)."""
+    if last is None:
+        return await session.scalar(select(func.max(ConsentChange.id))) or 0, []
+    rows = (
+        await session.execute(
+            select(ConsentChange.id, ConsentChange.site, ConsentChange.subject)
+            .where(ConsentChange.id > last)
+            .order_by(ConsentChange.id)
+        )
+    ).all()
+    return (rows[-1].id if rows else last), [(row.site, row.subject) for row in rows]
+
+
+Moment = tuple[str, str, datetime]  # (site, pseudonym, when)
+
+
+async def registries_at(
+    session: AsyncSession, moments: Iterable[Moment]
+) -> dict[Moment, dict[str, Record]]:
+    """The registries as they were at these moments, rebuilt from the ledger: for each
+    purpose, the latest entry recorded at or before the moment that names it, as record()
+    made it the current state then. One query per site (and 500 subjects)."""
+    wanted: dict[str, dict[str, list[datetime]]] = {}
+    for site, subject, at in moments:
+        wanted.setdefault(site, {}).setdefault(subject, []).append(at)
+    found: dict[Moment, dict[str, Record]] = {}
+    for site, by_subject in wanted.items():
+        subjects = sorted(by_subject)
+        latest = max(at for times in by_subject.values() for at in times)
+        entries: dict[str, list[ConsentLedger]] = {}
+        for start in range(0, len(subjects), 500):
+            rows = await session.scalars(
+                select(ConsentLedger)
+                .where(
+                    ConsentLedger.site == site,
+                    ConsentLedger.subject.in_(subjects[start : start + 500]),
+                    ConsentLedger.recorded_at <= latest,
+                )
+                .order_by(ConsentLedger.recorded_at, ConsentLedger.id)
+            )
+            for entry in rows:
+                entries.setdefault(entry.subject, []).append(entry)
+        for subject, times in by_subject.items():
+            for at in times:
+                registry: dict[str, Record] = {}
+                for entry in entries.get(subject, []):
+                    if entry.recorded_at > at:
+                        break
+                    registry.update(_as_recorded(entry))
+                found[(site, subject, at)] = registry
+    return found
+
+
+def _as_recorded(entry: ConsentLedger) -> dict[str, Record]:
+    """The current state record() made of a ledger entry. A grant is given the entry's
+    expiry: decide() shortens it to the purpose's own lifetime, as record() did."""
+    return {
+        purpose: Record(
+            granted=bool(granted),
+            policy_version=entry.policy_version,
+            record_id=str(entry.id),
+            expires_at=entry.expires_at if granted else None,
+            updated_at=entry.recorded_at,
+        )
+        for purpose, granted in entry.purposes.items()
+    }
 
 
 async def history(session: AsyncSession, site: str, subject: str) -> list[ConsentLedger]:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.models import DsarExport, DsarRequest, Event, Site
 from app.pseudonym import KeyRing
 from consent import store
-from consent.models import ConsentLedger, ConsentState
+from consent.models import ConsentChange, ConsentLedger, ConsentState
 from consent.policy import Policy
 
 SCHEMA_VERSION = 1
@@ -193,13 +193,18 @@ async def _erase(session: AsyncSession, request: DsarRequest, subject: str) -> d
         result = await session.execute(statement)
         counts[name] = int(getattr(result, "rowcount", 0))
     counts["audience_memberships"] = 0  # no audiences yet
+    # Announcements of this person's earlier changes (SQLite) name the pseudonym too; the
+    # erasure's own names only the site.
+    await session.execute(
+        delete(ConsentChange).where(ConsentChange.site == site, ConsentChange.subject == subject)
+    )
     # Other requests of the same person keep their audit record, without the pseudonym.
     await session.execute(
         update(DsarRequest)
         .where(DsarRequest.site == site, DsarRequest.subject_hash == request.subject_hash)
         .values(subject=None)
     )
-    await store.notify_change(session, site, subject)
+    await store.notify_change(session, site, subject, erasure=True)
     return counts
 
 

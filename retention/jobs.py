@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.models import DsarExport, Event, EventId, RollupDaily, RollupDetail, Site
-from consent.models import ConsentLedger, ConsentState
+from consent.models import ConsentChange, ConsentLedger, ConsentState
 from consent.policy import Policy
 
 log = logging.getLogger("pixelgate.retention")
@@ -53,6 +53,7 @@ class EventCounts(msgspec.Struct):
 class ConsentCounts(msgspec.Struct):
     consents_expired: int = 0
     ledger_entries_purged: int = 0
+    changes_purged: int = 0
 
 
 def start_of_day(moment: datetime) -> datetime:
@@ -352,7 +353,20 @@ async def expire_consents(
                 else:
                     result = await session.execute(delete(ConsentLedger).where(*chunk))
                     counts.ledger_entries_purged += int(getattr(result, "rowcount", 0))
+        counts.changes_purged = await _purge_changes(session, now, dry_run)
     return counts
+
+
+async def _purge_changes(session: AsyncSession, now: datetime, dry_run: bool) -> int:
+    """The consent_changes announcements (SQLite) of more than a day ago: every server has
+    read them, and its cache has long let go of what they were about. By the real clock
+    too: a run `--as-of` a later day must not take rows a server has yet to read."""
+    old = ConsentChange.changed_at < min(now, datetime.now(UTC)) - timedelta(days=1)
+    if dry_run:
+        found = await session.scalar(select(func.count()).select_from(ConsentChange).where(old))
+        return int(found or 0)
+    result = await session.execute(delete(ConsentChange).where(old))
+    return int(getattr(result, "rowcount", 0))
 
 
 def _aware(moment: Any) -> datetime:

@@ -140,3 +140,15 @@ def test_0007_adds_the_event_ids_table_and_reverts(database_url: str) -> None:
     finally:
         command.upgrade(config, "head")
     assert "event_ids" in _tables(database_url)
+
+
+def test_0008_adds_the_consent_changes_table_and_reverts(database_url: str) -> None:
+    assert "consent_changes" in _tables(database_url)
+    config = alembic_config(database_url)
+    command.downgrade(config, "0007")
+    try:
+        assert "consent_changes" not in _tables(database_url)
+        assert "event_ids" in _tables(database_url)
+    finally:
+        command.upgrade(config, "head")
+    assert "consent_changes" in _tables(database_url)

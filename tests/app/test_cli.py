@@ -178,7 +178,7 @@ def test_jobs_run_once_prints_counts_and_refuses_a_past_date(
     [line] = ran.stdout.splitlines()
     result = json.loads(line)
     assert result["job"] == "consent-expiry" and result["dry_run"] is True
-    assert set(result["counts"]) == {"consents_expired", "ledger_entries_purged"}
+    assert set(result["counts"]) == {"consents_expired", "ledger_entries_purged", "changes_purged"}
     everything = pixelgate(
         "jobs", "run", "--dry-run", "--as-of", "2999-01-01", cwd=tmp_path, database_url=database_url
     )

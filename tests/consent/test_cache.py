@@ -3,6 +3,7 @@
 import asyncio
 import gc
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -192,3 +193,112 @@ async def test_the_lookup_reads_the_registry_as_the_orm_reads_it(sessions: Any) 
             assert record.expires_at is not None and record.expires_at.tzinfo is not None
         else:
             assert record.expires_at is None
+
+
+async def test_a_registry_is_rebuilt_from_the_ledger_as_it_was_at_each_moment(
+    sessions: Any,
+) -> None:
+    """What a hit met when it arrived, though the registry changed before it was decided:
+    for each purpose the latest entry at or before the moment, as record() made it then."""
+    site, subject = "cache-past", "p-1"
+    start = utcnow() - timedelta(hours=1)
+    entries = []
+    async with transaction(sessions) as session:
+        for minutes, purposes in ((10, {"analytics": True, "marketing": True}),
+                                  (20, {"marketing": False})):  # fmt: skip
+            entries.append(
+                await store.record(
+                    session,
+                    site=site,
+                    subject=subject,
+                    purposes=purposes,
+                    policy=POLICY,
+                    proof=PROOF,
+                    now=start + timedelta(minutes=minutes),
+                )
+            )
+        await store.withdraw(
+            session,
+            site=site,
+            subject=subject,
+            policy=POLICY,
+            proof=PROOF,
+            now=start + timedelta(minutes=30),
+        )
+    given, refused = entries
+    moments = [start + timedelta(minutes=m) for m in (5, 10, 25, 40)]
+    async with sessions() as session:
+        found = await store.registries_at(
+            session, [*((site, subject, at) for at in moments), (site, "nobody", moments[0])]
+        )
+        [now_state] = (await store.registries(session, [(site, subject)])).values()
+
+    def granted(entry: Any) -> Record:
+        return Record(True, POLICY.version, str(entry.id), entry.expires_at, entry.recorded_at)
+
+    refusal = Record(False, POLICY.version, str(refused.id), None, refused.recorded_at)
+    assert found[(site, subject, moments[0])] == {}  # before the first entry
+    assert found[(site, subject, moments[1])] == {
+        "analytics": granted(given),
+        "marketing": granted(given),
+    }
+    assert found[(site, subject, moments[2])] == {
+        "analytics": granted(given),
+        "marketing": refusal,
+    }
+    assert found[(site, subject, moments[3])] == {
+        p: Record(False, r.policy_version, r.record_id, None, r.updated_at)
+        for p, r in now_state.items()
+    }  # after the withdrawal: the registry as it is now
+    assert found[(site, "nobody", moments[0])] == {}
+
+
+async def test_changes_committed_by_other_processes_reach_the_cache_on_sqlite(
+    sessions: Any,
+) -> None:
+    """Before each batch the writer reads what others committed since its last look (SQLite:
+    no NOTIFY; on PostgreSQL listen() does it). An erasure names only its site: every
+    subject of the site is forgotten."""
+    cache = ConsentCache(sessions)
+    sqlite = sessions.kw["bind"].dialect.name == "sqlite"
+    before = utcnow()
+    await cache.catch_up()  # the first look: what came before it is in doubt
+    assert cache.changed_since(("cache-h", "p-1"), before) is sqlite
+    keys = [("cache-h", "p-1"), ("cache-h", "p-2"), ("cache-i", "p-1")]
+    for key in keys:
+        await grant(sessions, *key)
+    await cache.catch_up()
+    await cache.registries(keys)
+    started = utcnow()
+    await grant(sessions, *keys[0], granted=False)  # another process withdraws
+    async with transaction(sessions) as session:  # and another erases someone
+        await store.notify_change(session, "cache-h", "p-2", erasure=True)
+    await cache.catch_up()
+    await cache.catch_up()  # nothing new: nothing more forgotten
+    if not sqlite:
+        assert set(cache._entries) == set(keys)
+        return
+    assert set(cache._entries) == {keys[2]}
+    assert [cache.changed_since(key, started) for key in keys] == [True, True, False]
+    async with sessions() as session:
+        _, changes = await store.changes_after(session, 0)
+    assert changes[-1] == ("cache-h", None)
+
+
+async def test_the_cache_remembers_recent_changes_and_doubts_what_it_let_go(
+    sessions: Any,
+) -> None:
+    cache = ConsentCache(sessions, max_changes=2)
+    start = utcnow()
+    assert not cache.changed_since(("cache-j", "p-1"), start)
+    for n in range(3):
+        cache.invalidate("cache-j", f"p-{n}")
+    assert cache.changed_since(("cache-j", "p-2"), start)
+    assert cache.changed_since(("cache-j", "p-9"), start)  # before p-0 was let go: unknown
+    later = utcnow()
+    assert not cache.changed_since(("cache-j", "p-9"), later)
+    cache.forget_site("cache-k")
+    assert not cache.changed_since(("cache-j", "p-9"), later)
+    assert cache.changed_since(("cache-k", "p-9"), later)
+    cache.clear()
+    assert cache.changed_since(("cache-j", "p-9"), later)

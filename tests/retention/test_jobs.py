@@ -15,6 +15,7 @@ from app.pipeline import EventRow
 from app.reports import summary_of
 from app.writer import write_events
 from consent import store
+from consent.models import ConsentChange
 from consent.policy import load_policies
 from retention import jobs
 from retention.jobs import cutoff, ensure_partitions, expire_consents, partitions, purge_events
@@ -275,6 +276,30 @@ def test_lapsed_consents_are_marked_and_old_withdrawals_purged(database_url: str
     }
     assert states["lapsed"]["expired_at"] is not None and states["fresh"]["expired_at"] is None
     assert states["left"]["granted"] is False  # the withdrawal itself still stands
+
+
+def test_consent_change_announcements_are_purged_after_a_day_by_the_real_clock(
+    database_url: str,
+) -> None:
+    """Servers read them within a batch; a run `--as-of` a later day still keeps the recent
+    ones, which a server may not have read yet."""
+    site = f"changes-{uuid.uuid4().hex[:8]}"
+    real = utcnow()
+
+    async def scenario() -> tuple[Any, Any]:
+        async with World(database_url, NOW) as world:
+            async with transaction(world.sessions) as session:
+                for subject, age in (("old", timedelta(days=1, seconds=1)), ("new", ONE)):
+                    session.add(ConsentChange(site=site, subject=subject, changed_at=real - age))
+            later = real + timedelta(days=10)
+            dry = await expire_consents(world.sessions, POLICY_SET, later, dry_run=True)
+            done = await expire_consents(world.sessions, POLICY_SET, later)
+            return dry, done
+
+    dry, done = run(scenario())
+    assert dry.changes_purged >= 1 and done.changes_purged == dry.changes_purged
+    left = table_rows(settings_for(database_url), "consent_changes", site=site)
+    assert [r["subject"] for r in left] == ["new"]
 
 
 def test_expired_exports_are_deleted(database_url: str) -> None:
