@@ -2,11 +2,13 @@
 
 import asyncio
 import logging
+import logging.config
 import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -33,8 +35,28 @@ class LogRecorder(logging.Handler):
 
 
 LOGS = LogRecorder()
-logging.getLogger().addHandler(LOGS)
-logging.getLogger().setLevel(logging.DEBUG)
+
+
+def _record_every_log_line() -> None:
+    root = logging.getLogger()
+    if LOGS not in root.handlers:
+        root.addHandler(LOGS)
+    root.setLevel(logging.DEBUG)
+
+
+# Every Litestar app applies its logging configuration through dictConfig, which replaces the
+# root logger's handlers and level: the recorder is put back each time, or the search at the
+# end would only see what was logged before the first app was built.
+_dict_config = logging.config.dictConfig
+
+
+def _dict_config_keeping_the_recorder(config: dict[str, Any]) -> None:
+    _dict_config(config)
+    _record_every_log_line()
+
+
+logging.config.dictConfig = _dict_config_keeping_the_recorder
+_record_every_log_line()
 # The test client's own request lines quote the URLs the tests send; they are not the app's.
 for client_library in ("httpx", "httpcore"):
     logging.getLogger(client_library).setLevel(logging.WARNING)

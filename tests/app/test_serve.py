@@ -133,7 +133,9 @@ def test_the_served_beacon_grants_cors_to_the_sites_own_origin_only(
     site = make_site(settings, origins=(shop,))
     subject = subject_id()
     consent = {"subject": subject, "purposes": {"analytics": True}}
-    assert httpx.post(f"{server}/v1/sites/{site}/consent", json=consent).status_code == 201
+    admin = auth(make_key(settings, site))
+    given = httpx.post(f"{server}/v1/sites/{site}/consent", json=consent, headers=admin)
+    assert given.status_code == 201
     collect = f"{server}/p/{site}/collect"
     asking = {
         "Access-Control-Request-Method": "POST",

@@ -209,6 +209,7 @@ def test_the_same_person_has_different_pseudonyms_on_different_sites(
         ({"subject": "x", "purposes": {"astrology": True}}, 422, "unknown purposes"),
         ({"subject": "x", "purposes": {}}, 422, "purposes: Expected `object` of length >= 1"),
         ({"subject": "", "purposes": {"analytics": True}}, 422, "subject"),
+        ({"subject": "   ", "purposes": {"analytics": True}}, 422, "subject"),
         ({"subject": "x", "purposes": {"analytics": True}, "source": "b" * 65}, 422, "source"),
         ({"subject": "x", "purposes": {"analytics": True}, "source": "a@b.c"}, 422, "source"),
         ({"subject": "x", "purposes": {"analytics": "yes"}}, 422, "Expected `bool`"),
