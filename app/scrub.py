@@ -17,6 +17,7 @@ def is_storable(text: str) -> bool:
     """Whether text can be stored as it is, in any column, on both databases."""
     return _UNSTORABLE.search(text) is None
 
+
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|//")
 _EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)+")
 _LONG_NUMBER = re.compile(r"[0-9]{6,}")
