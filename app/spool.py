@@ -2,9 +2,9 @@
 
 One file per process run, locked while open, so the processes of one server share the
 directory and a file left by a process that died is replayed by whichever process finds it
-first. Frames are length-prefixed msgpack; nothing in them is raw (events are already
-pseudonymised). A file that cannot be read whole is set aside as `*.bad` once the rest of
-it is replayed.
+first. The directory itself belongs to one live server (lock_directory()). Frames are
+length-prefixed msgpack; nothing in them is raw (events are already pseudonymised). A file
+that cannot be read whole is set aside as `*.bad` once the rest of it is replayed.
 """
 
 import fcntl
@@ -20,6 +20,28 @@ import msgspec
 from app.pipeline import EventRow, Pending
 
 HEADER = struct.Struct(">I")
+LOCK_FILE = "server.lock"
+
+
+class SpoolInUse(Exception):
+    """Another live server holds the spool directory."""
+
+
+def lock_directory(directory: Path) -> int:
+    """Take the spool directory for this server, until the descriptor returned is closed
+    or the process ends: two servers replaying one spool would write its events twice and
+    race each other for every file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpoolInUse(
+            f"PIXELGATE_SPOOL_DIR {directory} is in use by another running server: "
+            "give each server a spool directory of its own"
+        ) from None
+    return fd
 
 
 class Frame(msgspec.Struct):
