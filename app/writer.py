@@ -189,8 +189,8 @@ class Writer:
         if time.monotonic() - self._failing_since < STALLED_PERIODS * self._retry_seconds:
             return None
         return (
-            f"the writer cannot write events: the database refuses them ({self._failure}); "
-            "hits are spooled until it takes them again"
+            f"the writer cannot write events ({self._failure}): hits are spooled until the "
+            "database takes them again"
         )
 
     async def start(self) -> None:
@@ -285,7 +285,7 @@ class Writer:
                 return first + rest
             log.warning("an event the database refuses is dropped: %s", type(exc).__name__)
             self._tally.count_hits({"invalid": 1})
-            if decided_here:
+            if decided_here and self._tally.hits.get("recorded", 0) > 0:
                 self._tally.hits["recorded"] -= 1
             return 0
         return len(rows)

@@ -4,7 +4,7 @@ and written, in order and once, when it answers again."""
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -12,10 +12,12 @@ from typing import Any
 
 import msgspec
 import pytest
+from litestar.testing import TestClient
 from sqlalchemy.dialects import sqlite
 
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.ingest import Ingest
+from app.main import create_app
 from app.metrics import Metrics
 from app.models import Event
 from app.pipeline import Arrival, EventRow, Pending, SignalsSeen
@@ -28,7 +30,16 @@ from consent import store
 from consent.cache import ConsentCache
 from consent.decide import Signals
 from consent.policy import load_policies
-from tests.factories import CHROME, POLICIES, make_site, run, settings_for, subject_id, table_rows
+from tests.factories import (
+    CHROME,
+    POLICIES,
+    make_site,
+    run,
+    settings_for,
+    subject_id,
+    table_rows,
+    wait_for_rows,
+)
 
 POLICY_SET = load_policies(POLICIES)
 KEYRING = KeyRing(b"k" * 32)
@@ -361,6 +372,56 @@ def refusing(database_url: str, page: str) -> Iterator[None]:
         yield
     finally:
         run(execute(drop))
+
+
+@contextmanager
+def events_table_gone(database_url: str) -> Iterator[None]:
+    """The database answers but refuses every event (its table is renamed meanwhile)."""
+
+    async def rename(old: str, new: str) -> None:
+        engine = make_engine(database_url)
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+        await engine.dispose()
+
+    run(rename("events", "events_away"))
+    try:
+        yield
+    finally:
+        run(rename("events_away", "events"))
+
+
+def readyz_until(get: Callable[[], Any], status: int, between: Callable[[], None]) -> Any:
+    """Ask /readyz (with `between` done before each retry) until it answers `status`."""
+    deadline = time.monotonic() + 30
+    while (ready := get()).status_code != status:
+        assert time.monotonic() < deadline, f"/readyz never answered {status}"
+        between()
+        time.sleep(0.2)
+    return ready
+
+
+def test_an_app_that_writes_in_process_says_in_readyz_when_it_cannot_write(
+    database_url: str,
+) -> None:
+    settings = settings_for(database_url)
+    site, person = make_site(settings), subject_id()
+    consented(database_url, site, KeyRing(settings.secret_key).pseudonym(site, person))
+    sent = 0
+
+    def hit() -> None:
+        nonlocal sent
+        client.get(f"/p/{site}/pixel.gif", params={"u": person}, headers={"User-Agent": CHROME})
+        sent += 1
+
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        with events_table_gone(database_url):
+            stuck = readyz_until(lambda: client.get("/readyz"), 503, hit)
+        assert stuck.json()["detail"].startswith("the writer cannot write events")
+        readyz_until(lambda: client.get("/readyz"), 200, lambda: None)
+        rows = wait_for_rows(settings, "events", sent, 30, site=site)
+    assert len(rows) == sent > 0
 
 
 def replay_spool(database_url: str, spool: Path) -> Metrics:

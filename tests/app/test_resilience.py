@@ -18,6 +18,7 @@ from app.main import _stopped
 from app.pseudonym import KeyRing
 from consent import store
 from consent.policy import load_policies
+from tests.app.test_ingest import events_table_gone, readyz_until
 from tests.factories import (
     CHROME,
     POLICIES,
@@ -327,16 +328,6 @@ def test_values_no_database_can_store_are_invalid_and_recording_goes_on(
     server.assert_clean_log()
 
 
-def _rename_events(database_url: str, old: str, new: str) -> None:
-    async def work() -> None:
-        engine = make_engine(database_url)
-        async with engine.begin() as connection:
-            await connection.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
-        await engine.dispose()
-
-    run(work())
-
-
 def test_readyz_says_when_the_writer_cannot_write_and_recovers_once_it_can(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -347,24 +338,22 @@ def test_readyz_says_when_the_writer_cannot_write_and_recovers_once_it_can(
     server = Server(database_url, tmp_path).start()
     try:
         assert httpx.get(f"{server.url}/readyz").status_code == 200
-        _rename_events(database_url, "events", "events_away")
         sent = 0
-        try:
-            deadline = time.monotonic() + 30
-            while (ready := httpx.get(f"{server.url}/readyz")).status_code == 200:
-                assert time.monotonic() < deadline, "readyz never said the writer is stuck"
-                hits_answered(server.url, site, [{"u": subject} for subject in subjects])
-                sent += len(subjects)
-                time.sleep(0.2)
-            assert ready.headers["content-type"].startswith("application/problem+json")
-            assert ready.json()["detail"].startswith("the writer cannot write events")
+
+        def hits() -> None:
+            nonlocal sent
+            hits_answered(server.url, site, [{"u": subject} for subject in subjects])
+            sent += len(subjects)
+
+        def readyz() -> httpx.Response:
+            return httpx.get(f"{server.url}/readyz")
+
+        with events_table_gone(database_url):
+            stuck = readyz_until(readyz, 503, hits)
             assert table_rows(settings, "events_away", site=site) == []
-        finally:
-            _rename_events(database_url, "events_away", "events")
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{server.url}/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "readyz never recovered"
-            time.sleep(0.2)
+        assert stuck.headers["content-type"].startswith("application/problem+json")
+        assert stuck.json()["detail"].startswith("the writer cannot write events")
+        readyz_until(readyz, 200, lambda: None)
         assert len(wait_for_rows(settings, "events", sent, 30, site=site)) == sent
         assert metric_until(server.url, "pixelgate_events_replayed_total", sent) == sent
         assert metric(server.url, "pixelgate_events_spilled_total") == sent
