@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
@@ -21,6 +22,7 @@ from app.models import Site
 from app.pseudonym import KeyRing
 from app.settings import ConfigError, Settings, load_settings
 from app.sites import create_site, list_sites, site_out
+from app.spool import SpoolInUse, lock_directory
 from consent.policy import Policy, PolicyError, load_policies
 from retention.schedule import JOBS, JobContext, run_job
 
@@ -115,17 +117,23 @@ def _serve(settings: Settings) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
-    migrate(settings.database_url)
-    Granian(
-        "app.main:serve_app",
-        factory=True,
-        interface=Interfaces.RSGI,
-        websockets=False,
-        loop=Loops.uvloop,
-        address=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-    ).serve()
+    # Before anything starts, held until the server exits: its workers' writers share the
+    # spool directory, another server may not.
+    spool_lock = lock_directory(settings.spool_dir)
+    try:
+        migrate(settings.database_url)
+        Granian(
+            "app.main:serve_app",
+            factory=True,
+            interface=Interfaces.RSGI,
+            websockets=False,
+            loop=Loops.uvloop,
+            address=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+        ).serve()
+    finally:
+        os.close(spool_lock)
 
 
 class CliContext(msgspec.Struct):
@@ -203,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, PolicyError, ValueError) as exc:
         sys.stderr.write(f"pixelgate: {exc}\n")
         return 2
+    except SpoolInUse as exc:
+        sys.stderr.write(f"pixelgate: {exc}\n")
+        return 1
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         sys.stderr.write(f"pixelgate: database error: {reason} (has `pixelgate migrate` run?)\n")

@@ -15,11 +15,14 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", summary="The database answers")
+@get("/readyz", summary="The database answers and the writer makes progress")
 async def readyz(ctx: NamedDependency[Context]) -> dict[str, Any]:
     try:
         async with ctx.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except Exception as exc:
         raise Problem(503, f"database unreachable: {type(exc).__name__}") from None
+    problem = ctx.ingest.problem()
+    if problem is not None:
+        raise Problem(503, problem)
     return {"status": "ready"}

@@ -29,6 +29,8 @@ class BatchWriter(Protocol):
 
     def take_tally(self) -> Tally: ...
 
+    def problem(self) -> str | None: ...
+
     async def close(self) -> None: ...
 
 
@@ -99,6 +101,10 @@ class Ingest:
         self._published = self._submitted
         self._metrics.queue_depth.set(len(self._arrivals))
         self._metrics.count(self._writer.take_tally())
+
+    def problem(self) -> str | None:
+        """Why the writer cannot make progress, if it cannot (for /readyz)."""
+        return self._writer.problem()
 
     async def start(self) -> None:
         await self._writer.start()

@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,7 +24,7 @@ from app.pseudonym import KeyRing
 from app.ratelimit import RateLimiter
 from app.settings import Settings, load_settings
 from app.sites import SiteDirectory
-from app.spool import Spool
+from app.spool import Spool, lock_directory
 from app.writer import Writer
 from app.writer_process import WriterProcess
 from consent import api as consent_api
@@ -88,6 +89,18 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # `pixelgate serve` holds the spool directory for all its workers (app/cli.py); an
+        # app that writes in process is a server of its own.
+        spool_lock = None if writer_process else lock_directory(settings.spool_dir)
+        try:
+            async with serving():
+                yield
+        finally:
+            if spool_lock is not None:
+                os.close(spool_lock)
+
+    @asynccontextmanager
+    async def serving() -> AsyncIterator[None]:
         log.info("public URL %s (PIXELGATE_PUBLIC_URL)", settings.base_url)
         async with transaction(ctx.sessions) as session:
             await publish_key(session, ctx.signer, utcnow())

@@ -14,6 +14,7 @@ class Tally(msgspec.Struct, gc=False):
     spilled: int = 0
     replayed: int = 0
     dropped: int = 0
+    bad_files: int = 0  # spool files set aside, unreadable
     hits: dict[str, int] = {}  # "recorded", or the reason a hit was denied -> hits
 
     def add(self, other: "Tally") -> None:
@@ -21,6 +22,7 @@ class Tally(msgspec.Struct, gc=False):
         self.spilled += other.spilled
         self.replayed += other.replayed
         self.dropped += other.dropped
+        self.bad_files += other.bad_files
         self.count_hits(other.hits)
 
     def count_hits(self, reasons: Mapping[str, int]) -> None:
@@ -51,6 +53,11 @@ class Metrics:
         self.dropped = Counter(
             "pixelgate_events_dropped", "Events lost (could not be written nor spooled)", registry=r
         )
+        self.bad_files = Counter(
+            "pixelgate_spool_bad_files",
+            "Spool files that could not be replayed whole, kept aside as *.bad",
+            registry=r,
+        )
         self.dsar_open = Gauge("pixelgate_dsar_open", "Data subject requests not done", registry=r)
         self.dsar_overdue = Gauge(
             "pixelgate_dsar_overdue", "Data subject requests past their due date", registry=r
@@ -68,6 +75,7 @@ class Metrics:
         self.spilled.inc(tally.spilled)
         self.replayed.inc(tally.replayed)
         self.dropped.inc(tally.dropped)
+        self.bad_files.inc(tally.bad_files)
         for reason, hits in tally.hits.items():
             outcome = "recorded" if reason == "recorded" else "denied"
             self.hits.labels(outcome, reason).inc(hits)

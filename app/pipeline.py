@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 import msgspec
+from sqlalchemy import Numeric, String
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.models import Event
 from app.pseudonym import KeyRing
-from app.scrub import referrer_host, scrub_page, scrub_text
+from app.scrub import is_storable, referrer_host, scrub_page, scrub_text
 from app.signed_pixels import PixelClaim, read_pixel
 from app.sites import SiteOut, jurisdiction_of
 from app.useragent import Agent, classify
@@ -39,6 +41,16 @@ MAX_TEXT = 128
 MAX_URL = 2048
 MAX_TC_STRING = 4096  # real ones are a few hundred characters
 MAX_QUERY = 8192
+# What the events table can hold (app/models.py): a hit it could not is invalid, never written.
+TEXT_COLUMNS = tuple(
+    (column.name, column.type.length or 0)
+    for column in Event.__table__.columns
+    if isinstance(column.type, String)
+)
+_VALUE = Event.__table__.c["value"].type
+assert isinstance(_VALUE, Numeric) and _VALUE.precision and _VALUE.scale is not None
+VALUE_SCALE = _VALUE.scale
+VALUE_LIMIT = 10 ** (_VALUE.precision - _VALUE.scale)  # values are below this in magnitude
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 # The pixel's query parameters and the Hit fields they fill.
 QUERY_FIELDS = {
@@ -267,11 +279,33 @@ def valid_input(keyring: KeyRing, hit: Hit) -> tuple[Hit, Decimal | None, PixelC
             value = Decimal(hit.value)
         except InvalidOperation:
             raise Dropped("invalid") from None
-        if not value.is_finite() or abs(value) >= 10**14:
-            raise Dropped("invalid")
+        value = storable_value(value)
     if hit.currency is not None and not CURRENCY.match(hit.currency):
         raise Dropped("invalid")
     return hit, value, claim
+
+
+def storable_value(value: Decimal) -> Decimal:
+    """The value as its column stores it (rounded to its scale), or Dropped if it cannot."""
+    if not value.is_finite() or abs(value) >= VALUE_LIMIT:
+        raise Dropped("invalid")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -VALUE_SCALE:
+        # Rounded here as the database would, and so that no driver meets a value with
+        # thousands of decimals; rounding may reach the limit.
+        value = value.quantize(Decimal(1).scaleb(-VALUE_SCALE))
+        if abs(value) >= VALUE_LIMIT:
+            raise Dropped("invalid")
+    return value
+
+
+def check_storable(event: EventRow) -> None:
+    """Every text of the row as it will be stored fits its column on both databases:
+    scrubbing decodes escapes, so a `%2500` becomes a NUL only now."""
+    for name, length in TEXT_COLUMNS:
+        text = getattr(event, name)
+        if text is not None and (len(text) > length or not is_storable(text)):
+            raise Dropped("invalid")
 
 
 def signed_if_required(policy: Policy, hit: Hit) -> None:
@@ -392,6 +426,7 @@ def prepare_at_site(
     subject = pseudonymise(keyring, hit, claim)
     signals, seen = read_signals(hit, site)
     event = to_event(hit, site, subject, agent, value, seen.jurisdiction, now)
+    check_storable(event)
     return Pending(policy=policy.name, event=event, signals=signals, seen=seen)
 
 

@@ -1,14 +1,17 @@
 """The writer: reads, pseudonymises, decides and writes a batch of hits at a time.
 
 A batch is one consent lookup (for subjects not cached) and one COPY (PostgreSQL) or
-executemany (SQLite). When the database is unreachable, batches go to the spool,
-pseudonymised, and are replayed in order once it answers again. `pixelgate serve` runs it in
+executemany (SQLite). When the database is unreachable (or refuses every write), batches go
+to the spool, pseudonymised, and are replayed in order once it takes them again. A row the
+database refuses for its content is dropped, counted as `invalid`, and never spooled: the
+rows are split until it is alone, so the others land. `pixelgate serve` runs it in
 a process of its own (app/writer_process.py), fed by the queue in app/ingest.py.
 """
 
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -18,7 +21,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db import dialect_insert, driver_connection
@@ -44,7 +47,9 @@ from consent.decide import Record
 from consent.policy import Policy
 
 log = logging.getLogger("pixelgate.writer")
-# COPY talks to asyncpg directly, so its errors come unwrapped.
+# COPY talks to asyncpg directly, so its errors come unwrapped. Besides a lost connection,
+# this is a database that refuses every write (read only, disk full, a table missing): the
+# hits wait in the spool for it. Rows it refuses for their content are REFUSED_ROWS.
 UNREACHABLE = (
     SQLAlchemyError,
     OSError,
@@ -52,12 +57,38 @@ UNREACHABLE = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
 )
+# A value a column cannot hold, a constraint, or one no driver can encode: wrapped by
+# SQLAlchemy (`orig`, and asyncpg's own error as the cause of that) or not.
+REFUSED_ROWS = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    ValueError,  # UnicodeEncodeError among them
+    ArithmeticError,  # decimal.InvalidOperation
+)
+# The writer that has failed to write for this many retry periods in a row says so in /readyz.
+STALLED_PERIODS = 3
 EVENT_COLUMNS = list(EventRow.__struct_fields__)  # basis last, as JSON text
 PLACEHOLDERS = ", ".join("?" * len(EVENT_COLUMNS))
 INSERT_EVENTS = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({PLACEHOLDERS})"  # noqa: S608
 # In process, the writer shares the event loop with the pixel: it lets the pixel answer
 # between every this many hits it reads or decides (about half a millisecond of work).
 YIELD_EVERY = 50
+
+
+def refuses_rows(exc: BaseException) -> bool:
+    """Whether the database refused the rows themselves rather than the connection."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, REFUSED_ROWS):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return False
+        seen = seen.orig if isinstance(seen, DBAPIError) else seen.__cause__
+    return False
 
 
 def _sqlite_timestamp(value: datetime) -> str:
@@ -139,15 +170,31 @@ class Writer:
         self._retry_seconds = retry_seconds
         self._tally = Tally()
         self._down_until = 0.0  # while the database is down, batches go straight to the spool
+        self._failing_since: float | None = None  # since when nothing could be written
+        self._failure = ""  # the type of the error that keeps it from writing
         self._replay_needed = spool.has_files()  # files left by an earlier run, perhaps
         self._busy = asyncio.Lock()  # a batch and a replay never interleave
         self._replayer: asyncio.Task[None] | None = None
         self._shapes = Shapes()
 
     def take_tally(self) -> Tally:
-        """What was counted since the last call."""
+        """What was counted since the last call; nothing while a batch or a replay is under
+        way (a row the database refuses is taken back from `recorded` before it ends)."""
+        if self._busy.locked():
+            return Tally()
         tally, self._tally = self._tally, Tally()
         return tally
+
+    def problem(self) -> str | None:
+        """Why the writer cannot make progress, once it has failed for a while; else None."""
+        if self._failing_since is None:
+            return None
+        if time.monotonic() - self._failing_since < STALLED_PERIODS * self._retry_seconds:
+            return None
+        return (
+            f"the writer cannot write events ({self._failure}): hits are spooled until the "
+            "database takes them again"
+        )
 
     async def start(self) -> None:
         self._replayer = asyncio.create_task(self._replay_when_due(), name="pixelgate-replay")
@@ -179,9 +226,19 @@ class Writer:
                 await self._replay_if_due()
 
     def _database_down(self, exc: BaseException) -> None:
-        if time.monotonic() >= self._down_until:
-            log.warning("database unreachable (%s); spooling events", type(exc).__name__)
-        self._down_until = time.monotonic() + self._retry_seconds
+        now = time.monotonic()
+        if now >= self._down_until:
+            log.warning(
+                "database unreachable or refusing writes (%s); spooling events",
+                type(exc).__name__,
+            )
+        self._down_until = now + self._retry_seconds
+        if self._failing_since is None:
+            self._failing_since = now
+        self._failure = type(exc).__name__
+
+    def _progress(self) -> None:
+        self._failing_since = None
 
     async def _write(self, arrivals: list[Arrival]) -> None:
         batch = await self._prepare(arrivals)
@@ -197,13 +254,44 @@ class Writer:
             self._spill(Frame(pending=batch), len(batch))
             return
         try:
-            async with self._sessions() as session, session.begin():
-                await write_events(session, rows)
+            written = await self._insert(rows, decided_here=True)
         except UNREACHABLE as exc:
             self._database_down(exc)
             self._spill(Frame(rows=rows), len(rows))
             return
-        self._tally.flushed += len(rows)
+        self._progress()
+        self._tally.flushed += written
+
+    async def _insert(
+        self, rows: list[EventRow], *, decided_here: bool, skip_existing: bool = False
+    ) -> int:
+        """Insert rows, split in halves around those the database refuses for their content
+        until each such row is alone: it is dropped and counted `invalid`, the others land.
+        Returns how many were written; raises if the database cannot be written at all.
+        `decided_here`: their `recorded` count is in this batch's tally, to take back."""
+        if not rows:
+            return 0
+        try:
+            async with self._sessions() as session, session.begin():
+                await write_events(session, rows, skip_existing)
+        except Exception as exc:
+            if not refuses_rows(exc):
+                raise
+            if len(rows) > 1:
+                half = len(rows) // 2
+                first = await self._insert(
+                    rows[:half], decided_here=decided_here, skip_existing=skip_existing
+                )
+                rest = await self._insert(
+                    rows[half:], decided_here=decided_here, skip_existing=skip_existing
+                )
+                return first + rest
+            log.warning("an event the database refuses is dropped: %s", type(exc).__name__)
+            self._tally.count_hits({"invalid": 1})
+            if decided_here and self._tally.hits.get("recorded", 0) > 0:
+                self._tally.hits["recorded"] -= 1
+            return 0
+        return len(rows)
 
     async def _prepare(self, arrivals: list[Arrival]) -> list[Pending]:
         """Read, check and pseudonymise each hit; after this nothing raw is left."""
@@ -280,8 +368,10 @@ class Writer:
         self._tally.spilled += count
 
     async def _replay_if_due(self) -> None:
-        """Replay the spool, oldest first, unless the database is (still) known to be down."""
-        if not self._replay_needed or time.monotonic() < self._down_until:
+        """Replay the spool, oldest first, unless the database is (still) known to be down.
+        A file is held up only by the database: what in it cannot be replayed is skipped."""
+        due = self._replay_needed or self._failing_since is not None
+        if not due or time.monotonic() < self._down_until:
             return
         try:
             async with self._engine.connect() as connection:
@@ -293,21 +383,45 @@ class Writer:
         for path in self._spool.files():
             try:
                 with self._spool.claim(path) as frames:
-                    for frame in frames or []:
-                        await self._replay(frame)
+                    if frames is not None and not await self._replay_file(frames):
+                        bad = self._spool.set_aside(path)
+                        log.error("spool file kept as %s: part of it cannot be replayed", bad.name)
+                        self._tally.bad_files += 1
             except UNREACHABLE as exc:
                 self._database_down(exc)
                 return
         self._replay_needed = False
+        self._progress()
+
+    async def _replay_file(self, frames: list[Frame | None]) -> bool:
+        """Replay what can be of a file's frames; False if any could not be (undecodable,
+        or one that fails for a reason not the database's): the file is then kept aside."""
+        whole = True
+        for frame in frames:
+            if frame is None:
+                log.error("a spooled frame cannot be decoded")
+                whole = False
+                continue
+            try:
+                await self._replay(frame)
+            except UNREACHABLE:
+                raise
+            except Exception as exc:
+                count = len(frame.rows) + len(frame.pending)
+                log.error("%d spooled events cannot be replayed: %s", count, type(exc).__name__)
+                self._tally.dropped += count
+                whole = False
+        return whole
 
     async def _replay(self, frame: Frame) -> None:
-        rows = list(frame.rows)
-        if rows:
+        decided_before = list(frame.rows)
+        if decided_before:
             # Decided before the spill: their subjects may have been erased since.
             async with self._sessions() as session:
-                erased = await erased_since(session, self._keyring, rows)
-            rows = [row for row in rows if row.id not in erased]
+                erased = await erased_since(session, self._keyring, decided_before)
+            decided_before = [row for row in decided_before if row.id not in erased]
             self._tally.count_hits({"erased": len(erased)})
+        decided_here: list[EventRow] = []
         if frame.pending:
             # The registry itself, not the cache: notifications may have been lost meanwhile.
             keys = list(set(_subject_keys(frame.pending)))
@@ -316,10 +430,11 @@ class Writer:
                 met = await registries_met(
                     session, self._keyring, frame.pending, registries, _anything_may_have_changed
                 )
-            rows.extend(await self._settle(frame.pending, met))
-        async with self._sessions() as session, session.begin():
-            await write_events(session, rows, skip_existing=True)
-        self._tally.replayed += len(rows)
+            decided_here = await self._settle(frame.pending, met)
+        # Rows decided before they were spooled were counted then, maybe by another process.
+        replayed = await self._insert(decided_before, decided_here=False, skip_existing=True)
+        replayed += await self._insert(decided_here, decided_here=True, skip_existing=True)
+        self._tally.replayed += replayed
 
 
 def _anything_may_have_changed(_key: tuple[str, str], _at: datetime) -> bool:

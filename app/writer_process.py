@@ -59,6 +59,7 @@ class Forget(msgspec.Struct, tag="forget"):
 class Report(msgspec.Struct):
     tally: Tally
     written: bool  # the batch sent last is written (or spooled); at first: ready
+    problem: str | None = None  # Writer.problem(): why it cannot make progress, if it cannot
 
 
 def _path_out(value: Any) -> Any:
@@ -106,6 +107,7 @@ class WriterProcess:
         self._reports: asyncio.Task[None] | None = None
         self._written: asyncio.Future[None] | None = None
         self._tally = Tally()
+        self._problem: str | None = None
         consent.followers.append(self._forget)
 
     async def start(self) -> None:
@@ -145,6 +147,10 @@ class WriterProcess:
         tally, self._tally = self._tally, Tally()
         return tally
 
+    def problem(self) -> str | None:
+        """What the child said last of its progress."""
+        return self._problem
+
     async def close(self) -> None:
         """Close the child's stdin; it writes what it has and exits."""
         if self._process is None or self._process.stdin is None:
@@ -165,6 +171,7 @@ class WriterProcess:
         while (data := await read_frame(stdout)) is not None:
             report = REPORT.decode(data)
             self._tally.add(report.tally)
+            self._problem = report.problem
             if report.written and self._written is not None and not self._written.done():
                 self._written.set_result(None)
         if self._written is not None and not self._written.done():
@@ -218,7 +225,7 @@ async def run_child(stdin: asyncio.StreamReader, report: Callable[[Report], None
                 await writer.write(message.arrivals)
             finally:
                 gc.enable()
-            report(Report(writer.take_tally(), written=True))
+            report(Report(writer.take_tally(), written=True, problem=writer.problem()))
     finally:
         reporter.cancel()
         await writer.close()
@@ -227,13 +234,15 @@ async def run_child(stdin: asyncio.StreamReader, report: Callable[[Report], None
 
 
 async def _report_between_batches(writer: Writer, report: Callable[[Report], None]) -> None:
-    """The writer replays its spool on a timer of its own: those counts need no batch to
-    reach the worker's /metrics."""
+    """The writer replays its spool on a timer of its own: those counts, and whether it is
+    making progress, need no batch to reach the worker's /metrics and /readyz."""
+    problem = None
     while True:
         await asyncio.sleep(0.5)
         tally = writer.take_tally()
-        if tally != Tally():
-            report(Report(tally, written=False))
+        if tally != Tally() or writer.problem() != problem:
+            problem = writer.problem()
+            report(Report(tally, written=False, problem=problem))
 
 
 async def _child_main() -> None:

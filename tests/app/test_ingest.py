@@ -4,15 +4,20 @@ and written, in order and once, when it answers again."""
 import asyncio
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from litestar.testing import TestClient
 from sqlalchemy.dialects import sqlite
 
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.ingest import Ingest
+from app.main import create_app
 from app.metrics import Metrics
 from app.models import Event
 from app.pipeline import Arrival, EventRow, Pending, SignalsSeen
@@ -25,7 +30,16 @@ from consent import store
 from consent.cache import ConsentCache
 from consent.decide import Signals
 from consent.policy import load_policies
-from tests.factories import CHROME, POLICIES, make_site, run, settings_for, subject_id, table_rows
+from tests.factories import (
+    CHROME,
+    POLICIES,
+    make_site,
+    run,
+    settings_for,
+    subject_id,
+    table_rows,
+    wait_for_rows,
+)
 
 POLICY_SET = load_policies(POLICIES)
 KEYRING = KeyRing(b"k" * 32)
@@ -319,3 +333,194 @@ def test_an_engine_can_give_sqlite_a_larger_page_cache(tmp_path: Path) -> None:
         return sizes
 
     assert run(cache_sizes()) == [-2000, -WRITER_SQLITE_CACHE_MIB * 1024]  # KiB
+
+
+def row(site: str, page: str = "/", **fields: Any) -> EventRow:
+    """An event decided before it was spooled."""
+    event = pending(site, None).event
+    return msgspec.structs.replace(event, page=page, basis={"analytics": "test"}, **fields)
+
+
+@contextmanager
+def refusing(database_url: str, page: str) -> Iterator[None]:
+    """The database refuses every event row for `page` for its content (a constraint), as it
+    would a value it cannot store."""
+    if database_url.startswith("sqlite"):
+        create = [
+            "CREATE TRIGGER refuse_page BEFORE INSERT ON events "
+            f"WHEN NEW.page = '{page}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ]
+        drop = ["DROP TRIGGER refuse_page"]
+    else:
+        create = [
+            "CREATE FUNCTION refuse_page() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.page = '{page}' THEN RAISE EXCEPTION 'refused' USING ERRCODE = "
+            "'check_violation'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_page BEFORE INSERT ON events "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_page()",
+        ]
+        drop = ["DROP TRIGGER refuse_page ON events", "DROP FUNCTION refuse_page()"]
+
+    async def execute(statements: list[str]) -> None:
+        engine = make_engine(database_url)
+        async with engine.begin() as connection:
+            for statement in statements:
+                await connection.exec_driver_sql(statement)
+        await engine.dispose()
+
+    run(execute(create))
+    try:
+        yield
+    finally:
+        run(execute(drop))
+
+
+@contextmanager
+def events_table_gone(database_url: str) -> Iterator[None]:
+    """The database answers but refuses every event (its table is renamed meanwhile)."""
+
+    async def rename(old: str, new: str) -> None:
+        engine = make_engine(database_url)
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+        await engine.dispose()
+
+    run(rename("events", "events_away"))
+    try:
+        yield
+    finally:
+        run(rename("events_away", "events"))
+
+
+def readyz_until(get: Callable[[], Any], status: int, between: Callable[[], None]) -> Any:
+    """Ask /readyz (with `between` done before each retry) until it answers `status`."""
+    deadline = time.monotonic() + 30
+    while (ready := get()).status_code != status:
+        assert time.monotonic() < deadline, f"/readyz never answered {status}"
+        between()
+        time.sleep(0.2)
+    return ready
+
+
+def test_an_app_that_writes_in_process_says_in_readyz_when_it_cannot_write(
+    database_url: str,
+) -> None:
+    settings = settings_for(database_url)
+    site, person = make_site(settings), subject_id()
+    consented(database_url, site, KeyRing(settings.secret_key).pseudonym(site, person))
+    sent = 0
+
+    def hit() -> None:
+        nonlocal sent
+        client.get(f"/p/{site}/pixel.gif", params={"u": person}, headers={"User-Agent": CHROME})
+        sent += 1
+
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        with events_table_gone(database_url):
+            stuck = readyz_until(lambda: client.get("/readyz"), 503, hit)
+        assert stuck.json()["detail"].startswith("the writer cannot write events")
+        readyz_until(lambda: client.get("/readyz"), 200, lambda: None)
+        rows = wait_for_rows(settings, "events", sent, 30, site=site)
+    assert len(rows) == sent > 0
+
+
+def replay_spool(database_url: str, spool: Path) -> Metrics:
+    async def work() -> Metrics:
+        metrics = Metrics()
+        writer, engine = ingest_for(database_url, spool, metrics)
+        await writer.start()
+        await writer.close()
+        await engine.dispose()
+        return metrics
+
+    return run(work())
+
+
+def hits_by(metrics: Metrics, outcome: str, reason: str) -> float:
+    value: float = metrics.hits.labels(outcome, reason)._value.get()
+    return value
+
+
+def test_a_batch_with_a_row_the_database_refuses_writes_the_others_and_spools_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    site = make_site(settings_for(database_url))
+    person = subject_id()
+    consented(database_url, site, KEYRING.pseudonym(site, person))
+    pages = [f"/good-{n}" for n in range(7)]
+    hits = [arrival(site, person) for _ in pages]
+    for hit, page in zip(hits, pages, strict=True):
+        hit.query = f"p={page}&u={person}"
+    hits.insert(3, Arrival(site, f"p=/refused&u={person}", hits[0].headers, time.time()))
+
+    async def write() -> Metrics:
+        metrics = Metrics()
+        ingest, engine = ingest_for(database_url, tmp_path, metrics)
+        await ingest.start()
+        for hit in hits:
+            await ingest.submit(hit)
+        await ingest.close()
+        await engine.dispose()
+        return metrics
+
+    with refusing(database_url, "/refused"):
+        metrics = run(write())
+    rows = table_rows(settings_for(database_url), "events", site=site)
+    assert sorted(r["page"] for r in rows) == pages
+    assert hits_by(metrics, "denied", "invalid") == 1
+    assert hits_by(metrics, "recorded", "recorded") == metrics.flushed._value.get() == 7
+    assert metrics.spilled._value.get() == 0 and not list(tmp_path.glob("*.spool"))
+
+
+def test_a_spooled_row_the_database_refuses_is_dropped_and_the_rest_replayed(
+    database_url: str, tmp_path: Path
+) -> None:
+    site = make_site(settings_for(database_url))
+    frame = [row(site, "/a"), row(site, "/refused"), row(site, "/b")]
+    if database_url.startswith("postgresql"):
+        frame.append(row(site, "/nul", utm_source="\x00"))  # what an older version spooled
+    first = Spool(tmp_path)
+    first.append(Frame(rows=frame))
+    first.append(Frame(rows=[row(site, "/c")]))
+    first.close()
+    later = Spool(tmp_path)
+    later.append(Frame(rows=[row(site, "/d")]))
+    later.close()
+
+    with refusing(database_url, "/refused"):
+        metrics = replay_spool(database_url, tmp_path)
+    rows = table_rows(settings_for(database_url), "events", site=site)
+    assert sorted(r["page"] for r in rows) == ["/a", "/b", "/c", "/d"]
+    assert hits_by(metrics, "denied", "invalid") == len(frame) - 2
+    assert metrics.replayed._value.get() == 4
+    assert not list(tmp_path.glob("*.spool")) and not list(tmp_path.glob("*.bad"))
+
+
+def test_a_spool_file_that_cannot_be_read_whole_is_kept_aside_and_later_ones_replayed(
+    database_url: str, tmp_path: Path
+) -> None:
+    site = make_site(settings_for(database_url))
+    first = Spool(tmp_path)
+    first.append(Frame(rows=[row(site, "/a")]))
+    first.close()
+    [broken] = list(tmp_path.glob("*.spool"))
+    with broken.open("ab") as file:
+        file.write(HEADER.pack(5) + b"\xc1junk")  # a whole frame, not msgpack
+    after = Spool(tmp_path)
+    after.append(Frame(rows=[row(site, "/b")]))
+    gone = msgspec.structs.replace(pending(site, None), policy="a-policy-since-removed")
+    after.append(Frame(pending=[gone]))  # cannot be decided any more
+    after.append(Frame(rows=[row(site, "/c")]))
+    after.close()
+    later = Spool(tmp_path)
+    later.append(Frame(rows=[row(site, "/d")]))
+    later.close()
+
+    metrics = replay_spool(database_url, tmp_path)
+    rows = table_rows(settings_for(database_url), "events", site=site)
+    assert sorted(r["page"] for r in rows) == ["/a", "/b", "/c", "/d"]
+    assert metrics.bad_files._value.get() == 2 and metrics.dropped._value.get() == 1
+    assert not list(tmp_path.glob("*.spool"))
+    assert len(list(tmp_path.glob("*.bad"))) == 2  # kept for a person to look at
+    assert replay_spool(database_url, tmp_path).replayed._value.get() == 0  # not tried again

@@ -160,3 +160,52 @@ def test_hits_of_one_shape_share_nothing_they_could_change() -> None:
     assert other.event.subject == KEYS.pseudonym("news", "bob")
     assert one.event.id != other.event.id and one.event.occurred_at != other.event.occurred_at
     assert one.event.basis is not other.event.basis
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "p=/a&utm_source=%00",
+        "p=/a&c=spring%00",
+        "p=/a&utm_term=%2500",  # a NUL only once scrubbing decodes the escape
+        "p=/a&utm_medium=a%0Db",
+        "p=/a&cur=EUR%0A&v=3",  # the pattern's $ lets a trailing newline through
+        "k=pageview%0A",
+        "p=/a&utm_campaign=" + "a@b.c+" * 21,  # 126 characters, 147 once masked
+        "p=/a&v=99999999999999.99999",  # 10^14 once rounded to the column's scale
+        "p=/a&v=1e14",
+        "p=/a&v=NaN",
+    ],
+)
+def test_a_hit_with_a_value_the_events_table_cannot_hold_is_invalid(query: str) -> None:
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    assert direct(query, UA, now) == "invalid"
+    assert shaped(Shapes(), query, UA, now) == "invalid"
+    assert shaped(Shapes(), query, UA, now, beacon=True) == "invalid"
+
+
+def test_a_beacon_with_a_lone_surrogate_is_invalid() -> None:
+    """JSON may escape one (a query string cannot): no database stores it as UTF-8."""
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    arrival = Arrival("news", "", UA, now.timestamp(), {"page": "/a", "utm_source": "x\ud800"})
+    with pytest.raises(Dropped, match="invalid"):
+        Shapes().prepare(KEYS, SITE, POLICY, arrival, None, now)
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("12.5", "12.5"),
+        ("-99999999999999.9999", "-99999999999999.9999"),
+        ("0.123456", "0.1235"),  # rounded to the column's scale, as the database would
+        ("1e-100000", "0.0000"),  # no driver meets a hundred thousand decimals
+    ],
+)
+def test_a_value_is_kept_as_the_column_stores_it(given: str, stored: str) -> None:
+    got = direct(f"p=/a&v={given}&cur=EUR", UA, datetime(2026, 11, 30, 12, tzinfo=UTC))
+    assert isinstance(got, Pending) and str(got.event.value) == stored
+
+
+def test_a_tab_is_text_any_column_can_take() -> None:
+    got = direct("p=/a&utm_source=a%09b", UA, datetime(2026, 11, 30, 12, tzinfo=UTC))
+    assert isinstance(got, Pending) and got.event.utm_source == "a\tb"

@@ -18,6 +18,7 @@ from app.main import _stopped
 from app.pseudonym import KeyRing
 from consent import store
 from consent.policy import load_policies
+from tests.app.test_ingest import events_table_gone, readyz_until
 from tests.factories import (
     CHROME,
     POLICIES,
@@ -107,6 +108,14 @@ def metric_soon(base: str, name: str, timeout: float = 5.0) -> float:
     while (value := metric(base, name)) == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     return value
+
+
+def metric_until(base: str, name: str, value: float, timeout: float = 10.0) -> float:
+    """A counter once it has reached `value` (or what it is when the time is up)."""
+    deadline = time.monotonic() + timeout
+    while (seen := metric(base, name)) < value and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return seen
 
 
 def test_sigterm_under_load_loses_no_answered_hit(database_url: str, tmp_path: Path) -> None:
@@ -267,3 +276,88 @@ async def test_shutdown_waits_a_while_for_a_background_task_never_forever(
     assert "stubborn still running" in caplog.text
     with pytest.raises(asyncio.CancelledError):
         await stubborn
+
+
+def hits_answered(base: str, site: str, queries: list[dict[str, str]]) -> None:
+    """Pixel hits, one after another, each answered 200 with the GIF."""
+    for params in queries:
+        response = httpx.get(f"{base}/p/{site}/pixel.gif", params=params, headers=HEADERS)
+        assert response.status_code == 200
+
+
+def test_values_no_database_can_store_are_invalid_and_recording_goes_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The attack of issue 14: a NUL in a utm field or campaign once made PostgreSQL refuse
+    the whole batch, which went to the spool and blocked its replay for ever."""
+    site, subjects = seed(database_url, 4)
+    settings = settings_for(database_url)
+    server = Server(database_url, tmp_path).start()
+    try:
+        good = 0
+        for round_ in range(3):
+            for subject in subjects:
+                hits_answered(server.url, site, [{"u": subject, "p": f"/good-{round_}"}])
+                good += 1
+            bad = [
+                {"u": subjects[0], "p": "/x", "utm_source": "\x00"},
+                {"u": subjects[1], "p": "/x", "c": "\x00"},
+                {"u": subjects[2], "p": "/x", "utm_term": "%00"},  # a NUL once scrubbed
+            ]
+            hits_answered(server.url, site, bad)
+            beacon = httpx.post(
+                f"{server.url}/p/{site}/collect",
+                json={"u": subjects[3], "p": "/x", "utm_source": "a\x00b"},
+                headers=HEADERS,
+            )
+            assert beacon.status_code == 204
+        rows = wait_for_rows(settings, "events", good, 30, site=site)
+        assert sorted(row["page"] for row in rows) == sorted(
+            f"/good-{n}" for n in range(3) for _ in subjects
+        )
+        invalid = 'pixelgate_hits_total{outcome="denied",reason="invalid"}'
+        assert metric_until(server.url, invalid, 12) == 12
+        assert (
+            metric(server.url, 'pixelgate_hits_total{outcome="recorded",reason="recorded"}') == good
+        )
+        assert metric(server.url, "pixelgate_events_spilled_total") == 0
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        assert not list((tmp_path / "data" / "spool").glob("*.spool"))
+    finally:
+        assert server.stop() == 0
+    server.assert_clean_log()
+
+
+def test_readyz_says_when_the_writer_cannot_write_and_recovers_once_it_can(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The database answers but refuses every write (here: its events table is gone): the
+    hits wait in the spool, /readyz says why, and all of them land once it takes them."""
+    site, subjects = seed(database_url, 3)
+    settings = settings_for(database_url)
+    server = Server(database_url, tmp_path).start()
+    try:
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        sent = 0
+
+        def hits() -> None:
+            nonlocal sent
+            hits_answered(server.url, site, [{"u": subject} for subject in subjects])
+            sent += len(subjects)
+
+        def readyz() -> httpx.Response:
+            return httpx.get(f"{server.url}/readyz")
+
+        with events_table_gone(database_url):
+            stuck = readyz_until(readyz, 503, hits)
+            assert table_rows(settings, "events_away", site=site) == []
+        assert stuck.headers["content-type"].startswith("application/problem+json")
+        assert stuck.json()["detail"].startswith("the writer cannot write events")
+        readyz_until(readyz, 200, lambda: None)
+        assert len(wait_for_rows(settings, "events", sent, 30, site=site)) == sent
+        assert metric_until(server.url, "pixelgate_events_replayed_total", sent) == sent
+        assert metric(server.url, "pixelgate_events_spilled_total") == sent
+    finally:
+        assert server.stop() == 0
+    assert not list((tmp_path / "data" / "spool").glob("*.spool"))
+    server.assert_clean_log()

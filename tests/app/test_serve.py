@@ -13,9 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from litestar.testing import TestClient
 
 from app.db import migrate
+from app.main import create_app
 from app.pixel import GIF
+from app.spool import SpoolInUse
 from tests.app.test_web import assert_page_headers, references
 from tests.factories import (
     CHROME,
@@ -291,3 +294,48 @@ def test_the_bridge_streams_a_streamed_body_and_answers_one_never_sent(tmp_path:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_second_server_on_the_same_spool_directory_refuses_to_start(
+    database_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "shared-spool"
+    first = Server(database_url, tmp_path / "one", PIXELGATE_SPOOL_DIR=str(spool)).start()
+    try:
+        port = free_port()
+        second = subprocess.run(
+            [sys.executable, "-m", "app.cli", "serve"],
+            cwd=tmp_path,
+            env=environment(database_url, PIXELGATE_PORT=str(port), PIXELGATE_SPOOL_DIR=str(spool)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert second.stdout == ""
+        [line] = second.stderr.splitlines()
+        assert line.startswith(f"pixelgate: PIXELGATE_SPOOL_DIR {spool} is in use")
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz")
+        assert httpx.get(f"{first.url}/readyz").status_code == 200
+    finally:
+        assert first.stop() == 0
+    # the lock goes with the server: the next one starts
+    again = Server(database_url, tmp_path / "two", PIXELGATE_SPOOL_DIR=str(spool)).start()
+    assert httpx.get(f"{again.url}/readyz").status_code == 200
+    assert again.stop() == 0
+    first.assert_clean_log()
+    again.assert_clean_log()
+
+
+def test_an_app_that_writes_in_process_holds_its_spool_directory_while_it_runs(
+    database_url: str,
+) -> None:
+    settings = settings_for(database_url)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        with pytest.raises(ExceptionGroup) as refused, TestClient(create_app(settings)):
+            pass
+        assert refused.group_contains(SpoolInUse, match="PIXELGATE_SPOOL_DIR")
+    with TestClient(create_app(settings)) as client:  # released when the first one stopped
+        assert client.get("/readyz").status_code == 200
