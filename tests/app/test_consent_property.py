@@ -217,9 +217,16 @@ def app_client(app_settings: Settings) -> Iterator[Client]:
 
 
 def run_steps(
-    client: Client, settings: Settings, policy: str, jurisdiction: str, sequence: list[Step]
+    client: Client,
+    settings: Settings,
+    policy: str,
+    jurisdiction: str,
+    sequence: list[Step],
+    settle_each: bool = True,
 ) -> tuple[Counter[Any], Counter[Any]]:
-    """Plays `sequence` on a new site; returns (recorded, expected) events as counters."""
+    """Plays `sequence` on a new site; returns (recorded, expected) events as counters.
+    `settle_each`: wait for the writer after every hit, so that it decides each hit before
+    the next step (else hits may wait in the queue while the registry changes)."""
     site = make_site(settings, policy=policy, jurisdiction=jurisdiction)
     admin = auth(make_key(settings, site))
     subjects = [subject_id() for _ in range(SUBJECTS)]
@@ -243,12 +250,13 @@ def run_steps(
             headers.update({"Sec-GPC": "1"} if step.gpc else {})
             headers.update({"DNT": "1"} if step.dnt else {})
             assert client.get(f"/p/{site}/pixel.gif", params=params, headers=headers).is_success
-            settle(client)  # decided right after it arrived, before the next step
+            if settle_each:
+                settle(client)
             if (event := model.expect(step)) is not None:
                 expected[event] += 1
-    pseudonyms = {
-        KeyRing(settings.secret_key).pseudonym(site, s): n for n, s in enumerate(subjects)
-    }
+    settle(client)
+    keyring = KeyRing(settings.secret_key)
+    pseudonyms = {keyring.pseudonym(site, s): n for n, s in enumerate(subjects)}
     recorded: Counter[Any] = Counter(
         (
             pseudonyms[row["subject"]] if row["subject"] is not None else None,
