@@ -278,3 +278,22 @@ def test_a_hit_is_recorded_exactly_when_the_consent_decision_allowed_it_on_arriv
     for basis in sorted({b for _, _, bases in expected for _, b in bases}):
         event(f"a hit recorded on a {basis} basis")  # --hypothesis-show-statistics
     assert recorded == expected
+
+
+QUEUE_SECONDS = 1.0  # longer than a short sequence takes: its hits wait for the writer
+
+
+@settings(parent=PROPERTY, max_examples=8)
+@given(site=st.sampled_from(SITES), sequence=steps())
+def test_a_hit_is_decided_on_the_consent_it_met_even_when_it_changed_before_the_write(
+    app_client: Client, app_settings: Settings, site: tuple[str, str], sequence: list[Step]
+) -> None:
+    """The same model, with the hits left in the writer's queue while consent changes: SPEC
+    §4.1 decides a hit as of its arrival, not as of when its batch is written."""
+    # The queue's batch window, widened so that the hits of a sequence share one batch.
+    app_client.app.state.ctx.ingest._batch_seconds = QUEUE_SECONDS
+    policy, jurisdiction = site
+    recorded, expected = run_steps(
+        app_client, app_settings, policy, jurisdiction, sequence, settle_each=False
+    )
+    assert recorded == expected
