@@ -58,8 +58,10 @@ def _dict_config_keeping_the_recorder(config: dict[str, Any]) -> None:
 logging.config.dictConfig = _dict_config_keeping_the_recorder
 _record_every_log_line()
 # The test client's own request lines quote the URLs the tests send; they are not the app's.
-for client_library in ("httpx", "httpcore"):
-    logging.getLogger(client_library).setLevel(logging.WARNING)
+# The drivers' debug lines are every statement they run, slowing the suite to a crawl: what
+# they bind is in the database, which is searched too.
+for library in ("httpx", "httpcore", "aiosqlite", "asyncio", "faker"):
+    logging.getLogger(library).setLevel(logging.WARNING)
 
 
 async def _pg_admin(sql: str) -> None:

@@ -60,7 +60,7 @@ def test_a_forged_host_reaches_no_receipt_link_or_pixel_url(
 
 
 def test_without_a_public_url_the_listen_address_is_the_base(database_url: str) -> None:
-    settings = settings_for(database_url, host="127.0.0.2", port=8123)
+    settings = settings_for(database_url, host="pixelgate.internal", port=8123)
     site = make_site(settings)
     with TestClient(create_app(settings)) as client:
         link = client.post(
@@ -68,7 +68,7 @@ def test_without_a_public_url_the_listen_address_is_the_base(database_url: str) 
             json={"destination": "https://shop.example/"},
             headers={**auth(make_key(settings, site)), **FORGED},
         ).json()
-    assert link["url"] == f"http://127.0.0.2:8123/l/{link['code']}"
+    assert link["url"] == f"http://pixelgate.internal:8123/l/{link['code']}"
 
 
 # X-Forwarded-For as sent -> the /24 kept as the consent's proof, without and with
