@@ -130,4 +130,7 @@ def migrate(database_url: str) -> None:
         path = database_url.split(":///", 1)[1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Pseudonymised still means personal data: only the server's user may read it
+            # (SQLite gives its -wal and -shm files the database file's mode).
+            Path(path).touch(mode=0o600, exist_ok=True)
     command.upgrade(alembic_config(database_url), "head")

@@ -93,14 +93,24 @@ OPERATIONS: dict[tuple[str, str], tuple[list[SecurityRequirement], tuple[int, ..
     ("post", "/p/{site}/collect"): (PUBLIC, ()),
     ("options", "/p/{site}/collect"): (PUBLIC, ()),
 }
+# What answers without the database; every other operation answers 503 while it is away.
+WITHOUT_DATABASE = {
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/.well-known/gpc.json"),
+    ("get", "/p/{site}/pixel.gif"),
+    ("post", "/p/{site}/collect"),
+    ("options", "/p/{site}/collect"),
+}
 RETRY_AFTER = OpenAPIHeader(
     schema=Schema(type=OpenAPIType.INTEGER, minimum=1),
-    description="seconds until the limit resets",
+    description="seconds to wait before trying again",
 )
 
 
 def problem_response(status: int) -> OpenAPIResponse:
-    headers = {"Retry-After": RETRY_AFTER} if status == 429 else None
+    headers = {"Retry-After": RETRY_AFTER} if status in (429, 503) else None
     return OpenAPIResponse(
         description=TITLES.get(status, "Error"),
         headers=headers,  # type: ignore[arg-type]
@@ -139,6 +149,8 @@ def document(schema: OpenAPI) -> None:
         for code, response in responses.items():
             if isinstance(response, OpenAPIResponse) and code.startswith(("204", "3")):
                 response.content = None  # litestar describes an empty body as JSON null
+        if key not in WITHOUT_DATABASE:
+            errors = (*errors, 503)
         for status in errors:
             responses[str(status)] = problem_response(status)
         operation.responses = responses

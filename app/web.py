@@ -11,11 +11,13 @@ import html
 from pathlib import Path
 from typing import Any, cast
 
-from litestar import Request
+from litestar import Request, Response
 from litestar.openapi.plugins import OpenAPIRenderPlugin
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 from litestar.types import Message, Scope
+
+from app.problems import problem
 
 STATIC = Path(__file__).resolve().parent / "static"
 SWAGGER_UI_VERSION = "5.35.0"  # app/static/swagger-ui/package.json
@@ -50,6 +52,10 @@ PAGE = """<!DOCTYPE html>
 """
 
 
+def _no_such_file(_: Request[Any, Any, Any], __: ValueError) -> Response[Any]:
+    return problem(404, "no such file")
+
+
 class SwaggerDocs(OpenAPIRenderPlugin):
     """Swagger UI at /schema, its assets under /schema/static."""
 
@@ -61,7 +67,12 @@ class SwaggerDocs(OpenAPIRenderPlugin):
         self._static = f"{router.path.rstrip('/')}/static"
         router.register(
             create_static_files_router(
-                path="/static", directories=[STATIC], name="docs-static", include_in_schema=False
+                path="/static",
+                directories=[STATIC],
+                name="docs-static",
+                include_in_schema=False,
+                # A path the file system refuses (a NUL in it) names no file either.
+                exception_handlers={ValueError: _no_such_file},
             )
         )
 

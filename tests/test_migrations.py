@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 import asyncpg
 from alembic import command
@@ -10,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 import app.models
 import consent.models
-from app.db import Base, alembic_config, make_engine, managed_by_alembic
+from app.db import Base, alembic_config, make_engine, managed_by_alembic, migrate
 from consent.store import REGISTRIES_SQL
 from tests.factories import run
 
@@ -152,3 +153,9 @@ def test_0008_adds_the_consent_changes_table_and_reverts(database_url: str) -> N
     finally:
         command.upgrade(config, "head")
     assert "consent_changes" in _tables(database_url)
+
+
+def test_a_new_sqlite_database_is_readable_by_its_owner_alone(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "pixelgate.db"
+    migrate(f"sqlite+aiosqlite:///{path}")
+    assert path.stat().st_mode & 0o777 == 0o600

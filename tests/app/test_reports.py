@@ -21,6 +21,8 @@ Client = TestClient[Any]
         ({"from": "2026-03-01", "to": "2026-02-01"}, "to"),
         ({"from": "2026-01-01", "to": "2026-01-31", "kind": "open\x00"}, "kind"),
         ({"from": "2026-01-01", "to": "2026-01-31", "campaign": "a\x00b"}, "campaign"),
+        ({"from": "2026-01-01"}, "to"),
+        ({"to": "2026-01-01"}, "from"),
     ],
 )
 def test_a_bad_summary_parameter_is_a_422_naming_it(

@@ -12,9 +12,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from litestar.testing import TestClient
 
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
-from app.main import _stopped
+from app.main import _stopped, create_app
 from app.pseudonym import KeyRing
 from consent import store
 from consent.policy import load_policies
@@ -361,3 +362,36 @@ def test_readyz_says_when_the_writer_cannot_write_and_recovers_once_it_can(
         assert server.stop() == 0
     assert not list((tmp_path / "data" / "spool").glob("*.spool"))
     server.assert_clean_log()
+
+
+def test_the_api_answers_503_while_the_database_is_away(
+    postgresql_url: str, tmp_path: Path
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    direct = settings_for(postgresql_url)
+    site = make_site(direct)
+    admin = auth(make_key(direct, site))
+    try:
+        with TestClient(create_app(settings_for(_proxied(postgresql_url, proxy)))) as client:
+            made = client.post(
+                f"/v1/sites/{site}/links",
+                json={"destination": "https://shop.example/"},
+                headers=admin,
+            )
+            code = made.json()["code"]
+            proxy.cut()
+            for method, path, body in [
+                ("GET", f"/l/{code}", None),
+                ("GET", f"/v1/sites/{site}/policy", None),
+                ("GET", "/.well-known/jwks.json", None),
+                ("POST", f"/v1/sites/{site}/consent", {"purposes": {"analytics": True}}),
+            ]:
+                response = client.request(method, path, json=body, follow_redirects=False)
+                assert response.status_code == 503, (path, response.text)
+                assert response.headers["content-type"].startswith("application/problem+json")
+                assert response.headers["retry-after"] == "5"
+            assert client.get(f"/p/{site}/pixel.gif").status_code == 200
+            proxy.restore()
+            assert client.get(f"/l/{code}", follow_redirects=False).status_code == 302
+    finally:
+        proxy.close()

@@ -105,3 +105,10 @@ def test_the_pixel_keeps_its_own_headers(client: Client) -> None:
     """The pixel's answer is the same under both fronts; the page headers are not added to it."""
     got = client.get("/p/no-such-site/pixel.gif")
     assert sorted(got.headers) == ["cache-control", "content-length", "content-type"]
+
+
+def test_a_static_path_no_file_can_have_is_a_404(client: Client) -> None:
+    for path in ("/schema/static/docs.js%00", "/schema/static/%00", "/schema/static/x%00.css"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"].startswith("application/problem+json")
