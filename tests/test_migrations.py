@@ -152,3 +152,28 @@ def test_0008_adds_the_consent_changes_table_and_reverts(database_url: str) -> N
     finally:
         command.upgrade(config, "head")
     assert "consent_changes" in _tables(database_url)
+
+
+def test_0009_gives_sites_a_controller_identity_and_reverts(database_url: str) -> None:
+    config = alembic_config(database_url)
+    command.downgrade(config, "0008")
+    try:
+        assert "controller" not in _columns(database_url, "sites")
+    finally:
+        command.upgrade(config, "head")
+    assert {"controller", "contact_email", "address", "phone", "homepage"} <= _columns(
+        database_url, "sites"
+    )
+
+
+def _columns(url: str, table: str) -> set[str]:
+    async def names() -> set[str]:
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as connection:
+                columns = await connection.run_sync(lambda c: inspect(c).get_columns(table))
+                return {column["name"] for column in columns}
+        finally:
+            await engine.dispose()
+
+    return run(names())
