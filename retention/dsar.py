@@ -213,7 +213,8 @@ FIELDS = {
     "consent[].purposes": "per purpose, true for yes and false for no",
     "consent[].policy_version": "the version of the notice you were shown",
     "consent[].policy_sha256": "the SHA-256 of that policy file, which proves its exact text",
-    "consent[].source": "how the choice reached pixelgate (banner, api, opt-out-request, ...)",
+    "consent[].source": "how the choice reached pixelgate: the label the site's banner or "
+    "server gave (api unless it named one), withdrawal, or opt-out-request",
     "consent[].ip_prefix": "the network of the device that made the choice, kept as proof: "
     "the first three bytes of an IPv4 address or the first 48 bits of an IPv6 one, never more "
     "(null: not recorded)",
@@ -255,8 +256,9 @@ FIELDS = {
     "about.purposes[].sale_or_share": "whether the purpose may be a sale or sharing of "
     "personal information under the CCPA (Global Privacy Control opts you out of it)",
     "about.purposes[].recipients": "who receives data of this purpose",
-    "about.purposes[].profiling": "whether the purpose involves profiling (advertising "
-    "audiences); no purpose makes automated decisions with legal or similar effects on you",
+    "about.purposes[].profiling": "whether the purpose involves profiling: building "
+    "advertising audiences from what you did; pixelgate makes no automated decision with legal "
+    "or similarly significant effects on you (GDPR Art. 22)",
     "about.source": "where the data comes from",
     "about.rights": "your rights",
     "fields": "this explanation of every field",
