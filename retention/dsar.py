@@ -198,9 +198,9 @@ FIELDS = {
     "about.purposes[].legal_basis",
     "events[].value": "the amount of a conversion, if the site reported one",
     "events[].currency": "the currency of that amount (ISO 4217)",
-    "events[].machine": "true for an e-mail open fetched by a mail provider's image proxy "
-    "(Gmail, Yahoo, Apple Mail Privacy Protection) rather than seen by a person; such opens "
-    "are not counted as a person reading",
+    "events[].machine": "true when a mail provider's image proxy (Gmail, Yahoo, Apple Mail "
+    "Privacy Protection) fetched an e-mail's pixel rather than your own mail program: such a "
+    "fetch may happen without a person reading, so it is not counted as a human open",
     "events[].basis": "per purpose, what allowed recording it: consent:<id> is the entry of "
     "consent with that id; default:<policy>@<version> is the policy's default for your "
     "jurisdiction (opt-out or legitimate interest, see about.purposes[].legal_basis); "
@@ -240,12 +240,11 @@ FIELDS = {
     "about.purposes": "each purpose the site collects data for",
     "about.purposes[].purpose": "the purpose's name, as events' basis and consent name it",
     "about.purposes[].description": "what it covers, in the words of the site's notice",
-    "about.purposes[].legal_basis": "per jurisdiction, why the purpose may be pursued: consent "
-    "(only after you said yes), opt_out (until you opt out) or legitimate_interest (until you "
-    "object)",
+    "about.purposes[].legal_basis": "why the purpose may be pursued, per jurisdiction",
     "about.purposes[].legal_basis[].jurisdiction": "the legal region this entry is for: "
     "the site's own, those its policy treats apart, and those your data was recorded under",
-    "about.purposes[].legal_basis[].basis": "consent, opt_out or legitimate_interest",
+    "about.purposes[].legal_basis[].basis": "consent (only after you said yes), opt_out (until "
+    "you opt out) or legitimate_interest (the controller's, until you object)",
     "about.purposes[].legal_basis[].explained": "what that means for you, in words",
     "about.purposes[].exemption": "anonymous counting without consent, where the policy allows "
     "it (null: never); it keeps no pseudonym, so nothing of it is in this export",
@@ -265,26 +264,32 @@ FIELDS = {
 }
 
 
-def _law(jurisdiction: str) -> str:
+GDPR_LAWS = {"eu": "GDPR", "gb": "UK GDPR"}
+
+
+def _us_law(jurisdiction: str) -> str | None:
     if jurisdiction == "us-ca":
         return "CCPA"
-    return "US state privacy law" if jurisdiction.startswith("us") else "GDPR"
+    return "US state privacy law" if jurisdiction.split("-")[0] == "us" else None
 
 
 def _basis(policy: Policy, purpose: str, jurisdiction: str) -> LegalBasis:
-    """What the policy's default for a jurisdiction means in that jurisdiction's law."""
-    law = _law(jurisdiction)
+    """What the policy's default for a jurisdiction means in that jurisdiction's law; where
+    pixelgate knows no law for the jurisdiction, it names none."""
+    gdpr = GDPR_LAWS.get(jurisdiction)
     if policy.default_for(purpose, jurisdiction) == "denied":
-        article = " (GDPR Art. 6(1)(a))" if law == "GDPR" else ""
+        article = f" ({gdpr} Art. 6(1)(a))" if gdpr else ""
         why = "nothing is recorded for it until you say yes; you may withdraw at any time"
         return LegalBasis(jurisdiction, "consent", f"your consent{article}: {why}")
-    if law == "GDPR":
+    if gdpr:
         why = (
-            "the controller's legitimate interest (GDPR Art. 6(1)(f)): recorded without asking "
-            "until you object (Art. 21), which withdrawing this purpose does"
+            f"the controller's legitimate interest ({gdpr} Art. 6(1)(f)): recorded without "
+            "asking until you object (Art. 21), which withdrawing this purpose does"
         )
         return LegalBasis(jurisdiction, "legitimate_interest", why)
-    why = f"permitted until you opt out ({law}): recorded without asking until you say no"
+    law = _us_law(jurisdiction)
+    named = f" ({law})" if law else ""
+    why = f"permitted until you opt out{named}: recorded without asking until you say no"
     if purpose in policy.gpc_denies():
         why += "; a browser sending Global Privacy Control is opted out at once"
     return LegalBasis(jurisdiction, "opt_out", why)

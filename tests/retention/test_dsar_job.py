@@ -108,6 +108,8 @@ sale_or_share = true
 [jurisdictions]
 us-tx = { analytics = "granted" }
 us-ca = { ads = "granted" }
+gb = { ads = "granted" }
+jp = { analytics = "granted" }
 """
 
 
@@ -171,10 +173,17 @@ def test_an_export_names_each_legal_basis_and_the_exemption_and_admits_what_is_m
         ("ads", "us-ca"): "opt_out",
         ("analytics", "us-tx"): "opt_out",
         ("ads", "us-tx"): "opt_out",
+        ("analytics", "gb"): "legitimate_interest",
+        ("ads", "gb"): "legitimate_interest",
+        ("analytics", "jp"): "opt_out",
+        ("ads", "jp"): "opt_out",
     }
     assert "GDPR Art. 6(1)(f)" in explained["analytics", "eu"][1]
     assert "(CCPA)" in explained["analytics", "us-ca"][1]
     assert "(US state privacy law)" in explained["analytics", "us-tx"][1]
+    assert "(UK GDPR Art. 6(1)(f))" in explained["ads", "gb"][1]
+    # pixelgate knows no law for Japan, and names none.
+    assert explained["analytics", "jp"][1].startswith("permitted until you opt out: ")
     # Global Privacy Control opts out of sale/share purposes only.
     assert "Global Privacy Control" in explained["ads", "us-tx"][1]
     assert "Global Privacy Control" not in explained["analytics", "us-ca"][1]
