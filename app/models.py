@@ -30,6 +30,12 @@ class Site(Base):
     origins: Mapped[list[str]] = mapped_column(JSON)
     jurisdiction: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The controller of the processing on this site (Kantara Consent Receipt v1.1 fields).
+    controller: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    contact_email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    address: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    phone: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    homepage: Mapped[str | None] = mapped_column(String(2048), nullable=True)
 
 
 class ApiKey(Base):

@@ -21,6 +21,9 @@ class PolicyError(Exception):
 
 class Purpose(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default: Default
+    # What the purpose covers, in the notice's words: access exports quote it (GDPR Art. 15).
+    # Optional, so that a file written before the field existed still loads.
+    description: str = ""
     consent_ttl_days: int = 395
     retention_days: int = 395
     sale_or_share: bool = False
@@ -124,6 +127,9 @@ def _check(path: Path, policy: PolicyFile) -> None:
         for field in ("consent_ttl_days", "retention_days"):
             if getattr(purpose, field) < 1:
                 raise fail(f"purposes.{name}.{field}", "must be at least 1")
+        blank = purpose.description and not purpose.description.strip()
+        if blank or len(purpose.description) > 500:
+            raise fail(f"purposes.{name}.description", "must not be blank; at most 500 characters")
 
     def check_purposes(field: str, names: Iterable[str]) -> None:
         for purpose in names:

@@ -159,3 +159,28 @@ def test_a_new_sqlite_database_is_readable_by_its_owner_alone(tmp_path: Path) ->
     path = tmp_path / "data" / "pixelgate.db"
     migrate(f"sqlite+aiosqlite:///{path}")
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_0009_gives_sites_a_controller_identity_and_reverts(database_url: str) -> None:
+    config = alembic_config(database_url)
+    command.downgrade(config, "0008")
+    try:
+        assert "controller" not in _columns(database_url, "sites")
+    finally:
+        command.upgrade(config, "head")
+    assert {"controller", "contact_email", "address", "phone", "homepage"} <= _columns(
+        database_url, "sites"
+    )
+
+
+def _columns(url: str, table: str) -> set[str]:
+    async def names() -> set[str]:
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as connection:
+                columns = await connection.run_sync(lambda c: inspect(c).get_columns(table))
+                return {column["name"] for column in columns}
+        finally:
+            await engine.dispose()
+
+    return run(names())

@@ -17,7 +17,7 @@ from sqlalchemy import update
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.dsar import add_calendar_month, due_at
 from app.main import create_app
-from app.models import DsarExport, DsarRequest
+from app.models import DsarExport, DsarRequest, Site
 from app.pseudonym import KeyRing
 from app.settings import Settings
 from consent.policy import load_policies
@@ -98,6 +98,44 @@ def file(client: Client, site: str, headers: dict[str, str], **body: str) -> Any
     return client.post(f"/v1/sites/{site}/dsar", json=body, headers=headers)
 
 
+def declare_controller(settings: Settings, site: str, **identity: str) -> None:
+    """What `pixelgate sites update --controller ...` stores (its own tests are elsewhere)."""
+
+    async def work() -> None:
+        engine = make_engine(settings.database_url)
+        async with engine.begin() as connection:
+            await connection.execute(update(Site).where(Site.slug == site).values(**identity))
+        await engine.dispose()
+
+    run(work())
+
+
+def exported(
+    client: Client, settings: Settings, site: str, admin: dict[str, str], subject: str
+) -> Any:
+    """The person's access export, as they would download it: filed, fulfilled by the job."""
+    filed = file(client, site, admin, type="access", subject=subject)
+    assert filed.status_code == 202
+    assert run_job(settings).access >= 1
+    export = client.get(f"/v1/sites/{site}/dsar/{filed.json()['id']}/export", headers=admin)
+    assert export.status_code == 200
+    assert subject not in export.text
+    return export.json()
+
+
+def bases_name_consent_entries(document: Any) -> None:
+    """Every consent:<id> an event's basis quotes is an entry of the exported ledger."""
+    ids = {entry["id"] for entry in document["consent"]}
+    quoted = {
+        basis.removeprefix("consent:")
+        for event in document["events"]
+        for basis in event["basis"].values()
+        if basis.startswith("consent:")
+    }
+    assert quoted and quoted <= ids
+    assert all(str(uuid.UUID(i)) == i for i in ids)  # the same text form on both databases
+
+
 @pytest.mark.parametrize(
     ("received", "regulation", "policy", "due"),
     [
@@ -142,7 +180,7 @@ def test_an_access_request_is_exported_once_completed(client: Client, settings: 
     export = client.get(f"{url}/export", headers=admin)
     assert export.status_code == 200
     document = export.json()
-    assert document["schema_version"] == 1 and document["site"] == site
+    assert document["schema_version"] == 2 and document["site"] == site
     assert document["subject"] == KeyRing(settings.secret_key).pseudonym(site, subject)
     assert sorted(e["kind"] for e in document["events"]) == ["conversion", "pageview"]
     assert set(document["events"][0]) == {
@@ -162,6 +200,131 @@ def test_an_access_request_is_exported_once_completed(client: Client, settings: 
     set_column(settings, DsarExport, body["id"], expires_at=utcnow() - timedelta(seconds=1))
     expired = client.get(f"{url}/export", headers=admin)
     assert expired.status_code == 404 and "expired" in expired.json()["detail"]
+
+
+CONTROLLER = {
+    "controller": "Example Shop GmbH",
+    "contact_email": "privacy@shop.example",
+    "address": "Hauptstrasse 1, 10115 Berlin, Germany",
+    "phone": "+49 30 123456",
+    "homepage": "https://shop.example/",
+}
+
+
+def test_an_export_names_the_controller_and_explains_each_purpose_and_field(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    declare_controller(settings, site, **CONTROLLER)
+    admin = auth(make_key(settings, site))
+    subject, _ = person_with_data(client, settings, site, admin)
+    document = exported(client, settings, site, admin, subject)
+    about = document["about"]
+
+    assert document["schema_version"] == 2
+    assert about["controller"] == {
+        "declared": True,
+        "name": CONTROLLER["controller"],
+        **{k: v for k, v in CONTROLLER.items() if k != "controller"},
+    }
+    assert "HMAC-SHA256" in about["pseudonym"]
+    assert "different pseudonym on each site" in about["pseudonym"]
+    assert "Neither you nor anyone else can turn the pseudonym back" in about["pseudonym"]
+
+    policy = POLICY_SET["gdpr-strict"].file
+    purposes = {p["purpose"]: p for p in about["purposes"]}
+    assert set(purposes) == set(policy.purposes)
+    for name, declared in policy.purposes.items():
+        exported_purpose = purposes[name]
+        assert exported_purpose["description"] == declared.description != ""
+        assert exported_purpose["retention_days"] == declared.retention_days
+        assert exported_purpose["retention"] == (
+            f"raw events {declared.retention_days} days, then anonymous daily totals"
+        )
+        assert exported_purpose["consent_ttl_days"] == declared.consent_ttl_days
+        assert exported_purpose["sale_or_share"] is declared.sale_or_share
+        partners = [r for r in exported_purpose["recipients"] if "advertising partners" in r]
+        assert len(partners) == declared.sale_or_share
+        assert len(exported_purpose["recipients"]) == 2 + declared.sale_or_share
+        assert exported_purpose["exemption"] is None  # gdpr-strict counts nothing anonymously
+    assert {n for n, p in purposes.items() if p["profiling"]} == {"marketing"}
+    # Opt-in in the EU; the policy's California override is the CCPA's opt-out.
+    basis = {
+        (name, b["jurisdiction"]): b["basis"]
+        for name, p in purposes.items()
+        for b in p["legal_basis"]
+    }
+    assert basis == {
+        ("analytics", "eu"): "consent",
+        ("marketing", "eu"): "consent",
+        ("email", "eu"): "consent",
+        ("analytics", "us-ca"): "opt_out",
+        ("marketing", "us-ca"): "opt_out",
+        ("email", "us-ca"): "consent",
+    }
+    california = next(
+        b for b in purposes["marketing"]["legal_basis"] if b["jurisdiction"] == "us-ca"
+    )
+    assert "until you opt out (CCPA)" in california["explained"]
+    assert "Global Privacy Control" in california["explained"]
+
+    bases_name_consent_entries(document)
+    assert {e["basis"]["analytics"] for e in document["events"]} == {
+        f"consent:{document['consent'][0]['id']}"
+    }
+    fields = document["fields"]
+    for field in (
+        "events[].machine",
+        "events[].jurisdiction",
+        "audience_memberships",
+        "consent[].id",
+    ):
+        assert fields[field]
+    assert "image proxy" in fields["events[].machine"]
+    assert "no audiences" in fields["audience_memberships"]
+
+
+def test_an_export_of_a_site_without_a_declared_controller_says_so(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings, policy="ccpa", jurisdiction="us-ca")
+    admin = auth(make_key(settings, site))
+    subject = subject_id()
+    # Before any choice the CCPA's opt-out model records analytics; then the person consents.
+    before = {"kind": "pageview", "subject": subject, "page": "/before"}
+    assert (
+        client.post(f"/v1/sites/{site}/events", json={"events": [before]}, headers=admin).json()[
+            "accepted"
+        ]
+        == 1
+    )
+    client.post(
+        f"/v1/sites/{site}/consent",
+        json={"subject": subject, "purposes": {"analytics": True, "marketing": False}},
+        headers=admin,
+    )
+    after = {"kind": "pageview", "subject": subject, "page": "/after"}
+    assert (
+        client.post(f"/v1/sites/{site}/events", json={"events": [after]}, headers=admin).json()[
+            "accepted"
+        ]
+        == 1
+    )
+    document = exported(client, settings, site, admin, subject)
+
+    controller = document["about"]["controller"]
+    assert controller["declared"] is False
+    assert "not declared" in controller["name"] and repr(site) in controller["name"]
+    assert [controller[k] for k in ("contact_email", "address", "phone", "homepage")] == [None] * 4
+    bases = [e["basis"]["analytics"] for e in document["events"]]
+    assert bases[0] == "default:ccpa@2025-07-07"
+    assert bases[1] == f"consent:{document['consent'][0]['id']}"
+    bases_name_consent_entries(document)
+    purposes = {p["purpose"]: p for p in document["about"]["purposes"]}
+    assert [b["jurisdiction"] for b in purposes["analytics"]["legal_basis"]] == ["us-ca"]
+    assert purposes["analytics"]["legal_basis"][0]["basis"] == "opt_out"
+    assert purposes["email"]["legal_basis"][0]["basis"] == "consent"
+    assert purposes["marketing"]["retention_days"] == 365
 
 
 def test_erasure_leaves_nothing_under_the_pseudonym(client: Client, settings: Settings) -> None:

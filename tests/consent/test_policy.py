@@ -53,6 +53,14 @@ def test_each_real_policy_declares_the_jurisdiction_it_is_written_for(
     assert load_policies(POLICIES)[name].file.jurisdiction == jurisdiction
 
 
+@pytest.mark.parametrize("name", ["ccpa", "gdpr-strict"])
+def test_each_real_purpose_is_described_in_the_words_of_the_policys_notice(name: str) -> None:
+    policy = load_policies(POLICIES)[name]
+    for purpose in policy.file.purposes.values():
+        assert purpose.description
+        assert purpose.description in policy.notice_text
+
+
 def test_the_real_policies_directory_holds_exactly_the_two_shipped_policies() -> None:
     assert sorted(load_policies(POLICIES)) == ["ccpa", "gdpr-strict"]
 
@@ -76,6 +84,7 @@ def test_a_minimal_policy_takes_the_documented_defaults(tmp_path: Path) -> None:
     analytics = policy.file.purposes["analytics"]
     assert (analytics.consent_ttl_days, analytics.retention_days) == (395, 395)
     assert analytics.sale_or_share is False
+    assert analytics.description == ""  # files written before the field still load
     assert policy.file.reconsent_on_change is False
     assert policy.file.anonymous_counting is False
     assert policy.file.tcf is None
@@ -245,6 +254,18 @@ BAD_POLICIES = [
     ),
     pytest.param(
         "dsar.export_ttl_days", "at least 1", table("[dsar]\nexport_ttl_days = 0"), id="ttl 0"
+    ),
+    pytest.param(
+        "purposes.analytics.description",
+        "must not be blank",
+        in_analytics('description = "  "'),
+        id="blank description",
+    ),
+    pytest.param(
+        "purposes.analytics.description",
+        "at most 500 characters",
+        in_analytics(f'description = "{"x" * 501}"'),
+        id="description too long",
     ),
 ]
 

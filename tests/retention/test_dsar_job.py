@@ -1,14 +1,18 @@
 """The dsar job's own edges: a dry run changes nothing; a request whose site lost its policy is
-rejected rather than stuck."""
+rejected rather than stuck; an export explains every field and every kind of legal basis."""
 
+from pathlib import Path
 from typing import Any
 
+import msgspec
 from litestar.testing import TestClient
+from sqlalchemy import update
 
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.main import create_app
+from app.models import Site
 from consent.policy import load_policies
-from retention.dsar import JobCounts, run_dsar
+from retention.dsar import FIELDS, Export, JobCounts, run_dsar
 from tests.factories import (
     POLICIES,
     auth,
@@ -62,3 +66,127 @@ def test_a_request_whose_policy_is_gone_is_rejected(database_url: str) -> None:
     rows = table_rows(settings_for(database_url), "dsar_requests", site=site)
     assert {r["status"] for r in rows} == {"rejected"}
     assert all(r["subject"] is None for r in rows)
+
+
+def field_paths(type_: msgspec.inspect.Type, prefix: str = "") -> set[str]:
+    """Every field of the export's layout, as FIELDS names them (dicts keyed by purpose end
+    the path: their keys are the policy's purpose names)."""
+    if isinstance(type_, msgspec.inspect.ListType):
+        return field_paths(type_.item_type, prefix + "[]")
+    if isinstance(type_, msgspec.inspect.UnionType):  # only `X | None` here
+        return set().union(*(field_paths(t, prefix) for t in type_.types))
+    if not isinstance(type_, msgspec.inspect.StructType):
+        return set()
+    found = set()
+    for field in type_.fields:
+        path = f"{prefix}.{field.encode_name}".lstrip(".")
+        found |= {path} | field_paths(field.type, path)
+    return found
+
+
+def test_every_field_of_the_export_is_explained_once_and_nothing_else_is() -> None:
+    assert field_paths(msgspec.inspect.type_info(Export)) == set(FIELDS)
+    assert all(text.strip() and text == text.strip() for text in FIELDS.values())
+
+
+LENIENT = """\
+name = "lenient"
+version = "1"
+anonymous_counting = true
+
+[purposes.analytics]
+default = "granted"
+
+[purposes.ads]
+default = "granted"
+description = "showing our advertisements on other sites"
+sale_or_share = true
+
+[kinds]
+"*" = ["analytics"]
+
+[jurisdictions]
+us-tx = { analytics = "granted" }
+us-ca = { ads = "granted" }
+gb = { ads = "granted" }
+jp = { analytics = "granted" }
+"""
+
+
+def declare(database_url: str, site: str, **identity: str) -> None:
+    async def work() -> None:
+        engine = make_engine(database_url)
+        async with engine.begin() as connection:
+            await connection.execute(update(Site).where(Site.slug == site).values(**identity))
+        await engine.dispose()
+
+    run(work())
+
+
+def test_an_export_names_each_legal_basis_and_the_exemption_and_admits_what_is_missing(
+    database_url: str, policies_copy: Path
+) -> None:
+    (policies_copy / "lenient.toml").write_text(LENIENT)
+    settings = settings_for(database_url, policies_dir=policies_copy)
+    policies = load_policies(policies_copy)
+    documents = {}
+    with TestClient(create_app(settings)) as client:
+        for declared in (False, True):
+            site = make_site(settings, policy="lenient")
+            if declared:
+                declare(database_url, site, controller="Lenient Ltd", contact_email="dpo@x.test")
+            admin = auth(make_key(settings, site))
+            subject = subject_id()
+            event = {"kind": "pageview", "subject": subject, "page": "/"}
+            sent = client.post(f"/v1/sites/{site}/events", json={"events": [event]}, headers=admin)
+            assert sent.json()["accepted"] == 1
+            body = {"type": "access", "subject": subject}
+            filed = client.post(f"/v1/sites/{site}/dsar", json=body, headers=admin).json()
+            assert job(database_url, policies).access >= 1
+            url = f"/v1/sites/{site}/dsar/{filed['id']}/export"
+            documents[declared] = client.get(url, headers=admin).json()
+
+    anonymous, named = documents[False]["about"], documents[True]["about"]
+    assert anonymous["controller"]["declared"] is False
+    assert "not declared" in anonymous["controller"]["name"]
+    assert named["controller"] == {
+        "declared": True,
+        "name": "Lenient Ltd",
+        "contact_email": "dpo@x.test",
+        "address": None,
+        "phone": None,
+        "homepage": None,
+    }
+    purposes = {p["purpose"]: p for p in named["purposes"]}
+    assert purposes["analytics"]["description"].startswith("not described by the policy")
+    assert purposes["ads"]["description"] == "showing our advertisements on other sites"
+    assert all("CNIL" in p["exemption"] for p in purposes.values())
+    explained = {
+        (name, b["jurisdiction"]): (b["basis"], b["explained"])
+        for name, p in purposes.items()
+        for b in p["legal_basis"]
+    }
+    assert {key: basis for key, (basis, _) in explained.items()} == {
+        ("analytics", "eu"): "legitimate_interest",
+        ("ads", "eu"): "legitimate_interest",
+        ("analytics", "us-ca"): "opt_out",
+        ("ads", "us-ca"): "opt_out",
+        ("analytics", "us-tx"): "opt_out",
+        ("ads", "us-tx"): "opt_out",
+        ("analytics", "gb"): "legitimate_interest",
+        ("ads", "gb"): "legitimate_interest",
+        ("analytics", "jp"): "opt_out",
+        ("ads", "jp"): "opt_out",
+    }
+    assert "GDPR Art. 6(1)(f)" in explained["analytics", "eu"][1]
+    assert "(CCPA)" in explained["analytics", "us-ca"][1]
+    assert "(US state privacy law)" in explained["analytics", "us-tx"][1]
+    assert "(UK GDPR Art. 6(1)(f))" in explained["ads", "gb"][1]
+    # pixelgate knows no law for Japan, and names none.
+    assert explained["analytics", "jp"][1].startswith("permitted until you opt out: ")
+    # Global Privacy Control opts out of sale/share purposes only.
+    assert "Global Privacy Control" in explained["ads", "us-tx"][1]
+    assert "Global Privacy Control" not in explained["analytics", "us-ca"][1]
+    event = documents[True]["events"][0]
+    assert event["basis"] == {"analytics": "default:lenient@1"}
+    assert documents[True]["consent"] == []
