@@ -1,9 +1,20 @@
-"""Counters for /metrics (Prometheus text format), one registry per app."""
+"""Counters for /metrics (Prometheus text format, or OpenMetrics), one registry per app."""
 
 from collections.abc import Mapping
 
 import msgspec
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.openmetrics import exposition as openmetrics
+
+TEXT_FORMAT = "text/plain; version=0.0.4"
+OPENMETRICS = "application/openmetrics-text"
 
 
 class Tally(msgspec.Struct, gc=False):
@@ -15,7 +26,9 @@ class Tally(msgspec.Struct, gc=False):
     replayed: int = 0
     dropped: int = 0
     bad_files: int = 0  # spool files set aside, unreadable
-    hits: dict[str, int] = {}  # "recorded", or the reason a hit was denied -> hits
+    # site -> "recorded", or the reason a hit was denied -> hits; the site is "" for a hit
+    # to a site that does not exist (its slug came from anyone, and would be a label each).
+    hits: dict[str, dict[str, int]] = {}
 
     def add(self, other: "Tally") -> None:
         self.flushed += other.flushed
@@ -23,20 +36,30 @@ class Tally(msgspec.Struct, gc=False):
         self.replayed += other.replayed
         self.dropped += other.dropped
         self.bad_files += other.bad_files
-        self.count_hits(other.hits)
+        for site, reasons in other.hits.items():
+            self.count_hits({(site, reason): count for reason, count in reasons.items()})
 
-    def count_hits(self, reasons: Mapping[str, int]) -> None:
-        for reason, count in reasons.items():
+    def count_hits(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Add hits counted by (site, reason), as a batch counts them."""
+        for (site, reason), count in counts.items():
             if count:
-                self.hits[reason] = self.hits.get(reason, 0) + count
+                reasons = self.hits.setdefault(site, {})
+                reasons[reason] = reasons.get(reason, 0) + count
 
 
 class Metrics:
     def __init__(self) -> None:
+        # A `*_created` gauge beside each counter and histogram is a second series for one
+        # fact, which the text format cannot mark as such: none, process-wide (the library's
+        # switch is global, read when a registry is rendered).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
         self.hits = Counter(
-            "pixelgate_hits", "Hits by outcome and reason", ["outcome", "reason"], registry=r
+            "pixelgate_hits",
+            "Hits by site, outcome and reason",
+            ["site", "outcome", "reason"],
+            registry=r,
         )
         self.queued = Counter(
             "pixelgate_events_queued",
@@ -76,9 +99,33 @@ class Metrics:
         self.replayed.inc(tally.replayed)
         self.dropped.inc(tally.dropped)
         self.bad_files.inc(tally.bad_files)
-        for reason, hits in tally.hits.items():
-            outcome = "recorded" if reason == "recorded" else "denied"
-            self.hits.labels(outcome, reason).inc(hits)
+        for site, reasons in tally.hits.items():
+            for reason, hits in reasons.items():
+                outcome = "recorded" if reason == "recorded" else "denied"
+                self.hits.labels(site, outcome, reason).inc(hits)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The metrics and their content type: OpenMetrics when the request's Accept header
+        prefers it, else the text format 0.0.4."""
+        if wants_openmetrics(accept):
+            body: bytes = openmetrics.generate_latest(self.registry)  # type: ignore[no-untyped-call]
+            return body, openmetrics.CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), TEXT_FORMAT
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Whether an Accept header takes OpenMetrics at least as gladly as the text format."""
+    quality: dict[str, float] = {}
+    for media_range in accept.lower().split(","):
+        kind, *params = (part.strip() for part in media_range.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        quality[kind] = max(q, quality.get(kind, 0.0))
+    text = next((quality[k] for k in ("text/plain", "text/*", "*/*") if k in quality), 0.0)
+    return quality.get(OPENMETRICS, 0.0) > 0 and quality[OPENMETRICS] >= text

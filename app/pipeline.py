@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Event
 from app.pseudonym import KeyRing
-from app.scrub import is_storable, referrer_host, scrub_page, scrub_text
+from app.scrub import is_storable, page_utm, referrer_host, scrub_page, scrub_text
 from app.signed_pixels import PixelClaim, read_pixel
 from app.sites import SiteOut, jurisdiction_of
 from app.useragent import Agent, classify
@@ -362,11 +362,7 @@ def to_event(
         subject=subject,
         page=scrub_page(hit.page) if hit.page else None,
         campaign=scrub_text(hit.campaign) if hit.campaign else None,
-        utm_source=scrub_text(hit.utm_source) if hit.utm_source else None,
-        utm_medium=scrub_text(hit.utm_medium) if hit.utm_medium else None,
-        utm_campaign=scrub_text(hit.utm_campaign) if hit.utm_campaign else None,
-        utm_content=scrub_text(hit.utm_content) if hit.utm_content else None,
-        utm_term=scrub_text(hit.utm_term) if hit.utm_term else None,
+        **attribution(hit),
         referrer=referrer_host(hit.referrer) if hit.referrer else None,
         device=agent.device,
         browser=agent.browser,
@@ -377,6 +373,17 @@ def to_event(
         machine=agent.mail_proxy,
         basis={},
     )
+
+
+def attribution(hit: Hit) -> dict[str, str | None]:
+    """The hit's utm fields, scrubbed; those it leaves empty are filled from its page's
+    query, so that a report by source finds them (the stored page keeps no query)."""
+    found = {name: scrub_text(getattr(hit, name)) for name in UTM_FIELDS}
+    if hit.page:
+        for name, value in page_utm(hit.page):
+            if name in found and found[name] is None:
+                found[name] = value
+    return found
 
 
 def new_event_id() -> uuid.UUID:

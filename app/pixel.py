@@ -246,7 +246,11 @@ def may_read_metrics(request: Request[Any, Any, Any], settings: Settings) -> boo
     media_type="text/plain; version=0.0.4",
     summary="Prometheus metrics",
     description="To a client within PIXELGATE_METRICS_ALLOW (loopback by default), or with "
-    "`Authorization: Bearer <PIXELGATE_METRICS_TOKEN>`; anyone else gets a 403.",
+    "`Authorization: Bearer <PIXELGATE_METRICS_TOKEN>`; anyone else gets a 403. In the "
+    "Prometheus text format 0.0.4, or in OpenMetrics 1.0 (`application/openmetrics-text; "
+    "version=1.0.0; charset=utf-8`, ending in `# EOF`) when the `Accept` header prefers it. "
+    "`pixelgate_hits_total{site, outcome, reason}` counts hits recorded and denied (`site` "
+    "is empty for a site that does not exist); no `*_created` series are served.",
 )
 async def metrics(
     request: Request[Any, Any, State], ctx: NamedDependency[Context]
@@ -263,7 +267,8 @@ async def metrics(
         ctx.metrics.dsar_overdue.set(overdue)
     except SQLAlchemyError:
         pass  # the database is down: the other counters are worth more than nothing
-    return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+    body, media_type = ctx.metrics.render(request.headers.get("accept", ""))
+    return Response(body, media_type=media_type)
 
 
 def _query(name: str, description: str) -> Parameter:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import re
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-__all__ = ["is_storable", "referrer_host", "scrub_page", "scrub_text"]
+__all__ = ["is_storable", "page_utm", "referrer_host", "scrub_page", "scrub_text"]
 
 # PostgreSQL refuses NUL in text, UTF-8 has no lone surrogates, and no other C0 control but
 # tab belongs in a label or a path.
@@ -50,31 +50,46 @@ def scrub_text(raw: str | None) -> str | None:
     return _mask(raw).strip() or None if raw else None
 
 
-@functools.lru_cache(maxsize=4096)
-def scrub_page(raw: str, max_length: int = 512) -> str | None:
-    """Reduce a page URL, path or message id to its path and utm_* parameters."""
+def _split(raw: str) -> tuple[str, str] | None:
+    """A page URL, path or message id as (path, query), or None if it cannot be parsed."""
     text = raw.strip()
     if _ABSOLUTE.match(text):
         try:
             parts = urlsplit(text)
         except ValueError:
             return None
-        path, query = parts.path or "/", parts.query
-    else:
-        # Not parsed as a URL so that a message id with a colon keeps its "scheme".
-        path, _, query = text.partition("#")[0].partition("?")
+        return parts.path or "/", parts.query
+    # Not parsed as a URL so that a message id with a colon keeps its "scheme".
+    path, _, query = text.partition("#")[0].partition("?")
+    return path, query
 
-    scrubbed = quote(_mask(path).strip(), safe=_PATH_SAFE)
-    utm = [
-        (key, _mask(value))
-        for key, value in parse_qsl(query, keep_blank_values=True)
-        if key.lower().startswith("utm_")
-    ]
-    if utm:
-        scrubbed += "?" + urlencode(utm, quote_via=quote, safe="[]")
+
+@functools.lru_cache(maxsize=4096)
+def scrub_page(raw: str, max_length: int = 512) -> str | None:
+    """Reduce a page URL, path or message id to its path: its utm_* values are the hit's
+    (page_utm()), and the rest of its query may identify the visitor."""
+    split = _split(raw)
+    if split is None:
+        return None
+    scrubbed = quote(_mask(split[0]).strip(), safe=_PATH_SAFE)
     if not scrubbed:
         return None
     return _PARTIAL_ESCAPE.sub("", scrubbed[:max_length])
+
+
+@functools.lru_cache(maxsize=4096)
+def page_utm(raw: str, max_length: int = 128) -> tuple[tuple[str, str], ...]:
+    """The utm_* parameters of a page URL, as (name in lower case, scrubbed value); the last
+    of a name wins, as in a pixel's query. A value is cut to `max_length` (the page's
+    visitor chose it, and the hit is worth more than its end), one that cannot be stored is
+    left out."""
+    split = _split(raw)
+    found: dict[str, str] = {}
+    for key, value in parse_qsl(split[1] if split else ""):
+        name = key.lower()
+        if name.startswith("utm_") and (text := scrub_text(value)) and is_storable(text):
+            found[name] = text[:max_length]
+    return tuple(found.items())
 
 
 @functools.lru_cache(maxsize=4096)

@@ -604,6 +604,12 @@ def read_metrics(server: Server) -> dict[str, float]:
     return found
 
 
+def hits_of(m: dict[str, float], outcome: str, reason: str) -> float:
+    """pixelgate_hits_total of one outcome and reason, summed over its sites."""
+    labels = f'{{outcome="{outcome}",reason="{reason}",'
+    return sum(v for k, v in m.items() if k.startswith(f"pixelgate_hits_total{labels}"))
+
+
 def wait_for_writer(server: Server, timeout: float = 120) -> tuple[int, float]:
     """Wait until pixelgate has decided and written every hit it queued: the queue is empty
     and its counters add up (queued = written + decided against + spooled + lost), or, should
@@ -617,7 +623,7 @@ def wait_for_writer(server: Server, timeout: float = 120) -> tuple[int, float]:
     while time.monotonic() < deadline:
         m = read_metrics(server)
         depth = int(m.get("pixelgate_queue_depth", 0))
-        settled = m.get('pixelgate_hits_total{outcome="denied",reason="no_consent"}', 0) + sum(
+        settled = hits_of(m, "denied", "no_consent") + sum(
             m.get(f"pixelgate_events_{k}_total", 0) for k in ("flushed", "spilled", "dropped")
         )
         if depth == 0 and settled >= m.get("pixelgate_events_queued_total", 0):
@@ -919,7 +925,7 @@ def report(rep: DatabaseReport, args: argparse.Namespace) -> list[str]:
 
     m = rep.metrics
     hits = {k.split("{", 1)[1].rstrip("}"): int(v) for k, v in m.items() if "hits_total{" in k}
-    recorded = hits.get('outcome="recorded",reason="recorded"', 0)
+    recorded = int(hits_of(m, "recorded", "recorded"))
     all_rows = sum(rep.rows.values())
     out.append(
         f"  all sites: {all_rows:,} rows, pixelgate counted {recorded:,} hits as recorded"

@@ -189,7 +189,7 @@ def test_a_hit_queued_while_consent_was_granted_is_recorded_though_withdrawn_bef
     rows = events_of(settings, site, person)
     assert len(rows) == 2
     assert {r["basis"]["analytics"] for r in rows} == {f"consent:{grant}"}
-    assert tally.hits == {"recorded": 2, "no_consent": 1}
+    assert tally.hits == {site: {"recorded": 2, "no_consent": 1}}
 
 
 def test_a_hit_queued_before_the_grant_is_not_recorded(database_url: str, tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_a_hit_queued_before_the_grant_is_not_recorded(database_url: str, tmp_pa
 
     tally = run(work())
     assert len(events_of(settings, site, person)) == 1  # the one after the grant
-    assert tally.hits == {"recorded": 1, "no_consent": 2}
+    assert tally.hits == {site: {"recorded": 1, "no_consent": 2}}
 
 
 def test_queued_hits_of_a_subject_erased_before_their_batch_are_not_written_and_counted(
@@ -238,7 +238,7 @@ def test_queued_hits_of_a_subject_erased_before_their_batch_are_not_written_and_
         return tallies
 
     for tally in run(work()):
-        assert tally.hits == {"erased": 3, "recorded": 1}
+        assert tally.hits == {site: {"erased": 3, "recorded": 1}}
     for person in people:
         assert len(events_of(settings, site, person)) == 1  # only the hit after the erasure
 
@@ -294,7 +294,7 @@ def test_spooled_hits_are_decided_at_replay_as_of_their_arrival(
     [row] = table_rows(settings, "events", site=site)
     assert row["subject"] == pseudonym(site, kept)
     assert row["basis"] == {"analytics": f"consent:{grants[kept]}"}
-    assert tally.hits == {"recorded": 1, "erased": 2} and tally.replayed == 1
+    assert tally.hits == {site: {"recorded": 1, "erased": 2}} and tally.replayed == 1
     assert not list(tmp_path.glob("*.spool"))
 
 
@@ -316,7 +316,7 @@ def test_a_withdrawal_or_erasure_by_another_process_reaches_a_running_server_at_
     settings = settings_for(database_url)
     site = make_site(settings)
     withdrawing, erased = subject_id(), subject_id()
-    denied = 'pixelgate_hits_total{outcome="denied",reason="no_consent"}'
+    denied = f'pixelgate_hits_total{{outcome="denied",reason="no_consent",site="{site}"}}'
 
     async def consent_everyone() -> None:
         engine = make_engine(database_url)

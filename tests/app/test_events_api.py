@@ -180,6 +180,29 @@ def test_an_event_with_a_control_character_in_a_field_is_rejected_as_invalid(
     assert row["utm_source"] == "newsletter"
 
 
+def test_an_events_utm_fields_are_filled_from_its_page_below_its_own(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings, policy="ccpa", jurisdiction="us-ca")
+    events = [
+        {"kind": "pageview", "page": "/landing?utm_source=ig&utm_medium=social&x=1"},
+        {
+            "kind": "pageview",
+            "page": "/sale?utm_source=ig&utm_term=a%40b.example",
+            "utm_source": "tv",
+        },
+    ]
+    response = client.post(
+        f"/v1/sites/{site}/events",
+        json={"events": events},
+        headers=auth(make_key(settings, site, "ingest")),
+    )
+    assert response.json() == {"accepted": 2, "rejected": []}, response.text
+    rows = table_rows(settings, "events", site=site)
+    stored = sorted((r["page"], r["utm_source"], r["utm_medium"], r["utm_term"]) for r in rows)
+    assert stored == [("/landing", "ig", "social", None), ("/sale", "tv", None, "[email]")]
+
+
 def post(client: Client, site: str, key: str, *events: dict[str, Any]) -> Any:
     response = client.post(
         f"/v1/sites/{site}/events", json={"events": list(events)}, headers=auth(key)

@@ -443,8 +443,8 @@ def replay_spool(database_url: str, spool: Path) -> Metrics:
     return run(work())
 
 
-def hits_by(metrics: Metrics, outcome: str, reason: str) -> float:
-    value: float = metrics.hits.labels(outcome, reason)._value.get()
+def hits_by(metrics: Metrics, site: str, outcome: str, reason: str) -> float:
+    value: float = metrics.hits.labels(site, outcome, reason)._value.get()
     return value
 
 
@@ -474,8 +474,8 @@ def test_a_batch_with_a_row_the_database_refuses_writes_the_others_and_spools_no
         metrics = run(write())
     rows = table_rows(settings_for(database_url), "events", site=site)
     assert sorted(r["page"] for r in rows) == pages
-    assert hits_by(metrics, "denied", "invalid") == 1
-    assert hits_by(metrics, "recorded", "recorded") == metrics.flushed._value.get() == 7
+    assert hits_by(metrics, site, "denied", "invalid") == 1
+    assert hits_by(metrics, site, "recorded", "recorded") == metrics.flushed._value.get() == 7
     assert metrics.spilled._value.get() == 0 and not list(tmp_path.glob("*.spool"))
 
 
@@ -498,7 +498,7 @@ def test_a_spooled_row_the_database_refuses_is_dropped_and_the_rest_replayed(
         metrics = replay_spool(database_url, tmp_path)
     rows = table_rows(settings_for(database_url), "events", site=site)
     assert sorted(r["page"] for r in rows) == ["/a", "/b", "/c", "/d"]
-    assert hits_by(metrics, "denied", "invalid") == len(frame) - 2
+    assert hits_by(metrics, site, "denied", "invalid") == len(frame) - 2
     assert metrics.replayed._value.get() == 4
     assert not list(tmp_path.glob("*.spool")) and not list(tmp_path.glob("*.bad"))
 

@@ -99,6 +99,8 @@ HITS = [
     ("p=/shu=1&cur=EUR&u=carol", UA),  # "u=" inside another value
     ("p=%2Fa+b&u=alice%40example.test", UA),  # escaped: read whole
     ("p=/a&%75=dave", UA),  # an escaped name: read whole
+    ("p=%2Fl%3Futm_source%3Dig%26x%3D1&utm_medium=mail&u=alice", UA),  # utm in the page
+    ("p=%2Fl%3Futm_source%3Dig&utm_source=news&u=erin", UA),  # the hit's own wins
 ]
 
 
@@ -209,3 +211,17 @@ def test_a_value_is_kept_as_the_column_stores_it(given: str, stored: str) -> Non
 def test_a_tab_is_text_any_column_can_take() -> None:
     got = direct("p=/a&utm_source=a%09b", UA, datetime(2026, 11, 30, 12, tzinfo=UTC))
     assert isinstance(got, Pending) and got.event.utm_source == "a\tb"
+
+
+def test_utm_values_of_the_page_fill_only_the_fields_the_hit_left_empty() -> None:
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    query = "p=%2Fl%3Futm_source%3Dig%26utm_term%3Dx%26q%3D1&utm_source=news&utm_medium=mail"
+    for got in (direct(query, UA, now), shaped(Shapes(), query, UA, now, beacon=True)):
+        assert isinstance(got, Pending)
+        event = got.event
+        assert (event.page, event.utm_source, event.utm_medium, event.utm_term) == (
+            "/l",
+            "news",
+            "mail",
+            "x",
+        )

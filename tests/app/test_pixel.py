@@ -5,6 +5,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -83,7 +84,7 @@ def test_a_hit_with_consent_records_one_reduced_event(client: Client, settings: 
     [event] = events(client, settings, site)
     assert event["kind"] == "pageview"
     assert event["subject"] == KeyRing(settings.secret_key).pseudonym(site, subject)
-    assert event["page"] == "/orders/[num]?utm_source=nl"
+    assert event["page"] == "/orders/[num]"
     assert event["referrer"] == "news.example"
     assert (event["device"], event["browser"], event["os"]) == ("mobile", "Mobile Safari", "iOS")
     assert event["campaign"] == "summer" and event["utm_source"] == "nl"
@@ -366,6 +367,73 @@ def test_e_mail_addresses_in_campaign_and_utm_fields_are_masked(
     [event] = events(client, settings, site)
     assert (event["campaign"], event["utm_term"]) == ("[email]", "[email]")
     assert event["utm_content"] == "id [num]"
+
+
+UTM = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+
+
+def attribution(event: dict[str, Any]) -> tuple[Any, ...]:
+    return event["page"], *(event[name] for name in UTM)
+
+
+def test_utm_values_in_the_page_fill_the_hits_utm_fields_and_the_page_keeps_no_query(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    consent(client, site, subject, analytics=True)
+    hit(client, site, u=subject, p="/landing?utm_source=ig&utm_medium=social&x=1")
+    [event] = events(client, settings, site)
+    assert attribution(event) == ("/landing", "ig", "social", None, None, None)
+
+
+def test_the_hits_own_utm_parameters_win_over_those_of_its_page(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    consent(client, site, subject, analytics=True)
+    page = "https://shop.example/landing?utm_source=ig&utm_campaign=spring#top"
+    hit(client, site, u=subject, p=page, utm_source="news", utm_term="shoes")
+    [event] = events(client, settings, site)
+    assert attribution(event) == ("/landing", "news", None, "spring", None, "shoes")
+
+
+def test_a_beacon_takes_utm_values_from_its_page_below_its_own(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    consent(client, site, subject, analytics=True)
+    body = {"u": subject, "p": "/landing?utm_source=ig&utm_medium=social", "utm_medium": "paid"}
+    assert client.post(f"/p/{site}/collect", json=body, headers=BROWSER).status_code == 204
+    [event] = events(client, settings, site)
+    assert attribution(event) == ("/landing", "ig", "paid", None, None, None)
+
+
+def test_e_mail_addresses_in_the_pages_utm_values_are_masked(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    consent(client, site, subject, analytics=True)
+    page = f"/landing?utm_content={quote(TEST_EMAIL)}&utm_term=id+12345678&email={TEST_EMAIL}"
+    hit(client, site, u=subject, p=page)
+    [event] = events(client, settings, site)
+    assert attribution(event) == ("/landing", None, None, None, "[email]", "id [num]")
+
+
+def test_a_hit_counted_anonymously_keeps_no_utm_value_of_its_page(
+    settings: Settings, policies_copy: Path
+) -> None:
+    strict = policies_copy / "gdpr-strict.toml"
+    strict.write_text(
+        strict.read_text().replace("anonymous_counting = false", "anonymous_counting = true")
+    )
+    counting = settings_for(settings.database_url, policies_dir=policies_copy)
+    site = make_site(counting)
+    with TestClient(create_app(counting)) as client:
+        hit(client, site, p="/landing?utm_source=ig&utm_medium=social", utm_term="shoes", c="x")
+        [event] = events(client, counting, site)
+    assert attribution(event) == ("/landing", None, None, None, None, None)
+    assert event["subject"] is None and event["campaign"] is None
+    assert event["basis"] == {"analytics": "anonymous_counting:gdpr-strict@2025-07-07"}
 
 
 def test_a_head_request_gets_the_same_headers_and_records_nothing(

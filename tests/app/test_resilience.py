@@ -183,9 +183,9 @@ def test_the_spool_survives_a_restart(postgresql_url: str, tmp_path: Path) -> No
     first.assert_clean_log()
 
 
-def withdrawal_stops_recording(database_url: str, api: Server, pixels: Server) -> None:
+def withdrawal_stops_recording(database_url: str, api: Server, pixels: Server) -> str:
     """Three hits to `pixels` are recorded (its writer now holds the grant in its cache); after
-    a withdrawal through `api`, three more are not."""
+    a withdrawal through `api`, three more are not. Returns the site."""
     site, [subject] = seed(database_url, 1)
     settings = settings_for(database_url)
     for _ in range(3):
@@ -198,6 +198,7 @@ def withdrawal_stops_recording(database_url: str, api: Server, pixels: Server) -
         httpx.get(f"{pixels.url}/p/{site}/pixel.gif", params={"u": subject}, headers=HEADERS)
     time.sleep(1.0)
     assert len(table_rows(settings, "events", site=site)) == 3
+    return site
 
 
 def test_a_withdrawal_reaches_every_server_process_at_once(
@@ -216,8 +217,9 @@ def test_a_withdrawal_reaches_the_writer_process_at_once(database_url: str, tmp_
     """The writer process keeps its own consent cache: the worker passes every change on."""
     server = Server(database_url, tmp_path).start()
     try:
-        withdrawal_stops_recording(database_url, api=server, pixels=server)
-        assert metric(server.url, 'pixelgate_hits_total{outcome="denied",reason="no_consent"}') == 3
+        site = withdrawal_stops_recording(database_url, api=server, pixels=server)
+        denied = f'pixelgate_hits_total{{outcome="denied",reason="no_consent",site="{site}"}}'
+        assert metric(server.url, denied) == 3
     finally:
         server.stop()
     server.assert_clean_log()
@@ -316,11 +318,10 @@ def test_values_no_database_can_store_are_invalid_and_recording_goes_on(
         assert sorted(row["page"] for row in rows) == sorted(
             f"/good-{n}" for n in range(3) for _ in subjects
         )
-        invalid = 'pixelgate_hits_total{outcome="denied",reason="invalid"}'
+        invalid = f'pixelgate_hits_total{{outcome="denied",reason="invalid",site="{site}"}}'
         assert metric_until(server.url, invalid, 12) == 12
-        assert (
-            metric(server.url, 'pixelgate_hits_total{outcome="recorded",reason="recorded"}') == good
-        )
+        recorded = f'pixelgate_hits_total{{outcome="recorded",reason="recorded",site="{site}"}}'
+        assert metric(server.url, recorded) == good
         assert metric(server.url, "pixelgate_events_spilled_total") == 0
         assert httpx.get(f"{server.url}/readyz").status_code == 200
         assert not list((tmp_path / "data" / "spool").glob("*.spool"))

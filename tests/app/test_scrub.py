@@ -1,6 +1,6 @@
 import pytest
 
-from app.scrub import referrer_host, scrub_page
+from app.scrub import page_utm, referrer_host, scrub_page
 
 
 def test_a_plain_path_is_kept() -> None:
@@ -23,11 +23,35 @@ def test_the_fragment_is_dropped() -> None:
     assert scrub_page("/docs/setup#step-2") == "/docs/setup"
 
 
-def test_utm_parameters_are_kept_in_order_and_the_rest_dropped() -> None:
+def test_a_page_keeps_no_query_string_not_even_its_utm_parameters() -> None:
     raw = "/pricing?utm_source=news&session=abc&utm_medium=e%20mail&ref=x&utm_campaign=july+sale"
-    assert (
-        scrub_page(raw) == "/pricing?utm_source=news&utm_medium=e%20mail&utm_campaign=july%20sale"
+    assert scrub_page(raw) == "/pricing"
+    assert scrub_page("https://shop.example/a?utm_source=x") == "/a"
+
+
+def test_the_utm_parameters_of_a_page_are_read_with_their_names_in_lower_case() -> None:
+    raw = "/pricing?utm_source=news&session=abc&UTM_Medium=e%20mail&ref=x&utm_campaign=july+sale"
+    assert page_utm(raw) == (
+        ("utm_source", "news"),
+        ("utm_medium", "e mail"),
+        ("utm_campaign", "july sale"),
     )
+    assert page_utm("https://shop.example/a?utm_term=x#utm_content=y") == (("utm_term", "x"),)
+
+
+def test_a_page_without_utm_parameters_has_none() -> None:
+    assert page_utm("/search?q=shoes&page=2") == ()
+    assert page_utm("newsletter-2025-07") == ()
+    assert page_utm("/a?utm_source=&utm_medium=%20") == ()  # blanks fill nothing
+
+
+def test_the_last_utm_parameter_of_a_name_wins() -> None:
+    assert page_utm("/?utm_source=a&utm_source=b") == (("utm_source", "b"),)
+
+
+def test_a_long_utm_value_is_cut_and_one_that_cannot_be_stored_left_out() -> None:
+    assert page_utm("/?utm_content=" + "y" * 300) == (("utm_content", "y" * 128),)
+    assert page_utm("/?utm_source=a%00b&utm_term=%2500&utm_medium=ok") == (("utm_medium", "ok"),)
 
 
 def test_a_query_without_utm_parameters_is_dropped_entirely() -> None:
@@ -47,7 +71,9 @@ def test_a_doubly_encoded_email_is_masked() -> None:
 
 
 def test_an_email_in_a_utm_value_is_masked() -> None:
-    assert scrub_page("/?utm_content=alice%40example.test") == "/?utm_content=[email]"
+    raw = "/?utm_content=alice%40example.test&utm_term=order%2012345678"
+    assert page_utm(raw) == (("utm_content", "[email]"), ("utm_term", "order [num]"))
+    assert page_utm("/?utm_source=alice%252540example.test") == (("utm_source", "[email]"),)
 
 
 def test_a_run_of_six_or_more_digits_is_masked() -> None:
