@@ -259,7 +259,10 @@ async def _public_caller(
         "- Public, with `subject`: only with that subject's `X-Subject-Token` (else 403, the "
         "same answer whether or not the subject exists); rate limited per token.\n"
         "- Admin key (server to server): any id the site assigns itself (customer id, e-mail); "
-        "the site hands the returned token to its signed-in user.\n\n"
+        "the site hands the returned token to its signed-in user. The ledger keeps nothing of "
+        "the calling server's address or agent: only a `proof` the body passes on, the "
+        "person's own `ip` and `user_agent`, kept as an IP prefix and an agent family. A "
+        "keyless body may not carry one (422): its request is the proof.\n\n"
         "Every 201 carries a fresh subject token: it opens the subject's consent and requests, "
         "expires after PIXELGATE_SUBJECT_TOKEN_DAYS, and dies with an erasure of its subject."
     ),
