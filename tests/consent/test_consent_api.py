@@ -1,5 +1,6 @@
 """The consent registry over HTTP (SPEC §4.4), on SQLite and PostgreSQL."""
 
+import asyncio
 import base64
 import re
 from datetime import timedelta
@@ -11,10 +12,11 @@ import pytest
 from litestar.testing import TestClient
 
 from app.auth import subject_token
-from app.db import utcnow
+from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.main import create_app
 from app.pseudonym import KeyRing
 from app.settings import Settings
+from app.sites import update_site
 from tests.factories import (
     CHROME,
     IPHONE,
@@ -752,3 +754,23 @@ def test_without_a_key_the_request_is_the_proof_and_a_proof_in_the_body_is_refus
     assert withdrawn_by_key["ua_family"] is None and withdrawn_by_key["ip_prefix"] is None
     # The test client has no IP address; test_serve and test_public_url check a real one.
     assert given["ip_prefix"] is None
+
+
+def test_a_controller_changed_by_another_process_is_named_at_once(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    client.get(f"/p/{site}/pixel.gif", headers={"User-Agent": CHROME})  # the site is cached now
+
+    async def update() -> None:  # in a process of its own, as `pixelgate sites update` does
+        engine = make_engine(settings.database_url)
+        try:
+            async with transaction(make_sessionmaker(engine)) as session:
+                await update_site(session, site, {"controller": "Renamed Ltd"})
+        finally:
+            await engine.dispose()
+
+    asyncio.run(update())
+    receipt = verified(client, give(client, site, subject_id(), analytics=True).json()["receipt"])
+    assert receipt["piiControllers"] == [{"piiController": "Renamed Ltd"}]
+    assert "Renamed Ltd is responsible" in client.get(f"/v1/sites/{site}/policy").text
