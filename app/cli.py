@@ -21,7 +21,7 @@ from app.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
 from app.models import Site
 from app.pseudonym import KeyRing
 from app.settings import ConfigError, Settings, load_settings
-from app.sites import create_site, list_sites, site_out
+from app.sites import CONTROLLER_FIELDS, create_site, list_sites, site_out, update_site
 from app.spool import SpoolInUse, lock_directory
 from consent.policy import Policy, PolicyError, load_policies
 from retention.schedule import JOBS, JobContext, run_job
@@ -50,6 +50,12 @@ def _parser() -> Parser:
     create.add_argument("--policy", required=True)
     create.add_argument("--origin", action="append", default=[], dest="origins")
     create.add_argument("--jurisdiction", help="default: the one the policy is written for")
+    _controller_arguments(create)
+    update = sites.add_parser(
+        "update", help="set the site's controller (only the fields given); prints it as JSON"
+    )
+    update.add_argument("slug")
+    _controller_arguments(update)
     sites.add_parser("list", help="all sites, as JSON lines")
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
@@ -69,6 +75,20 @@ def _parser() -> Parser:
     run.add_argument("--dry-run", action="store_true", help="print what would change")
     run.add_argument("--as-of", type=_as_of, help="run as if on this date (today or later)")
     return parser
+
+
+def _controller_arguments(parser: argparse.ArgumentParser) -> None:
+    """Who is responsible for the site's processing: named by its receipts and notice."""
+    parser.add_argument("--controller", help="the organisation's name")
+    parser.add_argument("--contact-email")
+    parser.add_argument("--address", help="postal address, one text")
+    parser.add_argument("--phone")
+    parser.add_argument("--homepage", help="http(s) URL")
+
+
+def _controller_of(args: argparse.Namespace) -> dict[str, str]:
+    given = {field: getattr(args, field) for field in CONTROLLER_FIELDS}
+    return {field: value for field, value in given.items() if value is not None}
 
 
 def _as_of(value: str) -> datetime:
@@ -150,8 +170,15 @@ async def _sites_create(session: AsyncSession, args: argparse.Namespace, ctx: Cl
         policies=ctx.policies,
         origins=args.origins,
         jurisdiction=args.jurisdiction,
+        controller=_controller_of(args),
         now=utcnow(),
     )
+    _print_json(site_out(site))
+
+
+async def _sites_update(session: AsyncSession, args: argparse.Namespace, ctx: CliContext) -> None:
+    site = await update_site(session, args.slug, _controller_of(args))
+    await session.flush()
     _print_json(site_out(site))
 
 
@@ -174,6 +201,7 @@ async def _keys_revoke(session: AsyncSession, args: argparse.Namespace, ctx: Cli
 Command = Callable[[AsyncSession, argparse.Namespace, CliContext], Awaitable[None]]
 DATABASE_COMMANDS: dict[tuple[str, str], Command] = {
     ("sites", "create"): _sites_create,
+    ("sites", "update"): _sites_update,
     ("sites", "list"): _sites_list,
     ("keys", "create"): _keys_create,
     ("keys", "revoke"): _keys_revoke,

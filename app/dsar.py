@@ -162,7 +162,15 @@ async def file_request(
                     subject=pseudonym,
                     purposes=dict.fromkeys(denied, False),
                     policy=policy,
-                    proof=consent_proof(request, found, ctx, "opt-out-request"),
+                    proof=consent_proof(
+                        request,
+                        found,
+                        ctx,
+                        "opt-out-request",
+                        # The admin key, not a subject token, let the site's server in.
+                        by_key=bearer(request) is not None
+                        and "x-subject-token" not in request.headers,
+                    ),
                     now=now,
                 )
             row.status, row.completed_at, row.subject = "completed", now, None

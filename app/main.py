@@ -13,7 +13,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
-from app import dsar, events_api, health, links, openapi, pixel, reports, web
+from app import dsar, events_api, health, links, openapi, pixel, reports, sites_api, web
 from app.context import Context
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.front import Front
@@ -129,6 +129,8 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
         route_handlers=[
             pixel.pixel_edge,
             pixel.debug,
+            sites_api.read_site,
+            sites_api.update_controller,
             pixel.metrics,
             dsar.file_request,
             dsar.read_request,
@@ -146,6 +148,7 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
             consent_api.consent_history,
             consent_api.withdraw_consent,
             consent_api.jwks,
+            consent_api.jwks_head,
             consent_api.policy_notice,
             consent_api.gpc_support,
             health.healthz,

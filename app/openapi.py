@@ -65,6 +65,8 @@ AUTH = (401, 403)
 SITE = (404,)
 # (method, path): (who may call it, the error statuses it can answer)
 OPERATIONS: dict[tuple[str, str], tuple[list[SecurityRequirement], tuple[int, ...]]] = {
+    ("get", "/v1/sites/{site}"): (KEY, (*AUTH, *SITE)),
+    ("patch", "/v1/sites/{site}"): (KEY, (*BODY, *AUTH, *SITE)),
     ("get", "/v1/sites/{site}/debug"): (KEY, (*AUTH, *SITE)),
     ("get", "/metrics"): ([{}, {"MetricsToken": []}], (403,)),
     ("get", "/v1/sites/{site}/dsar"): (KEY, (400, *AUTH, *SITE, 422)),
@@ -85,6 +87,7 @@ OPERATIONS: dict[tuple[str, str], tuple[list[SecurityRequirement], tuple[int, ..
     ("delete", "/v1/sites/{site}/consent/{subject}"): (KEY_OR_TOKEN, (*AUTH, *SITE, 429)),
     ("get", "/v1/sites/{site}/consent/{subject}/history"): (KEY_OR_TOKEN, (*AUTH, *SITE, 429)),
     ("get", "/.well-known/jwks.json"): (PUBLIC, ()),
+    ("head", "/.well-known/jwks.json"): (PUBLIC, ()),
     ("get", "/v1/sites/{site}/policy"): (PUBLIC, SITE),
     ("get", "/.well-known/gpc.json"): (PUBLIC, ()),
     ("get", "/healthz"): (PUBLIC, ()),

@@ -1,8 +1,10 @@
-"""Sites (tenants): create, list, look up."""
+"""Sites (tenants): create, update their controller, list, look up."""
 
 import re
 import time
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -11,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import Site
 from app.problems import Problem
+from app.scrub import is_storable
 from consent.policy import JURISDICTION, Policy
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -22,6 +25,8 @@ EEA = {
 
 
 class SiteOut(msgspec.Struct, frozen=True):
+    """What the hot path needs of a site, none of which changes once it is created."""
+
     slug: str
     policy: str
     origins: list[str]
@@ -29,8 +34,80 @@ class SiteOut(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
-def site_out(site: Site) -> SiteOut:
-    return SiteOut(site.slug, site.policy, site.origins, site.jurisdiction, site.created_at)
+class SiteDetails(SiteOut, frozen=True):
+    """A site as the command line and the admin API show it: with its controller, which
+    `sites update` may change, so it is never kept in a process's SiteDirectory."""
+
+    controller: str | None
+    contact_email: str | None
+    address: str | None
+    phone: str | None
+    homepage: str | None
+
+
+def site_out(site: Site) -> SiteDetails:
+    return SiteDetails(
+        slug=site.slug,
+        policy=site.policy,
+        origins=site.origins,
+        jurisdiction=site.jurisdiction,
+        created_at=site.created_at,
+        **{field: getattr(site, field) for field in CONTROLLER_FIELDS},
+    )
+
+
+def _routing(site: Site) -> SiteOut:
+    return SiteOut(
+        slug=site.slug,
+        policy=site.policy,
+        origins=site.origins,
+        jurisdiction=site.jurisdiction,
+        created_at=site.created_at,
+    )
+
+
+# The controller's identity (Kantara Consent Receipt v1.1 piiControllers), as the columns of
+# migration 0009 hold it: field -> longest value.
+CONTROLLER_FIELDS = {
+    "controller": 200,
+    "contact_email": 254,
+    "address": 500,
+    "phone": 50,
+    "homepage": 2048,
+}
+# Plausible, not proven: one @, no spaces, a dot in the domain. Only mail sent proves more.
+EMAIL = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$"
+
+
+def check_controller(fields: dict[str, Any]) -> dict[str, str]:
+    """The controller fields given, validated and stripped; raises ValueError naming the first
+    bad one. An empty value is refused: a field is set, never blanked back to unknown."""
+    checked = {}
+    for field, value in fields.items():
+        if field not in CONTROLLER_FIELDS:
+            raise ValueError(f"{field}: not a controller field")
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{field}: must be non-empty text")
+        text = value.strip()
+        if len(text) > CONTROLLER_FIELDS[field]:
+            raise ValueError(f"{field}: at most {CONTROLLER_FIELDS[field]} characters")
+        if not is_storable(text):
+            raise ValueError(f"{field}: control characters are not allowed")
+        if field == "contact_email" and not re.fullmatch(EMAIL, text):
+            raise ValueError(f"contact_email: {text!r} is not an e-mail address")
+        if field == "homepage" and not _is_web_url(text):
+            raise ValueError(f"homepage: {text!r} must be an http(s) URL")
+        checked[field] = text
+    return checked
+
+
+def _is_web_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in text
 
 
 def check_origin(origin: str) -> str:
@@ -48,10 +125,12 @@ async def create_site(
     policies: dict[str, Policy],
     origins: list[str],
     jurisdiction: str | None = None,
+    controller: Mapping[str, str | None] | None = None,
     now: datetime,
 ) -> Site:
     """Raises ValueError with a one-line reason for any bad argument. Without a jurisdiction,
-    the site takes the one its policy is written for."""
+    the site takes the one its policy is written for. `controller`: any of CONTROLLER_FIELDS
+    (a None value is left unknown)."""
     if not SLUG.match(slug):
         raise ValueError(f"slug {slug!r} must match [a-z0-9][a-z0-9-]{{0,62}}")
     if policy not in policies:
@@ -60,16 +139,33 @@ async def create_site(
         jurisdiction = policies[policy].file.jurisdiction
     if not JURISDICTION.match(jurisdiction):
         raise ValueError(f"jurisdiction {jurisdiction!r} must look like eu, us or us-ca")
+    identity = check_controller({k: v for k, v in (controller or {}).items() if v is not None})
+    checked_origins = [check_origin(o) for o in origins]
     if await session.get(Site, slug) is not None:
         raise ValueError(f"site {slug!r} already exists")
     site = Site(
         slug=slug,
         policy=policy,
-        origins=[check_origin(o) for o in origins],
+        origins=checked_origins,
         jurisdiction=jurisdiction,
         created_at=now,
+        **identity,
     )
     session.add(site)
+    return site
+
+
+async def update_site(session: AsyncSession, slug: str, controller: dict[str, str]) -> Site:
+    """Set the controller fields given and leave the others as they are; raises ValueError
+    for an unknown site or a bad field (nothing is changed then)."""
+    if not controller:
+        raise ValueError(f"nothing to update: give any of {', '.join(CONTROLLER_FIELDS)}")
+    identity = check_controller(controller)
+    site = await get_site(session, slug)
+    if site is None:
+        raise ValueError(f"unknown site {slug!r}")
+    for field, value in identity.items():
+        setattr(site, field, value)
     return site
 
 
@@ -101,8 +197,10 @@ def jurisdiction_of(region: str | None, site_default: str) -> str:
 
 
 class SiteDirectory:
-    """Sites by slug for the hot path. Sites never change once created, so a found site is
-    kept for the life of the process; an unknown slug is asked again after a few seconds."""
+    """Sites by slug for the hot path. What it keeps of a site (SiteOut) never changes once
+    created, so a found site is kept for the life of the process; an unknown slug is asked
+    again after a few seconds. The controller, which may change, is not kept: what names it
+    (receipts, the notice, exports) reads the site from the database."""
 
     MAX_UNKNOWN = 10_000
 
@@ -117,7 +215,7 @@ class SiteDirectory:
         spooled if the database goes away before a site's first hit."""
         async with self._sessions() as session:
             for row in await list_sites(session):
-                self._known[row.slug] = site_out(row)
+                self._known[row.slug] = _routing(row)
 
     def knows(self, slug: str) -> bool:
         return slug in self._known
@@ -135,5 +233,5 @@ class SiteDirectory:
                 self._unknown.clear()
             self._unknown[slug] = time.monotonic() + self._unknown_ttl
             return None
-        site = self._known[slug] = site_out(row)
+        site = self._known[slug] = _routing(row)
         return site

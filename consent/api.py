@@ -1,12 +1,13 @@
 """Consent endpoints (SPEC §4.4): give, read, history, withdraw; receipts and their keys."""
 
+import ipaddress
 import secrets
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Response, delete, get, post, route
+from litestar import MediaType, Request, Response, delete, get, head, post, route
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
@@ -25,6 +26,7 @@ from app.models import Site
 from app.problems import Problem
 from app.pseudonym import truncate_ip
 from app.ratelimit import client_address, client_of
+from app.scrub import is_storable
 from app.sites import jurisdiction_of, site_or_404
 from app.useragent import classify
 from consent import receipts, store
@@ -38,12 +40,23 @@ SOURCE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 GPC_HANDLING_SINCE = "2026-11-29"  # when pixelgate's handling of Sec-GPC last changed
 
 
+class ProofIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The person's own network proof, passed on by the site's server that saw their request.
+    Reduced like a request's own before it is kept (the IP to its prefix, the agent to its
+    family); the raw values are never stored."""
+
+    ip: Annotated[str, msgspec.Meta(min_length=2, max_length=64)] | None = None
+    user_agent: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+
+
 class ConsentIn(msgspec.Struct, forbid_unknown_fields=True):
     purposes: Annotated[dict[str, bool], msgspec.Meta(min_length=1)]
     # Absent on the public path: the server mints a visitor id.
     subject: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SUBJECT)] | None = None
     policy_version: str | None = None
     source: Annotated[str, msgspec.Meta(pattern=SOURCE)] = "api"
+    # Only with a key: on the public path the request itself is the person's proof.
+    proof: ProofIn | None = None
 
 
 class ConsentOut(msgspec.Struct, omit_defaults=True):
@@ -100,25 +113,58 @@ def cors_headers(site: Site, origin: str | None) -> dict[str, str]:
 
 
 def consent_proof(
-    request: Request[Any, Any, Any], site: Site, ctx: Context, source: str
+    request: Request[Any, Any, Any],
+    site: Site,
+    ctx: Context,
+    source: str,
+    *,
+    by_key: bool,
+    given: ProofIn | None = None,
 ) -> store.Proof:
-    agent = classify(request.headers.get("user-agent", ""))
+    """How the consent was collected. From the person's own request (no key), its client's
+    address and user agent; from the site's server (`by_key`), that server's address and agent
+    say nothing of the person, so only the proof it passes on (`given`) is kept, if any."""
     region = request.headers.get(ctx.settings.region_header) if ctx.settings.region_header else None
+    if by_key:
+        ip = given.ip if given else None
+        user_agent = given.user_agent if given else None
+    else:
+        ip = client_address(request, ctx.settings.trusted_proxies)
+        user_agent = request.headers.get("user-agent", "")
     return store.Proof(
         source=source,
-        ip_prefix=truncate_ip(client_address(request, ctx.settings.trusted_proxies)),
-        ua_family=f"{agent.browser} / {agent.os}",
+        ip_prefix=truncate_ip(ip),
+        ua_family=_family(user_agent),
         jurisdiction=jurisdiction_of(region, site.jurisdiction),
     )
 
 
+def _family(user_agent: str | None) -> str | None:
+    if user_agent is None:
+        return None
+    agent = classify(user_agent)
+    return f"{agent.browser} / {agent.os}"
+
+
+def _check_proof(proof: ProofIn) -> None:
+    # The values are the person's: the detail names the field, never the value.
+    if proof.ip is not None:
+        try:
+            ipaddress.ip_address(proof.ip)
+        except ValueError:
+            raise Problem(422, "proof.ip: not an IP address") from None
+    if proof.user_agent is not None and not is_storable(proof.user_agent):
+        raise Problem(422, "proof.user_agent: control characters are not allowed")
+
+
 def _receipt(
-    ctx: Context, entry: ConsentLedger, policy: Policy, url: str, minted: str | None = None
+    ctx: Context, entry: ConsentLedger, policy: Policy, site: Site, minted: str | None = None
 ) -> ConsentOut:
     # Only an admin key, the subject's own token or a freshly minted id reach this: a fresh
     # token goes to whoever may already hold one.
+    url = _policy_url(ctx, site.slug)
     return ConsentOut(
-        receipt=ctx.signer.sign(receipts.claims(entry, policy, url)),
+        receipt=ctx.signer.sign(receipts.claims(entry, policy, url, site)),
         subject_token=subject_token(ctx.keyring, entry.site, entry.subject, utcnow()),
         purposes=entry.purposes,
         expires_at=entry.expires_at,
@@ -130,9 +176,15 @@ def _policy_url(ctx: Context, site: str) -> str:
     return f"{ctx.settings.base_url}/v1/sites/{site}/policy"
 
 
-def _check_body(body: ConsentIn, policy: Policy) -> None:
+def _check_body(body: ConsentIn, policy: Policy, by_key: bool) -> None:
     if body.subject is not None and not 0 < len(body.subject.strip()) <= MAX_SUBJECT:
         raise Problem(422, f"subject must be 1 to {MAX_SUBJECT} characters")
+    if body.proof is not None:
+        if not by_key:
+            raise Problem(
+                422, "proof: only a site's server sends one, with a key; here the request is it"
+            )
+        _check_proof(body.proof)
     unknown = sorted(set(body.purposes) - set(policy.file.purposes))
     if unknown:
         known = ", ".join(sorted(policy.file.purposes))
@@ -207,7 +259,10 @@ async def _public_caller(
         "- Public, with `subject`: only with that subject's `X-Subject-Token` (else 403, the "
         "same answer whether or not the subject exists); rate limited per token.\n"
         "- Admin key (server to server): any id the site assigns itself (customer id, e-mail); "
-        "the site hands the returned token to its signed-in user.\n\n"
+        "the site hands the returned token to its signed-in user. The ledger keeps nothing of "
+        "the calling server's address or agent: only a `proof` the body passes on, the "
+        "person's own `ip` and `user_agent`, kept as an IP prefix and an agent family. A "
+        "keyless body may not carry one (422): its request is the proof.\n\n"
         "Every 201 carries a fresh subject token: it opens the subject's consent and requests, "
         "expires after PIXELGATE_SUBJECT_TOKEN_DAYS, and dies with an erasure of its subject."
     ),
@@ -222,12 +277,13 @@ async def give_consent(
     async with ctx.sessions() as session, session.begin():
         found = await site_or_404(session, site)
         cors = cors_headers(found, origin)
-        if bearer(request) is not None:
+        by_key = bearer(request) is not None
+        if by_key:
             await require_key(request, session, ctx.keyring, site, "admin")
         else:
             await _public_caller(request, session, ctx, found, data, cors)
         policy = ctx.policies[found.policy]
-        _check_body(data, policy)
+        _check_body(data, policy, by_key)
         subject = mint_visitor_id() if data.subject is None else data.subject
         entry = await store.record(
             session,
@@ -235,11 +291,11 @@ async def give_consent(
             subject=ctx.keyring.pseudonym(site, subject),
             purposes=data.purposes,
             policy=policy,
-            proof=consent_proof(request, found, ctx, data.source),
+            proof=consent_proof(request, found, ctx, data.source, by_key=by_key, given=data.proof),
             now=utcnow(),
         )
         minted = subject if data.subject is None else None
-        out = _receipt(ctx, entry, policy, _policy_url(ctx, site), minted)
+        out = _receipt(ctx, entry, policy, found, minted)
     ctx.consent.invalidate(site, entry.subject)
     return Response(out, status_code=201, headers=cors)
 
@@ -333,10 +389,13 @@ async def withdraw_consent(
             site=site,
             subject=pseudonym,
             policy=policy,
-            proof=consent_proof(request, found, ctx, "withdrawal"),
+            # Without a subject token, the admin key let the site's server in.
+            proof=consent_proof(
+                request, found, ctx, "withdrawal", by_key="x-subject-token" not in request.headers
+            ),
             now=utcnow(),
         )
-        out = _receipt(ctx, entry, policy, _policy_url(ctx, site))
+        out = _receipt(ctx, entry, policy, found)
     ctx.consent.invalidate(site, pseudonym)
     return Response(out, headers=cors_headers(found, request.headers.get("origin")))
 
@@ -347,13 +406,40 @@ async def jwks(ctx: NamedDependency[Context]) -> dict[str, list[dict[str, Any]]]
         return await receipts.jwks(session)
 
 
+@head("/.well-known/jwks.json", summary="The headers of the JWKS, without it")
+async def jwks_head(ctx: NamedDependency[Context]) -> Response[None]:
+    # The length GET would send: caches and probes compare it.
+    async with ctx.sessions() as session:
+        body = msgspec.json.encode(await receipts.jwks(session))
+    return Response(None, media_type=MediaType.JSON, headers={"Content-Length": str(len(body))})
+
+
+def responsible(site: Site) -> str:
+    """The notice's section naming the controller (GDPR Art. 13(1)(a)); empty while the site
+    has been given none of its controller's identity."""
+    known = [
+        ("E-mail", site.contact_email),
+        ("Postal address", site.address),
+        ("Phone", site.phone),
+        ("Website", site.homepage),
+    ]
+    if site.controller is None and not any(value for _, value in known):
+        return ""
+    name = site.controller or f"The operator of site {site.slug}"
+    lines = ["## Who is responsible", "", f"{name} is responsible for this processing.", ""]
+    lines += [f"- {label}: {value}" for label, value in known if value]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 @get("/v1/sites/{site:str}/policy", media_type="text/markdown", summary="The privacy notice")
 async def policy_notice(site: FromPath[str], ctx: NamedDependency[Context]) -> Response[str]:
     async with ctx.sessions() as session:
         found = await site_or_404(session, site)
     policy = ctx.policies[found.policy]
     headers = {"X-Policy-Version": policy.version, "X-Policy-SHA256": policy.sha256}
-    return Response(policy.notice_text, media_type="text/markdown", headers=headers)
+    # Appended after the notice file, which stays exactly what X-Policy-SHA256 versions.
+    text = "\n".join(part for part in (policy.notice_text, responsible(found)) if part)
+    return Response(text, media_type="text/markdown", headers=headers)
 
 
 @get("/.well-known/gpc.json", summary="Global Privacy Control support")

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert
+from app.models import Site
 from app.pseudonym import KeyRing
 from app.tokens import b64url
 from consent.models import ConsentLedger, ReceiptKey
@@ -54,7 +55,27 @@ async def jwks(session: AsyncSession) -> dict[str, list[dict[str, Any]]]:
     return {"keys": [row.public_jwk for row in rows]}
 
 
-def claims(entry: ConsentLedger, policy: Policy, policy_url: str) -> dict[str, Any]:
+def pii_controller(site: Site) -> dict[str, Any]:
+    """The site's controller as a Kantara CR v1.1 `piiControllers` entry. pixelgate keeps no
+    contact person, so `contact` is the contact e-mail; the postal address is one text, given
+    as the schema.org `streetAddress` of the `address` object. A site not yet given its
+    controller (`pixelgate sites update`) is named by its slug, and a field not known is left
+    out rather than made up."""
+    entry: dict[str, Any] = {"piiController": site.controller or site.slug}
+    if site.contact_email:
+        entry["contact"] = site.contact_email
+    if site.address:
+        entry["address"] = {"streetAddress": site.address}
+    if site.contact_email:
+        entry["email"] = site.contact_email
+    if site.phone:
+        entry["phone"] = site.phone
+    if site.homepage:
+        entry["piiControllerUrl"] = site.homepage
+    return entry
+
+
+def claims(entry: ConsentLedger, policy: Policy, policy_url: str, site: Site) -> dict[str, Any]:
     """Kantara Consent Receipt v1.1 fields, plus the JWT registered claims."""
     issued = int(entry.recorded_at.timestamp())
     purposes = []
@@ -86,7 +107,7 @@ def claims(entry: ConsentLedger, policy: Policy, policy_url: str) -> dict[str, A
         "consentReceiptID": str(entry.id),
         "language": "en",
         "piiPrincipalId": entry.subject,
-        "piiControllers": [{"piiController": entry.site, "piiControllerUrl": policy_url}],
+        "piiControllers": [pii_controller(site)],
         "policyUrl": policy_url,
         "policy": {"name": policy.name, "version": policy.version, "sha256": policy.sha256},
         "action": entry.action,

@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import secrets
 import stat
 import subprocess
 import sys
@@ -118,6 +119,98 @@ def test_a_duplicate_site_is_refused_and_the_first_kept(database_url: str, tmp_p
     args = ("sites", "create", "twice", "--policy", "ccpa")
     pixelgate(*args, cwd=tmp_path, database_url=database_url)
     one_line_error(pixelgate(*args, cwd=tmp_path, database_url=database_url), 2, "already exists")
+
+
+CONTROLLER = {
+    "controller": "Example Shop GmbH",
+    "contact_email": "privacy@shop.example",
+    "address": "Hauptstraße 1, 10115 Berlin, Germany",
+    "phone": "+49 30 1234567",
+    "homepage": "https://shop.example/",
+}
+
+
+def test_a_site_is_created_with_its_controller_and_updated_field_by_field(
+    database_url: str, tmp_path: Path
+) -> None:
+    created = pixelgate(
+        "sites", "create", "ctl-shop", "--policy", "gdpr-strict",
+        "--controller", CONTROLLER["controller"], "--contact-email", CONTROLLER["contact_email"],
+        cwd=tmp_path, database_url=database_url,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    site = json.loads(created.stdout)
+    assert site["controller"] == "Example Shop GmbH"
+    assert site["contact_email"] == "privacy@shop.example"
+    assert site["address"] is None and site["phone"] is None and site["homepage"] is None
+
+    updated = pixelgate(
+        "sites", "update", "ctl-shop", "--address", CONTROLLER["address"],
+        "--phone", CONTROLLER["phone"], "--homepage", CONTROLLER["homepage"],
+        cwd=tmp_path, database_url=database_url,
+    )  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    assert {k: json.loads(updated.stdout)[k] for k in CONTROLLER} == CONTROLLER
+
+    renamed = pixelgate(
+        "sites", "update", "ctl-shop", "--controller", "  Example Shop AG ",
+        cwd=tmp_path, database_url=database_url,
+    )  # fmt: skip
+    listed = pixelgate("sites", "list", cwd=tmp_path, database_url=database_url)
+    [site] = [s for s in map(json.loads, listed.stdout.splitlines()) if s["slug"] == "ctl-shop"]
+    assert site == json.loads(renamed.stdout)
+    assert {k: site[k] for k in CONTROLLER} == {**CONTROLLER, "controller": "Example Shop AG"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (("--contact-email", "not an address"), "contact_email"),
+        (("--contact-email", "privacy@localhost"), "contact_email"),
+        (("--homepage", "ftp://shop.example/"), "homepage"),
+        (("--homepage", "https://"), "homepage"),
+        (("--controller", "x" * 201), "controller: at most 200"),
+        (("--address", "line one\x01"), "address: control characters"),
+        (("--phone", "   "), "phone: must be non-empty"),
+        (("--phone", "1" * 51), "phone: at most 50"),
+        ((), "nothing to update"),
+    ],
+)
+def test_a_bad_controller_field_is_one_line_exit_2_and_changes_nothing(
+    database_url: str, tmp_path: Path, flags: tuple[str, ...], needle: str
+) -> None:
+    slug = f"ctl-bad-{secrets.token_hex(4)}"
+    created = pixelgate(
+        "sites", "create", slug, "--policy", "ccpa", "--controller", "Kept Ltd",
+        cwd=tmp_path, database_url=database_url,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    # With a good field beside the bad one: nothing of the command is written.
+    update = ("sites", "update", slug, "--controller", "Changed Ltd", *flags) if flags else ()
+    one_line_error(
+        pixelgate(*(update or ("sites", "update", slug)), cwd=tmp_path, database_url=database_url),
+        2,
+        needle,
+    )
+    refused = pixelgate(
+        "sites", "create", f"{slug}-new", "--policy", "ccpa", *flags,
+        cwd=tmp_path, database_url=database_url,
+    )  # fmt: skip
+    if flags:
+        one_line_error(refused, 2, needle)
+    listed = pixelgate("sites", "list", cwd=tmp_path, database_url=database_url)
+    sites = {s["slug"]: s for s in map(json.loads, listed.stdout.splitlines())}
+    assert sites[slug]["controller"] == "Kept Ltd"
+    assert sites[slug]["phone"] is None and sites[slug]["address"] is None
+    assert (f"{slug}-new" in sites) is not bool(flags)
+
+
+def test_updating_an_unknown_site_is_refused(database_url: str, tmp_path: Path) -> None:
+    result = pixelgate(
+        "sites", "update", "no-such-site", "--controller", "X", cwd=tmp_path,
+        database_url=database_url,
+    )  # fmt: skip
+    one_line_error(result, 2, "unknown site 'no-such-site'")
 
 
 @pytest.mark.parametrize(

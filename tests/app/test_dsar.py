@@ -82,8 +82,9 @@ def person_with_data(
     subject = subject_id()
     given = client.post(
         f"/v1/sites/{site}/consent",
-        json={"subject": subject, "purposes": {"analytics": True}},
-        headers={**admin, "User-Agent": CHROME},
+        # The site's server passes on the agent of the person it saw: its own is not proof.
+        json={"subject": subject, "purposes": {"analytics": True}, "proof": {"user_agent": CHROME}},
+        headers=admin,
     ).json()
     events = [
         {"kind": "pageview", "subject": subject, "page": "/a"},
@@ -400,6 +401,20 @@ def test_an_opt_out_needs_no_identity_and_takes_effect_at_once(
     client.get(f"/p/{site}/pixel.gif", params={"u": subject}, headers={"User-Agent": CHROME})
     settle(client)
     assert [e["kind"] for e in table_rows(settings, "events", site=site)] == ["pageview"]
+
+
+def test_an_opt_out_filed_by_the_sites_server_keeps_no_network_proof_of_it(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings, policy="ccpa", jurisdiction="us-ca")
+    admin = auth(make_key(settings, site))
+    by_key = {**admin, "User-Agent": CHROME}
+    assert file(client, site, by_key, type="opt_out", subject=subject_id()).status_code == 202
+    browser = {"User-Agent": CHROME}
+    assert file(client, site, browser, type="opt_out", subject=subject_id()).status_code == 202
+    rows = table_rows(settings, "consent_ledger", site=site)
+    assert {row["source"] for row in rows} == {"opt-out-request"}
+    assert sorted(str(row["ua_family"]) for row in rows) == ["Chrome / Windows", "None"]
 
 
 def test_requests_are_listed_with_overdue_flags_and_counted_in_metrics(

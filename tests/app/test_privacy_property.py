@@ -185,12 +185,17 @@ def send_everything(
     sent = [
         client.post(
             f"/v1/sites/{site}/consent",
-            json={"subject": ids.subject, "purposes": purposes},
+            # The site's server passes on the person's own address and agent: reduced too.
+            json={
+                "subject": ids.subject,
+                "purposes": purposes,
+                "proof": {"ip": ids.ipv4, "user_agent": ids.user_agent},
+            },
             headers={**admin, **browser, "X-Forwarded-For": ids.ipv4},
         ),
         client.post(
             f"/v1/sites/{site}/consent",
-            json={"subject": ids.email, "purposes": purposes},
+            json={"subject": ids.email, "purposes": purposes, "proof": {"ip": ids.ipv6}},
             headers={**admin, **browser, "X-Forwarded-For": ids.ipv6},
         ),
         client.get(

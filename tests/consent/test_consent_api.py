@@ -1,5 +1,6 @@
 """The consent registry over HTTP (SPEC §4.4), on SQLite and PostgreSQL."""
 
+import asyncio
 import base64
 import re
 from datetime import timedelta
@@ -11,13 +12,17 @@ import pytest
 from litestar.testing import TestClient
 
 from app.auth import subject_token
-from app.db import utcnow
+from app.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.main import create_app
 from app.pseudonym import KeyRing
 from app.settings import Settings
+from app.sites import update_site
 from tests.factories import (
     CHROME,
+    IPHONE,
     TEST_EMAIL,
+    TEST_IP,
+    TEST_IPV6,
     auth,
     make_key,
     make_site,
@@ -136,8 +141,8 @@ def test_current_state_and_history_follow_grant_withdraw_grant(
     first = history["entries"][0]
     assert first["policy_version"] == "2025-07-07"
     assert first["source"] == "banner"
-    assert first["ua_family"] == "Chrome / Windows"
-    assert first["ip_prefix"] is None  # the test client has no IP address; see test_serve
+    # Posted by the site's server with its key: its agent and address are not the person's.
+    assert first["ua_family"] is None and first["ip_prefix"] is None
 
 
 def test_a_withdrawal_appends_to_the_ledger_and_leaves_earlier_entries_as_they_were(
@@ -550,3 +555,222 @@ def test_the_openapi_document_says_who_may_call_each_consent_and_dsar_operation(
         assert "admin key" in operation["description"]
         assert "X-Subject-Token" in operation["description"]
     assert "public" in paths["/v1/sites/{site}/dsar"]["post"]["description"]
+
+
+CONTROLLER = {
+    "controller": "Example Shop GmbH",
+    "contact_email": "privacy@shop.example",
+    "address": "Hauptstraße 1, 10115 Berlin, Germany",
+    "phone": "+49 30 1234567",
+    "homepage": "https://shop.example/",
+}
+
+
+def set_controller(client: Client, site: str, fields: dict[str, str]) -> None:
+    patched = client.patch(f"/v1/sites/{site}", json=fields, headers=admin_of(client, site))
+    assert patched.status_code == 200, patched.text
+
+
+def verified(client: Client, receipt: str) -> dict[str, Any]:
+    kid = jwt.get_unverified_header(receipt)["kid"]
+    jwk = next(k for k in client.get("/.well-known/jwks.json").json()["keys"] if k["kid"] == kid)
+    claims: dict[str, Any] = jwt.decode(receipt, jwt.PyJWK(jwk).key, algorithms=["EdDSA"])
+    return claims
+
+
+def test_receipts_name_the_sites_controller_and_verify_against_the_jwks(
+    client: Client, settings: Settings
+) -> None:
+    site, subject = make_site(settings), subject_id()
+    set_controller(client, site, CONTROLLER)
+
+    given = verified(client, give(client, site, subject, analytics=True).json()["receipt"])
+    withdrawn = client.delete(f"/v1/sites/{site}/consent/{subject}", headers=admin_of(client, site))
+    for claims in (given, verified(client, withdrawn.json()["receipt"])):
+        assert claims["piiControllers"] == [
+            {
+                "piiController": "Example Shop GmbH",
+                "contact": "privacy@shop.example",
+                "address": {"streetAddress": "Hauptstraße 1, 10115 Berlin, Germany"},
+                "email": "privacy@shop.example",
+                "phone": "+49 30 1234567",
+                "piiControllerUrl": "https://shop.example/",
+            }
+        ]
+        assert claims["policyUrl"] == f"{settings.base_url}/v1/sites/{site}/policy"
+
+
+def test_a_receipt_of_a_site_without_a_controller_names_its_slug_and_only_what_is_known(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    bare = verified(client, give(client, site, subject_id(), analytics=True).json()["receipt"])
+    assert bare["piiControllers"] == [{"piiController": site}]
+    assert bare["policyUrl"] == f"{settings.base_url}/v1/sites/{site}/policy"
+
+    homepage = {"homepage": "https://shop.example/"}
+    set_controller(client, site, homepage)
+    later = verified(client, give(client, site, subject_id(), analytics=True).json()["receipt"])
+    assert later["piiControllers"] == [
+        {"piiController": site, "piiControllerUrl": "https://shop.example/"}
+    ]
+
+
+def test_the_notice_names_the_controller_once_it_is_known(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    before = client.get(f"/v1/sites/{site}/policy")
+    assert "Who is responsible" not in before.text
+    # Known only by an e-mail: the operator of the site is named by its slug.
+    email = {"contact_email": "privacy@shop.example"}
+    set_controller(client, site, email)
+    partial = client.get(f"/v1/sites/{site}/policy").text
+    assert f"The operator of site {site} is responsible" in partial
+    assert "- E-mail: privacy@shop.example" in partial and "Phone" not in partial
+
+    set_controller(client, site, CONTROLLER)
+    after = client.get(f"/v1/sites/{site}/policy")
+    assert after.text.startswith(before.text)  # the versioned notice, then who is responsible
+    assert after.headers["x-policy-sha256"] == before.headers["x-policy-sha256"]
+    section = after.text[len(before.text) :]
+    assert "## Who is responsible" in section
+    assert "Example Shop GmbH is responsible for this processing." in section
+    for label, field in [
+        ("E-mail", "contact_email"),
+        ("Postal address", "address"),
+        ("Phone", "phone"),
+        ("Website", "homepage"),
+    ]:
+        assert f"- {label}: {CONTROLLER[field]}" in section
+
+
+def test_head_of_the_jwks_answers_like_get_without_a_body(client: Client) -> None:
+    got = client.get("/.well-known/jwks.json")
+    headed = client.head("/.well-known/jwks.json")
+    assert headed.status_code == got.status_code == 200
+    assert headed.content == b""
+    assert headed.headers["content-type"] == got.headers["content-type"]
+    assert headed.headers["content-length"] == str(len(got.content))
+    same = {k: v for k, v in got.headers.items() if k not in ("content-length", "date")}
+    assert {k: headed.headers.get(k) for k in same} == same
+
+
+def ledger(settings: Settings, site: str) -> list[dict[str, Any]]:
+    rows = table_rows(settings, "consent_ledger", site=site)
+    return sorted(rows, key=lambda row: row["recorded_at"])
+
+
+def test_consent_posted_with_a_key_keeps_no_network_proof_of_the_server(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    response = client.post(
+        f"/v1/sites/{site}/consent",
+        json={"subject": subject_id(), "purposes": {"analytics": True}},
+        headers={**admin_of(client, site), "User-Agent": CHROME, "X-Forwarded-For": TEST_IP},
+    )
+    assert response.status_code == 201, response.text
+    [entry] = ledger(settings, site)
+    assert entry["source"] == "api"
+    assert entry["ip_prefix"] is None and entry["ua_family"] is None
+    assert verified(client, response.json()["receipt"])["collectionMethod"] == "api"
+
+
+@pytest.mark.parametrize(
+    ("proof", "prefix", "family"),
+    [
+        ({"ip": TEST_IP, "user_agent": IPHONE}, "203.0.113.0", "Mobile Safari / iOS"),
+        ({"ip": TEST_IPV6}, "2001:db8:abcd::", None),
+        ({"user_agent": CHROME}, None, "Chrome / Windows"),
+    ],
+)
+def test_the_persons_own_proof_passed_with_a_key_is_kept_reduced(
+    client: Client, settings: Settings, proof: dict[str, str], prefix: str, family: str
+) -> None:
+    site = make_site(settings)
+    response = client.post(
+        f"/v1/sites/{site}/consent",
+        json={"subject": subject_id(), "purposes": {"analytics": True}, "proof": proof},
+        headers=admin_of(client, site),
+    )
+    assert response.status_code == 201, response.text
+    [entry] = ledger(settings, site)
+    assert entry["ip_prefix"] == prefix and entry["ua_family"] == family
+
+
+@pytest.mark.parametrize(
+    ("proof", "field"),
+    [
+        ({"ip": "not-an-address"}, "proof.ip"),
+        ({"ip": "203.0.113.300"}, "proof.ip"),
+        ({"user_agent": "Mozilla/5.0\x00"}, "proof.user_agent"),
+        ({"user_agent": "x" * 513}, "proof.user_agent"),
+        ({"ip": TEST_IP, "cookie": "abc"}, "cookie"),
+    ],
+)
+def test_a_bad_proof_is_a_problem_naming_the_field_and_records_nothing(
+    client: Client, settings: Settings, proof: dict[str, str], field: str
+) -> None:
+    site = make_site(settings)
+    response = client.post(
+        f"/v1/sites/{site}/consent",
+        json={"subject": subject_id(), "purposes": {"analytics": True}, "proof": proof},
+        headers=admin_of(client, site),
+    )
+    assert response.status_code == 422, response.text
+    assert field in response.json()["detail"]
+    assert TEST_IP not in response.text  # the person's values are not echoed
+    assert ledger(settings, site) == []
+
+
+def test_without_a_key_the_request_is_the_proof_and_a_proof_in_the_body_is_refused(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    vouched = client.post(
+        f"/v1/sites/{site}/consent",
+        json={"purposes": {"analytics": True}, "proof": {"ip": TEST_IP, "user_agent": IPHONE}},
+        headers={"User-Agent": CHROME},
+    )
+    assert vouched.status_code == 422
+    assert vouched.json()["detail"].startswith("proof:")
+    assert ledger(settings, site) == []
+
+    own = visit(client, site, {"User-Agent": IPHONE}, analytics=True)
+    assert own.status_code == 201
+    # The person's own token withdraws: their request is the proof again.
+    token = {"X-Subject-Token": own.json()["subject_token"], "User-Agent": CHROME}
+    subject = own.json()["subject"]
+    assert client.delete(f"/v1/sites/{site}/consent/{subject}", headers=token).is_success
+    by_key = client.delete(
+        f"/v1/sites/{site}/consent/{subject}",
+        headers={**admin_of(client, site), "User-Agent": CHROME},
+    )
+    assert by_key.is_success
+    given, withdrawn, withdrawn_by_key = ledger(settings, site)
+    assert given["ua_family"] == "Mobile Safari / iOS"
+    assert withdrawn["ua_family"] == "Chrome / Windows"
+    assert withdrawn_by_key["ua_family"] is None and withdrawn_by_key["ip_prefix"] is None
+    # The test client has no IP address; test_serve and test_public_url check a real one.
+    assert given["ip_prefix"] is None
+
+
+def test_a_controller_changed_by_another_process_is_named_at_once(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    client.get(f"/p/{site}/pixel.gif", headers={"User-Agent": CHROME})  # the site is cached now
+
+    async def update() -> None:  # in a process of its own, as `pixelgate sites update` does
+        engine = make_engine(settings.database_url)
+        try:
+            async with transaction(make_sessionmaker(engine)) as session:
+                await update_site(session, site, {"controller": "Renamed Ltd"})
+        finally:
+            await engine.dispose()
+
+    asyncio.run(update())
+    receipt = verified(client, give(client, site, subject_id(), analytics=True).json()["receipt"])
+    assert receipt["piiControllers"] == [{"piiController": "Renamed Ltd"}]
+    assert "Renamed Ltd is responsible" in client.get(f"/v1/sites/{site}/policy").text
