@@ -4,14 +4,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from consent.decide import Record, Signals, decide, decide_purpose
 from consent.policy import Policy, load_policies, load_policy
 from consent.tcf import TCString, decode
 from tests.factories import POLICIES
-from tests.tcf_strings import Bits, core, segment
+from tests.tcf_strings import REFERENCE, Bits, core, publisher
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -105,11 +104,7 @@ def tcf(purposes: list[int], vendors: list[int] | None = None) -> TCString:
     speak for a first party and, with `vendors`' consent, for a vendor."""
     consents = Bits().bitfield(vendors, max(vendors)) if vendors else None
     text = core(purposes=purposes, vendor_consents=consents).encode()
-    return decode(f"{text}.{publisher_segment(purposes)}")
-
-
-def publisher_segment(purposes: list[int]) -> str:
-    return segment(3, Bits().ids(purposes, 24).ids([], 24).uint(0, 6))
+    return decode(f"{text}.{publisher(purposes)}")
 
 
 def tcf_signals(
@@ -220,12 +215,6 @@ def test_without_a_record_a_tcf_string_decides_through_the_policy_mapping(
 # each decides for analytics (TCF 1+8) and marketing (TCF 1+7): first party (vendor_id = 0),
 # then vendor 755. "silent": TCF does not speak, the default decides (analytics denied and
 # marketing granted in "eu").
-FIXTURES = {
-    f["name"]: f["tc_string"]
-    for f in msgspec.json.decode(
-        (Path(__file__).parent.parent / "tcf" / "fixtures.json").read_bytes()
-    )["strings"]
-}
 G, D, S = "granted", "denied", "silent"
 FIXTURE_DECISIONS = {
     # name: (first party analytics, marketing), (vendor 755 analytics, marketing)
@@ -258,7 +247,7 @@ SAID = {
 
 
 def test_every_reference_fixture_has_an_expected_decision() -> None:
-    assert set(FIXTURE_DECISIONS) == set(FIXTURES)
+    assert set(FIXTURE_DECISIONS) == set(REFERENCE)
 
 
 @pytest.mark.parametrize("name", FIXTURE_DECISIONS)
@@ -270,7 +259,7 @@ def test_a_reference_tc_string_decides_as_spec_4_1_step_2_says(
     purposes, the vendor's consent, and the publisher restrictions on that vendor."""
     vendor_id = 0 if mode == "first party" else 755
     policy = make_policy(tmp_path, vendor_id=vendor_id)
-    signals = Signals(tcf=decode(FIXTURES[name]))
+    signals = Signals(tcf=decode(REFERENCE[name]))
     said = tuple(
         SAID[decide_purpose(policy, purpose, None, signals, "eu", NOW).reason]
         for purpose in ("analytics", "marketing")

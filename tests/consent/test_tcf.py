@@ -1,5 +1,4 @@
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -16,7 +15,7 @@ from consent.tcf import (
     decode,
     decode_fields,
 )
-from tests.tcf_strings import Bits, core, disclosed, segment
+from tests.tcf_strings import FIXTURES, Bits, core, disclosed, segment
 
 # Worked example of the current IAB spec (TCF 2.3 revision, "Updates sample TC Strings"):
 # Core . DisclosedVendors . PublisherTC. Its TcfPolicyVersion is 2, so it is a format
@@ -237,13 +236,10 @@ def test_a_wrong_version_keeps_only_the_version() -> None:
 
 # --- strings built by the IAB Tech Lab's reference encoder (tests/tcf/make_fixtures.mjs) -----
 
-FIXTURES = msgspec.json.decode(
-    (Path(__file__).parent.parent / "tcf" / "fixtures.json").read_bytes()
-)
 TYPES = {"not_allowed": NOT_ALLOWED, "require_consent": REQUIRE_CONSENT, "require_li": REQUIRE_LI}
 
 
-@pytest.mark.parametrize("fixture", FIXTURES["strings"], ids=lambda f: f["name"])
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda f: f["name"])
 def test_a_reference_encoder_string_decodes_to_what_it_encodes(fixture: dict[str, Any]) -> None:
     tc, encodes = decode(fixture["tc_string"]), fixture["encodes"]
     assert sorted(tc.purposes_consent) == encodes["purposes_consent"]
