@@ -206,6 +206,13 @@ def test_debug_names_the_error_of_an_invalid_string_and_keeps_what_it_read(
     assert global_scope["read"]["vendor_consents"] == 0
     assert tcf_of("not-a-tc-string")["read"] == {"version": 39}  # "n" is 39
     assert tcf_of("CQ!bk4")["read"] == {}
+    too_long = client.get(
+        f"/v1/sites/{site}/debug",
+        params={"gdpr": "1", "gdpr_consent": "C" * 5000},
+        headers={**key, "User-Agent": CHROME},
+    ).json()
+    assert too_long["reason"] == "invalid"
+    assert too_long["signals"]["tcf"]["error"] == "TC string longer than 4096 characters"
 
 
 def test_debug_needs_a_read_key_of_that_site(client: Client, settings: Settings) -> None:
