@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -27,7 +27,7 @@ from app.useragent import Agent, classify
 from consent import store
 from consent.decide import Decision, Record, Signals, decide
 from consent.policy import Policy
-from consent.tcf import TCFError
+from consent.tcf import RESTRICTION_NAMES, TCFError, TCString
 from consent.tcf import decode as decode_tcf
 from retention.dsar import audit_hash, erased_at
 
@@ -143,12 +143,41 @@ class EventRow(msgspec.Struct, kw_only=True, gc=False):
     basis: dict[str, str]
 
 
+class RestrictionSeen(msgspec.Struct, gc=False):
+    purpose: int
+    type: str  # not_allowed, require_consent, require_li
+
+
+class VendorSeen(msgspec.Struct, gc=False):
+    """What the string says of the vendor the policy names (`[tcf] vendor_id`)."""
+
+    id: int
+    consent: bool
+    legitimate_interest: bool
+    restrictions: list[RestrictionSeen]
+
+
+class PublisherSeen(msgspec.Struct, gc=False):
+    """The Publisher TC segment: what decides for a first party (`vendor_id = 0`)."""
+
+    purposes_consent: list[int]
+    purposes_li: list[int]
+    custom_consent: list[int]
+    custom_li: list[int]
+
+
 class TCFSeen(msgspec.Struct, gc=False):
     valid: bool
     error: str | None = None
     cmp_id: int | None = None
     purposes_consent: list[int] = []
-    vendor_consents: int = 0
+    purposes_li: list[int] = []
+    vendor_consents: int = 0  # how many vendors have consent
+    vendor: VendorSeen | None = None  # None in first-party mode
+    publisher: PublisherSeen | None = None  # None when the string has no such segment
+    # An invalid string: every field read before it failed (all of them when a TCF 2.2 rule
+    # refused it), vendor sets as counts.
+    read: dict[str, Any] | None = None
 
 
 class SignalsSeen(msgspec.Struct, gc=False):
@@ -326,23 +355,68 @@ def pseudonymise(keyring: KeyRing, hit: Hit, claim: PixelClaim | None) -> str | 
     return keyring.pseudonym(hit.site, hit.subject) if hit.subject else None
 
 
-def read_signals(hit: Hit, site: SiteOut) -> tuple[Signals, SignalsSeen]:
+def read_signals(hit: Hit, site: SiteOut, policy: Policy) -> tuple[Signals, SignalsSeen]:
     gdpr_applies = hit.gdpr != "0"  # absent means applies (IAB's recommended default)
     tc, seen = None, None
-    if hit.gdpr_consent:
+    vendor_id = policy.file.tcf.vendor_id if policy.file.tcf else 0
+    if hit.gdpr_consent and len(hit.gdpr_consent) > MAX_TC_STRING:  # only /debug gets here
+        seen = TCFSeen(valid=False, error=f"TC string longer than {MAX_TC_STRING} characters")
+    elif hit.gdpr_consent:
         try:
             tc = decode_tcf(hit.gdpr_consent)
-            seen = TCFSeen(
-                valid=True,
-                cmp_id=tc.cmp_id,
-                purposes_consent=sorted(tc.purposes_consent),
-                vendor_consents=len(tc.vendor_consents),
-            )
+            seen = tcf_seen(tc, vendor_id)
         except TCFError as exc:
-            seen = TCFSeen(valid=False, error=str(exc))
+            seen = TCFSeen(valid=False, error=str(exc), read=_readable(exc.read))
     jurisdiction = jurisdiction_of(hit.region, site.jurisdiction)
     signals = Signals(gpc=hit.gpc, dnt=hit.dnt, gdpr_applies=gdpr_applies, tcf=tc)
     return signals, SignalsSeen(hit.gpc, hit.dnt, gdpr_applies, seen, jurisdiction)
+
+
+def tcf_seen(tc: TCString, vendor_id: int) -> TCFSeen:
+    vendor = None
+    if vendor_id:
+        restrictions = [
+            RestrictionSeen(r.purpose, RESTRICTION_NAMES[r.restriction_type])
+            for r in tc.restrictions
+            if r.covers(vendor_id)
+        ]
+        consent, li = vendor_id in tc.vendor_consents, vendor_id in tc.vendor_li
+        vendor = VendorSeen(vendor_id, consent, li, restrictions)
+    publisher = None
+    if (segment := tc.publisher) is not None:
+        publisher = PublisherSeen(
+            sorted(segment.purposes_consent),
+            sorted(segment.purposes_li),
+            sorted(segment.custom_consent),
+            sorted(segment.custom_li),
+        )
+    return TCFSeen(
+        valid=True,
+        cmp_id=tc.cmp_id,
+        purposes_consent=sorted(tc.purposes_consent),
+        purposes_li=sorted(tc.purposes_li),
+        vendor_consents=len(tc.vendor_consents),
+        vendor=vendor,
+        publisher=publisher,
+    )
+
+
+_VENDOR_SETS = ("vendor_consents", "vendor_li", "disclosed_vendors")
+
+
+def _readable(read: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a string that failed, as JSON shows them: sets sorted, vendor sets
+    (up to 65535 ids) counted."""
+    shown: dict[str, Any] = {}
+    for name, value in read.items():
+        if name in _VENDOR_SETS and value is not None:
+            value = len(value)
+        elif isinstance(value, frozenset):
+            value = sorted(value)
+        elif isinstance(value, msgspec.Struct):  # the Publisher TC segment
+            value = {k: sorted(v) for k, v in msgspec.structs.asdict(value).items()}
+        shown[name] = value
+    return shown
 
 
 def to_event(
@@ -431,7 +505,7 @@ def prepare_at_site(
         signed_if_required(policy, hit)
     agent = UNKNOWN_AGENT if server and not hit.user_agent else not_bot(hit)
     subject = pseudonymise(keyring, hit, claim)
-    signals, seen = read_signals(hit, site)
+    signals, seen = read_signals(hit, site, policy)
     event = to_event(hit, site, subject, agent, value, seen.jurisdiction, now)
     check_storable(event)
     return Pending(policy=policy.name, event=event, signals=signals, seen=seen)
@@ -633,7 +707,16 @@ async def evaluate(session: AsyncSession, ctx: "Context", hit: Hit, now: datetim
     try:
         pending = await prepare(ctx, hit, now)
     except Dropped as dropped:
-        return Outcome(would_record=False, reason=dropped.reason)
+        return Outcome(would_record=False, reason=dropped.reason, signals=await _seen(ctx, hit))
     subject = pending.event.subject
     registry = await store.registry(session, pending.event.site, subject) if subject else {}
     return settle(ctx.policies[pending.policy], pending, registry)
+
+
+async def _seen(ctx: "Context", hit: Hit) -> SignalsSeen | None:
+    """The signals of a hit dropped before the decision (bot, unsigned, invalid), for
+    /debug; None when its site is unknown."""
+    site = await ctx.sites.get(hit.site)
+    if site is None or site.policy not in ctx.policies:
+        return None
+    return read_signals(hit, site, ctx.policies[site.policy])[1]

@@ -5,7 +5,10 @@ from datetime import datetime, timedelta
 import msgspec
 
 from consent.policy import Policy
-from consent.tcf import TCString
+from consent.tcf import NOT_ALLOWED, REQUIRE_LI, TCString
+
+# TCF 2.2 lets no vendor rely on legitimate interest for purposes 1 and 3-6.
+_NEVER_LI = frozenset({1, 3, 4, 5, 6})
 
 
 class Record(msgspec.Struct, frozen=True, gc=False):
@@ -59,13 +62,30 @@ def _registry(policy: Policy, purpose: str, record: Record, now: datetime) -> tu
 
 
 def _tcf(policy: Policy, purpose: str, signals: Signals) -> bool | None:
-    """None when TCF does not speak for this purpose (no string, not mapped, gdpr=0)."""
+    """None when TCF does not speak for this purpose (no string, not mapped, gdpr=0, or a
+    first party's string without a Publisher TC segment)."""
     tcf = policy.file.tcf
     tc = signals.tcf
     if tc is None or tcf is None or not signals.gdpr_applies or purpose not in tcf.purposes:
         return None
-    vendor_ok = tcf.vendor_id == 0 or tcf.vendor_id in tc.vendor_consents
-    return vendor_ok and all(p in tc.purposes_consent for p in tcf.purposes[purpose])
+    if tcf.vendor_id == 0:  # first party: the publisher's consent for its own processing
+        if tc.publisher is None:
+            return None
+        return all(p in tc.publisher.purposes_consent for p in tcf.purposes[purpose])
+    return all(_vendor_allowed(tc, p, tcf.vendor_id) for p in tcf.purposes[purpose])
+
+
+def _vendor_allowed(tc: TCString, purpose: int, vendor: int) -> bool:
+    """A TCF purpose for a vendor: by consent (the purpose's and the vendor's), unless the
+    publisher restricts it. A purpose counts as allowed under legitimate interest only where
+    the publisher requires legitimate interest for it and both LI bits are set: the policy's
+    mapping asks for consent, and nothing else says the vendor relies on LI."""
+    restriction = tc.restriction(purpose, vendor)
+    if restriction == NOT_ALLOWED:
+        return False
+    if restriction == REQUIRE_LI:
+        return purpose not in _NEVER_LI and purpose in tc.purposes_li and vendor in tc.vendor_li
+    return purpose in tc.purposes_consent and vendor in tc.vendor_consents
 
 
 def decide_purpose(

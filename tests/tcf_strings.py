@@ -1,6 +1,10 @@
 """Build TC strings bit by bit, so each test states the exact wire content it sends."""
 
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import msgspec
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -77,3 +81,16 @@ def segment(segment_type: int, body: Bits) -> str:
     bits = Bits().uint(segment_type, 3)
     bits.bits += body.bits
     return bits.encode()
+
+
+def publisher(purposes: Iterable[int]) -> str:
+    """A Publisher TC segment giving the publisher's consent for `purposes`, nothing else."""
+    return segment(3, Bits().ids(purposes, 24).ids([], 24).uint(0, 6))
+
+
+# TC strings built by the IAB Tech Lab's reference encoder (tests/tcf/make_fixtures.mjs), with
+# what each one encodes; the vendor they speak of is 755.
+FIXTURES: list[dict[str, Any]] = msgspec.json.decode(
+    (Path(__file__).parent / "tcf" / "fixtures.json").read_bytes()
+)["strings"]
+REFERENCE = {fixture["name"]: fixture["tc_string"] for fixture in FIXTURES}

@@ -34,8 +34,16 @@ Client = TestClient[Any]
 PURPOSES = ("analytics", "marketing", "email")
 KINDS = ("pageview", "open", "click", "conversion")
 SUBJECTS = 3
-# (policy, the site's jurisdiction): opt-in, opt-in overridden to opt-out, opt-out.
-SITES = (("gdpr-strict", "eu"), ("gdpr-strict", "us-ca"), ("ccpa", "us-ca"))
+# (policy, the site's jurisdiction): opt-in, opt-in overridden to opt-out, opt-out, and
+# opt-in for a vendor's pixel (gdpr-strict with `[tcf] vendor_id = 755`).
+SITES = (
+    ("gdpr-strict", "eu"),
+    ("gdpr-strict", "us-ca"),
+    ("ccpa", "us-ca"),
+    ("gdpr-vendor", "eu"),
+)
+VENDOR = 755
+NOT_ALLOWED, REQUIRE_CONSENT, REQUIRE_LI = 0, 1, 2  # the TCF's RestrictionType values
 # The shipped ccpa policy has no [tcf] section and lets DNT deny nothing: the copy the tests
 # run on has both, so that every step of §4.1 is reachable under an opt-out policy too.
 CCPA_ADDITIONS = """
@@ -61,18 +69,35 @@ class Withdraw(msgspec.Struct, frozen=True):
 
 
 class Tcf(msgspec.Struct, frozen=True):
-    """A TC string: `valid` False sends garbage; `purposes` go to the core segment and, when
-    `publisher` is given, its purposes to a Publisher TC segment."""
+    """A TC string: `valid` False sends garbage; `purposes` (consent) and `li` go to the core
+    segment with vendor 755's consent (`vendor`) and LI (`vendor_li`), and one publisher
+    restriction (purpose, type, vendor); when `publisher` is given, its purposes go to a
+    Publisher TC segment."""
 
     valid: bool
     applies: bool
     purposes: frozenset[int] = frozenset()
     publisher: frozenset[int] | None = None
+    li: frozenset[int] = frozenset()
+    vendor: bool = False
+    vendor_li: bool = False
+    restriction: tuple[int, int, int] | None = None
 
     def params(self) -> dict[str, str]:
         text = "not-a-tc-string"
         if self.valid:
-            text = core(purposes=self.purposes).encode()
+            restrictions = Bits().uint(0, 12)
+            if self.restriction is not None:
+                purpose, kind, vendor = self.restriction
+                restrictions = Bits().uint(1, 12).uint(purpose, 6).uint(kind, 2)
+                restrictions.entries([(vendor, vendor)])
+            text = core(
+                purposes=self.purposes,
+                purposes_li=self.li,
+                vendor_consents=Bits().bitfield([VENDOR] if self.vendor else [], VENDOR),
+                vendor_li=Bits().bitfield([VENDOR] if self.vendor_li else [], VENDOR),
+                restrictions=restrictions,
+            ).encode()
             if self.publisher is not None:
                 body = Bits().ids(self.publisher, 24).ids([], 24).uint(0, 6)
                 text += "." + segment(3, body)
@@ -105,16 +130,33 @@ class Model:
             self.registry[step.subject] = dict.fromkeys(self.policy["purposes"], False)
 
     def tcf_says(self, purpose: str, tcf: Tcf | None) -> bool | None:
-        """None where TCF does not speak. First party (vendor_id 0): the Publisher TC segment."""
+        """None where TCF does not speak. First party (vendor_id 0): the Publisher TC segment,
+        when there is one. A vendor: each mapped TCF purpose by consent (the purpose's and the
+        vendor's), unless a restriction on it for this vendor forbids it or requires
+        legitimate interest (then the LI bits, never for purpose 1)."""
         section = self.policy.get("tcf")
         if tcf is None or not tcf.valid or not tcf.applies or section is None:
             return None
         if purpose not in section["purposes"]:
             return None
-        assert section["vendor_id"] == 0, "the model reads first-party TCF only"
-        if tcf.publisher is None:
-            return None
-        return all(p in tcf.publisher for p in section["purposes"][purpose])
+        mapped = section["purposes"][purpose]
+        if section["vendor_id"] == 0:
+            if tcf.publisher is None:
+                return None
+            return all(p in tcf.publisher for p in mapped)
+        assert section["vendor_id"] == VENDOR
+        for p in mapped:
+            kind = None
+            if tcf.restriction is not None and tcf.restriction[::2] == (p, VENDOR):
+                kind = tcf.restriction[1]
+            if kind == NOT_ALLOWED:
+                return False
+            if kind == REQUIRE_LI:
+                if p == 1 or p not in tcf.li or not tcf.vendor_li:
+                    return False
+            elif p not in tcf.purposes or not tcf.vendor:
+                return False
+        return True
 
     def purpose(self, purpose: str, hit: Hit) -> tuple[bool, str]:
         """(allowed, basis kind)."""
@@ -149,29 +191,37 @@ class Model:
         return hit.subject, hit.kind, basis
 
 
-def tcf_signals(publisher_agrees: bool) -> st.SearchStrategy[Tcf | None]:
-    # Mostly sets that grant one mapped purpose or both (analytics = 1+8, marketing = 1+7).
+def valid_tcf(applies: st.SearchStrategy[bool], restricted: bool = False) -> st.SearchStrategy[Tcf]:
+    """`restricted`: always with a publisher restriction."""
+    # Mostly sets that grant one mapped purpose or both (analytics = 1+8, marketing = 1+7);
+    # the Publisher TC segment is drawn apart from the core, absent, agreeing or not.
     ids = st.sampled_from([frozenset({1, 8}), frozenset({1, 7}), frozenset({1, 7, 8})])
     ids = ids | st.frozensets(st.sampled_from([1, 7, 8]))
-    valid = st.builds(
+    restriction = st.tuples(
+        st.sampled_from([1, 7, 8]),
+        st.sampled_from([NOT_ALLOWED, REQUIRE_CONSENT, REQUIRE_LI]),
+        st.sampled_from([VENDOR, VENDOR, 42]),
+    )
+    return st.builds(
         Tcf,
         valid=st.just(True),
-        applies=st.booleans(),
+        applies=applies,
         purposes=ids,
         publisher=st.none() | ids,
+        li=st.frozensets(st.sampled_from([1, 7, 8])),
+        vendor=st.sampled_from([True, True, False]),
+        vendor_li=st.booleans(),
+        restriction=restriction if restricted else st.none() | restriction,
     )
-    if publisher_agrees:
-        # The Publisher TC segment repeats the core's purposes: the pixel decides a first
-        # party's TCF from the core segment, where SPEC §4.1 reads the Publisher TC segment
-        # (and, without one, lets the default decide). Until that is settled, the strings
-        # drawn here are the ones both readings agree on; steps(publisher_agrees=False)
-        # draws the rest, and finds the difference.
-        valid = valid.map(lambda t: msgspec.structs.replace(t, publisher=t.purposes))
+
+
+def tcf_signals() -> st.SearchStrategy[Tcf | None]:
+    valid = valid_tcf(st.booleans())
     garbage = st.builds(Tcf, valid=st.just(False), applies=st.just(True))
     return st.none() | valid | valid | garbage
 
 
-def steps(publisher_agrees: bool = True) -> st.SearchStrategy[list[Step]]:
+def steps() -> st.SearchStrategy[list[Step]]:
     subject = st.integers(0, SUBJECTS - 1)
     # Mostly grants (of a purpose or two), and hits with a subject: those reach the registry
     # step of §4.1; withdrawals and hits without a subject are rarer. Hypothesis's own choice
@@ -186,7 +236,7 @@ def steps(publisher_agrees: bool = True) -> st.SearchStrategy[list[Step]]:
         kind=st.sampled_from(KINDS),
         gpc=st.sampled_from([False, False, True]),
         dnt=st.sampled_from([False, False, True]),
-        tcf=tcf_signals(publisher_agrees),
+        tcf=tcf_signals(),
     )
     kinds: dict[str, st.SearchStrategy[Step]] = {
         "hit": hit,
@@ -202,6 +252,10 @@ def policies_with_tcf(policies_copy: Path) -> Path:
     ccpa = policies_copy / "ccpa.toml"
     text = ccpa.read_text().replace("dnt = []", 'dnt = ["analytics"]')
     ccpa.write_text(text + CCPA_ADDITIONS)
+    strict = (policies_copy / "gdpr-strict.toml").read_text()
+    vendor = strict.replace('name = "gdpr-strict"', 'name = "gdpr-vendor"')
+    vendor = vendor.replace("vendor_id = 0", f"vendor_id = {VENDOR}")
+    (policies_copy / "gdpr-vendor.toml").write_text(vendor)
     return policies_copy
 
 
@@ -277,6 +331,33 @@ def test_a_hit_is_recorded_exactly_when_the_consent_decision_allowed_it_on_arriv
     recorded, expected = run_steps(app_client, app_settings, policy, jurisdiction, sequence)
     for basis in sorted({b for _, _, bases in expected for _, b in bases}):
         event(f"a hit recorded on a {basis} basis")  # --hypothesis-show-statistics
+    assert recorded == expected
+
+
+def vendor_hits() -> st.SearchStrategy[list[Step]]:
+    """Hits carrying a TC string that applies, at a vendor's pixel where the registry is
+    mostly silent: the publisher restrictions and LI bits decide."""
+    hit = st.builds(
+        Hit,
+        subject=st.sampled_from([None, 0, 1, 2]),
+        kind=st.sampled_from(["pageview", "conversion", "click"]),
+        gpc=st.just(False),
+        dnt=st.just(False),
+        tcf=valid_tcf(st.just(True), restricted=True),
+    )
+    return st.lists(hit, min_size=4, max_size=12)
+
+
+@PROPERTY
+@given(sequence=vendor_hits())
+def test_a_vendor_pixel_records_a_hit_exactly_when_its_tc_string_allows_the_vendor(
+    app_client: Client, app_settings: Settings, sequence: list[Step]
+) -> None:
+    recorded, expected = run_steps(app_client, app_settings, "gdpr-vendor", "eu", sequence)
+    for step in sequence:
+        if isinstance(step, Hit) and step.tcf and step.tcf.restriction:
+            purpose, kind, vendor = step.tcf.restriction
+            event(f"restriction type {kind} on purpose {purpose} for vendor {vendor}")
     assert recorded == expected
 
 

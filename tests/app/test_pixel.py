@@ -2,6 +2,7 @@
 response never tells."""
 
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from urllib.parse import quote
 
 import httpx
 import msgspec
+import pytest
 from litestar.testing import TestClient
 
 from app.db import make_engine, make_sessionmaker, transaction, utcnow
@@ -33,7 +35,7 @@ from tests.factories import (
     subject_id,
     table_rows,
 )
-from tests.tcf_strings import Bits, core
+from tests.tcf_strings import REFERENCE, Bits, core, publisher
 
 Client = TestClient[Any]
 BROWSER = {"User-Agent": CHROME}
@@ -267,7 +269,9 @@ def test_a_region_header_picks_the_jurisdiction_override(database_url: str) -> N
 
 
 def tc_string(purposes: list[int], vendors: list[int] | None = None) -> str:
-    return core(purposes=purposes, vendor_consents=Bits().bitfield(vendors or [], 50)).encode()
+    """`purposes` in the core and in a Publisher TC segment: they speak in either mode."""
+    text = core(purposes=purposes, vendor_consents=Bits().bitfield(vendors or [], 50)).encode()
+    return f"{text}.{publisher(purposes)}"
 
 
 def test_a_tcf_string_decides_where_the_registry_is_silent(
@@ -277,12 +281,68 @@ def test_a_tcf_string_decides_where_the_registry_is_silent(
     hit(client, site, u=subject_id(), gdpr="1", gdpr_consent=tc_string([1, 8]))
     hit(client, site, u=subject_id(), gdpr="1", gdpr_consent=tc_string([1]))  # no purpose 8
     hit(client, site, u=subject_id(), gdpr="1", gdpr_consent="not-a-tc-string")
-    old_policy = core(purposes=[1, 8], policy=2).encode()
+    old_policy = core(purposes=[1, 8], policy=2).encode() + "." + publisher([1, 8])
     hit(client, site, u=subject_id(), gdpr="1", gdpr_consent=old_policy)
-    not_specific = core(purposes=[1, 8], service_specific=0).encode()
+    not_specific = core(purposes=[1, 8], service_specific=0).encode() + "." + publisher([1, 8])
     hit(client, site, u=subject_id(), gdpr="1", gdpr_consent=not_specific)
     [event] = events(client, settings, site)
     assert event["basis"]["analytics"].startswith("tcf:")
+
+
+def test_a_first_party_reads_the_publisher_tc_segment_not_the_vendor_purposes(
+    client: Client, settings: Settings
+) -> None:
+    """SPEC 4.1 step 2 with `vendor_id = 0` (gdpr-strict, where analytics is opt-in)."""
+    site = make_site(settings)
+    granted, refused, silent = subject_id(), subject_id(), subject_id()
+    # No core purposes, the publisher's consent for 1, 7, 8: recorded on the TCF basis.
+    hit(client, site, u=granted, gdpr="1", gdpr_consent=REFERENCE["publisher_only"])
+    # Core 1, 7, 8 and an empty Publisher TC segment: denied by TCF.
+    hit(client, site, u=refused, gdpr="1", gdpr_consent=REFERENCE["publisher_empty"])
+    # Core 1, 7, 8 and no Publisher TC segment: TCF does not speak; the registry does.
+    consent(client, site, silent, analytics=True)
+    hit(client, site, u=silent, gdpr="1", gdpr_consent=REFERENCE["core_only"])
+    hit(client, site, u=subject_id(), gdpr="1", gdpr_consent=REFERENCE["core_only"])  # default
+    keyring = KeyRing(settings.secret_key)
+    recorded = {e["subject"]: e["basis"]["analytics"] for e in events(client, settings, site)}
+    assert set(recorded) == {keyring.pseudonym(site, s) for s in (granted, silent)}
+    assert recorded[keyring.pseudonym(site, granted)] == "tcf:cmp=300:updated=2025-06-03"
+    assert recorded[keyring.pseudonym(site, silent)].startswith("consent:")
+
+
+@pytest.fixture
+def vendor_client(database_url: str, policies_copy: Path) -> Iterator[tuple[Client, Settings]]:
+    """gdpr-strict with `[tcf] vendor_id = 755`."""
+    strict = policies_copy / "gdpr-strict.toml"
+    strict.write_text(strict.read_text().replace("vendor_id = 0", "vendor_id = 755"))
+    vendor_settings = settings_for(database_url, policies_dir=policies_copy)
+    with TestClient(create_app(vendor_settings)) as test_client:
+        yield test_client, vendor_settings
+
+
+VENDOR_HITS = [
+    # reference string, whether analytics (TCF 1 + 8) is allowed for vendor 755
+    pytest.param("both_agree", True, id="consent, no restriction"),
+    pytest.param("not_allowed_p1_755", False, id="purpose 1 not allowed for 755"),
+    pytest.param("not_allowed_p8_range", False, id="purpose 8 not allowed for 750-760"),
+    pytest.param("not_allowed_p1_other", True, id="purpose 1 not allowed for 42 only"),
+    pytest.param("require_consent_p8_given", True, id="consent required and given"),
+    pytest.param("require_consent_p8_li_only", False, id="consent required, LI only"),
+    pytest.param("require_li_p8_given", True, id="LI required and set"),
+    pytest.param("require_li_p8_no_li", False, id="LI required, consent only"),
+    pytest.param("require_li_p1", False, id="LI required for purpose 1"),
+    pytest.param("publisher_only", False, id="publisher segment only"),
+]
+
+
+@pytest.mark.parametrize(("name", "recorded"), VENDOR_HITS)
+def test_a_vendor_pixel_obeys_the_publisher_restrictions_on_its_vendor(
+    vendor_client: tuple[Client, Settings], name: str, recorded: bool
+) -> None:
+    client, settings = vendor_client
+    site = make_site(settings)
+    hit(client, site, u=subject_id(), gdpr="1", gdpr_consent=REFERENCE[name])
+    assert len(events(client, settings, site)) == int(recorded)
 
 
 def test_a_registry_refusal_beats_a_tcf_grant(client: Client, settings: Settings) -> None:

@@ -10,7 +10,7 @@ from consent.decide import Record, Signals, decide, decide_purpose
 from consent.policy import Policy, load_policies, load_policy
 from consent.tcf import TCString, decode
 from tests.factories import POLICIES
-from tests.tcf_strings import Bits, core
+from tests.tcf_strings import REFERENCE, Bits, core, publisher
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -100,8 +100,11 @@ def record(
 
 
 def tcf(purposes: list[int], vendors: list[int] | None = None) -> TCString:
+    """`purposes` in the core segment and in a Publisher TC segment alike, so that they
+    speak for a first party and, with `vendors`' consent, for a vendor."""
     consents = Bits().bitfield(vendors, max(vendors)) if vendors else None
-    return decode(core(purposes=purposes, vendor_consents=consents).encode())
+    text = core(purposes=purposes, vendor_consents=consents).encode()
+    return decode(f"{text}.{publisher(purposes)}")
 
 
 def tcf_signals(
@@ -206,6 +209,86 @@ def test_without_a_record_a_tcf_string_decides_through_the_policy_mapping(
     decision = decide_purpose(policy, purpose, None, signals, "eu", NOW)
     assert (decision.allowed, decision.reason) == (allowed, reason)
     assert decision.basis == (TCF_BASIS if allowed else None)
+
+
+# TC strings from the IAB Tech Lab's reference encoder (tests/tcf/make_fixtures.mjs) and what
+# each decides for analytics (TCF 1+8) and marketing (TCF 1+7): first party (vendor_id = 0),
+# then vendor 755. "silent": TCF does not speak, the default decides (analytics denied and
+# marketing granted in "eu").
+G, D, S = "granted", "denied", "silent"
+FIXTURE_DECISIONS = {
+    # name: (first party analytics, marketing), (vendor 755 analytics, marketing)
+    "core_only": ((S, S), (G, G)),
+    "publisher_empty": ((D, D), (G, G)),
+    "publisher_only": ((G, G), (D, D)),
+    "both_agree": ((G, G), (G, G)),
+    "publisher_partial": ((G, D), (G, G)),
+    "no_vendor_consent": ((G, G), (D, D)),
+    "other_vendor_consent": ((S, S), (D, D)),
+    "not_allowed_p1_755": ((G, G), (D, D)),
+    "not_allowed_p7_755": ((S, S), (G, D)),
+    "not_allowed_p1_other": ((S, S), (G, G)),
+    "not_allowed_p8_range": ((S, S), (D, G)),
+    "require_consent_p8_given": ((S, S), (G, G)),
+    "require_consent_p8_li_only": ((S, S), (D, G)),
+    "require_consent_p8_other": ((S, S), (G, G)),
+    "require_li_p8_given": ((S, S), (G, G)),
+    "require_li_p8_no_li": ((S, S), (D, G)),
+    "require_li_p8_no_vendor_li": ((S, S), (D, G)),
+    "require_li_p1": ((S, S), (D, D)),
+    "require_li_p8_other": ((S, S), (D, G)),
+}
+SAID = {
+    "tcf_granted": G,
+    "tcf_denied": D,
+    "default_denied": S,
+    "default_granted": S,
+}
+
+
+def test_every_reference_fixture_has_an_expected_decision() -> None:
+    assert set(FIXTURE_DECISIONS) == set(REFERENCE)
+
+
+@pytest.mark.parametrize("name", FIXTURE_DECISIONS)
+@pytest.mark.parametrize("mode", ["first party", "vendor 755"])
+def test_a_reference_tc_string_decides_as_spec_4_1_step_2_says(
+    tmp_path: Path, name: str, mode: str
+) -> None:
+    """First party: the Publisher TC segment, or nothing when absent. Vendor: the core
+    purposes, the vendor's consent, and the publisher restrictions on that vendor."""
+    vendor_id = 0 if mode == "first party" else 755
+    policy = make_policy(tmp_path, vendor_id=vendor_id)
+    signals = Signals(tcf=decode(REFERENCE[name]))
+    said = tuple(
+        SAID[decide_purpose(policy, purpose, None, signals, "eu", NOW).reason]
+        for purpose in ("analytics", "marketing")
+    )
+    first_party, vendor = FIXTURE_DECISIONS[name]
+    assert said == (first_party if vendor_id == 0 else vendor)
+
+
+def test_a_first_party_string_without_a_publisher_segment_leaves_it_to_the_default(
+    tmp_path: Path,
+) -> None:
+    signals = Signals(tcf=decode(core(purposes=[1, 7, 8]).encode()))
+    for jurisdiction, default in (("eu", "default_denied"), ("us-ca", "default_granted")):
+        decision = decide_purpose(
+            make_policy(tmp_path), "analytics", None, signals, jurisdiction, NOW
+        )
+        assert (decision.reason, decision.basis is None) == (default, default == "default_denied")
+
+
+def test_legitimate_interest_never_allows_purpose_1_even_where_required(tmp_path: Path) -> None:
+    """The reference encoder will not write LI for purpose 1; a string that does is still
+    not enough."""
+    restriction = Bits().uint(1, 12).uint(1, 6).uint(2, 2).entries([(755, 755)])
+    lis = Bits().bitfield([755], 755)
+    text = core(purposes=[1, 8], purposes_li=[1, 8], vendor_li=lis, restrictions=restriction)
+    signals = Signals(tcf=decode(text.encode()))
+    policy = make_policy(tmp_path, vendor_id=755)
+    decision = decide_purpose(policy, "analytics", None, signals, "eu", NOW)
+    assert (decision.allowed, decision.reason) == (False, "tcf_denied")
 
 
 def test_gdpr_0_makes_the_tcf_string_ignored_and_the_default_decide(policy: Policy) -> None:

@@ -1,9 +1,21 @@
 from datetime import UTC, datetime
+from typing import Any
 
+import msgspec
 import pytest
 
-from consent.tcf import TCFError, TCString, decode, decode_fields
-from tests.tcf_strings import Bits, core, disclosed, segment
+from consent.tcf import (
+    NOT_ALLOWED,
+    REQUIRE_CONSENT,
+    REQUIRE_LI,
+    PublisherTC,
+    Restriction,
+    TCFError,
+    TCString,
+    decode,
+    decode_fields,
+)
+from tests.tcf_strings import FIXTURES, Bits, core, disclosed, segment
 
 # Worked example of the current IAB spec (TCF 2.3 revision, "Updates sample TC Strings"):
 # Core . DisclosedVendors . PublisherTC. Its TcfPolicyVersion is 2, so it is a format
@@ -49,9 +61,12 @@ def test_spec_example_is_rejected_by_decode_because_its_policy_version_is_2() ->
         decode(SPEC_2_3)
 
 
-def test_spec_example_without_its_publisher_segment_decodes_the_same() -> None:
-    core_and_disclosed = SPEC_2_3.rsplit(".", 1)[0]
-    assert decode_fields(core_and_disclosed) == decode_fields(SPEC_2_3)
+def test_spec_example_without_its_publisher_segment_differs_only_there() -> None:
+    core_and_disclosed = decode_fields(SPEC_2_3.rsplit(".", 1)[0])
+    full = decode_fields(SPEC_2_3)
+    assert full.publisher == PublisherTC(frozenset(), frozenset(), frozenset(), frozenset())
+    assert core_and_disclosed.publisher is None
+    assert msgspec.structs.replace(full, publisher=None) == core_and_disclosed
 
 
 def test_spec_example_core_alone_has_no_disclosed_vendors() -> None:
@@ -69,6 +84,9 @@ def test_tcf_2_2_spec_example_decodes_both_vendor_sections() -> None:
     assert tc.vendor_li == {1, 9, 26, 27, 30, 36, 37, 43, 86, 97, 110, 113}
     assert len(tc.vendor_consents) == 56
     assert tc.disclosed_vendors is None
+    assert tc.publisher is not None
+    assert tc.publisher.purposes_consent == {2, 4, 6, 8, 9, 10}
+    assert tc.publisher.purposes_li == {2, 4, 5, 7, 10}
 
 
 def test_tcf_2_2_global_spec_example_decodes_but_is_not_service_specific() -> None:
@@ -138,12 +156,113 @@ def test_publisher_tc_segment_before_disclosed_vendors_is_accepted() -> None:
     assert tc.disclosed_vendors == frozenset({3})
 
 
-def test_publisher_restrictions_are_skipped_past_correctly() -> None:
+def test_publisher_restrictions_decode_with_their_vendor_ranges() -> None:
     restrictions = Bits().uint(2, 12)
     restrictions.uint(2, 6).uint(1, 2).entries([(1, 1), (4, 8)])
     restrictions.uint(7, 6).uint(0, 2).entries([(300, 300)])
     tc = decode(core(restrictions=restrictions).encode())
-    assert tc.vendor_consents == frozenset()
+    assert tc.restrictions == (
+        Restriction(2, REQUIRE_CONSENT, ((1, 1), (4, 8))),
+        Restriction(7, NOT_ALLOWED, ((300, 300),)),
+    )
+    assert [tc.restriction(2, v) for v in (1, 3, 4, 8, 9)] == [1, None, 1, 1, None]
+    assert tc.restriction(7, 300) == NOT_ALLOWED and tc.restriction(2, 300) is None
+
+
+def test_several_restrictions_on_one_purpose_and_vendor_give_the_strictest() -> None:
+    def restricted(*types: int) -> TCString:
+        restrictions = Bits().uint(len(types) + 1, 12)
+        restrictions.uint(1, 6).uint(REQUIRE_LI, 2).entries([(755, 755)])  # another purpose
+        for kind in types:
+            restrictions.uint(8, 6).uint(kind, 2).entries([(700, 800)])
+        return decode(core(restrictions=restrictions).encode())
+
+    assert restricted(REQUIRE_LI, REQUIRE_CONSENT).restriction(8, 755) == REQUIRE_CONSENT
+    assert restricted(REQUIRE_LI, NOT_ALLOWED).restriction(8, 755) == NOT_ALLOWED
+    assert restricted(REQUIRE_LI).restriction(8, 755) == REQUIRE_LI
+
+
+def test_a_restriction_of_the_undefined_type_3_is_rejected() -> None:
+    restrictions = Bits().uint(1, 12).uint(1, 6).uint(3, 2).entries([(755, 755)])
+    with pytest.raises(TCFError, match="undefined type 3"):
+        decode(core(restrictions=restrictions).encode())
+
+
+def test_publisher_tc_segment_decodes_purposes_and_custom_purposes() -> None:
+    body = Bits().ids([1, 7, 8], 24).ids([2, 9], 24).uint(3, 6).ids([1, 3], 3).ids([2], 3)
+    tc = decode(f"{core().encode()}.{segment(3, body)}")
+    assert tc.publisher == PublisherTC(
+        purposes_consent=frozenset({1, 7, 8}),
+        purposes_li=frozenset({2, 9}),
+        custom_consent=frozenset({1, 3}),
+        custom_li=frozenset({2}),
+    )
+
+
+def test_two_publisher_tc_segments_are_rejected() -> None:
+    once = segment(3, Bits().ids([1], 24).ids([], 24).uint(0, 6))
+    with pytest.raises(TCFError, match="more than one Publisher TC"):
+        decode(f"{core().encode()}.{once}.{once}")
+
+
+def test_a_truncated_publisher_tc_segment_is_rejected() -> None:
+    short = segment(3, Bits().ids([1], 24).ids([], 24).uint(5, 6).ids([1], 2))
+    with pytest.raises(TCFError, match="truncated: CustomPurposesConsent"):
+        decode(f"{core().encode()}.{short}")
+
+
+def test_an_error_keeps_the_fields_read_before_it() -> None:
+    encoded = core(purposes=[1, 8], vendor_consents=Bits().bitfield([1, 600], 600)).encode()
+    with pytest.raises(TCFError) as info:
+        decode(encoded[:60])
+    read = info.value.read
+    assert read["cmp_id"] == 300 and read["purposes_consent"] == {1, 8}
+    assert "vendor_consents" not in read and "restrictions" not in read
+
+
+def test_a_string_refused_by_a_tcf_2_2_rule_keeps_every_field() -> None:
+    with pytest.raises(TCFError) as info:
+        decode(core(purposes=[1], policy=3).encode())
+    assert info.value.read["policy_version"] == 3
+    assert info.value.read["purposes_consent"] == {1}
+    assert info.value.read["publisher"] is None
+
+
+def test_a_wrong_version_keeps_only_the_version() -> None:
+    with pytest.raises(TCFError) as info:
+        decode(core(version=1).encode())
+    assert info.value.read == {"version": 1}
+
+
+# --- strings built by the IAB Tech Lab's reference encoder (tests/tcf/make_fixtures.mjs) -----
+
+TYPES = {"not_allowed": NOT_ALLOWED, "require_consent": REQUIRE_CONSENT, "require_li": REQUIRE_LI}
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda f: f["name"])
+def test_a_reference_encoder_string_decodes_to_what_it_encodes(fixture: dict[str, Any]) -> None:
+    tc, encodes = decode(fixture["tc_string"]), fixture["encodes"]
+    assert sorted(tc.purposes_consent) == encodes["purposes_consent"]
+    assert sorted(tc.purposes_li) == encodes["purposes_li"]
+    assert sorted(tc.vendor_consents) == encodes["vendor_consents"]
+    assert sorted(tc.vendor_li) == encodes["vendor_li"]
+    assert (tc.cmp_id, tc.last_updated) == (300, datetime(2025, 6, 3, tzinfo=UTC))
+    for restriction in encodes["restrictions"]:
+        kind = TYPES[restriction["type"]]
+        assert all(
+            tc.restriction(restriction["purpose"], v) == kind for v in restriction["vendors"]
+        )
+    covered = {(r["purpose"], v) for r in encodes["restrictions"] for v in r["vendors"]}
+    others = [(p, v) for p in range(1, 12) for v in (42, 749, 755, 761) if (p, v) not in covered]
+    assert all(tc.restriction(p, v) is None for p, v in others)
+    publisher = encodes["publisher"]
+    if publisher is None:
+        assert tc.publisher is None
+    else:
+        assert tc.publisher is not None
+        assert sorted(tc.publisher.purposes_consent) == publisher["purposes_consent"]
+        assert sorted(tc.publisher.purposes_li) == publisher["purposes_li"]
+    assert tc.disclosed_vendors == {42, 755}
 
 
 def test_truncated_publisher_restrictions_are_rejected() -> None:
