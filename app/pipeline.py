@@ -451,7 +451,7 @@ def to_event(
 
 def attribution(hit: Hit) -> dict[str, str | None]:
     """The hit's utm fields, scrubbed; those it leaves empty are filled from its page's
-    query, so that a report by source finds them (the stored page keeps no query)."""
+    query, so that a report by source finds them."""
     found = {name: scrub_text(getattr(hit, name)) for name in UTM_FIELDS}
     if hit.page:
         for name, value in page_utm(hit.page):
@@ -612,9 +612,11 @@ def settle(policy: Policy, pending: Pending, registry: dict[str, Record] | None)
         has_subject=event.subject is not None,
     )
     if decision.anonymous:
-        # Counted under the exemption: no campaign, attribution or value may ride along.
+        # Counted under the exemption: no campaign, attribution or value may ride along, not
+        # even in the page's own utm parameters.
         event = msgspec.structs.replace(
             event,
+            page=event.page.partition("?")[0] if event.page else None,
             campaign=None,
             **dict.fromkeys(UTM_FIELDS),
             value=None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 __all__ = ["is_storable", "page_utm", "referrer_host", "scrub_page", "scrub_text"]
 
@@ -66,12 +66,19 @@ def _split(raw: str) -> tuple[str, str] | None:
 
 @functools.lru_cache(maxsize=4096)
 def scrub_page(raw: str, max_length: int = 512) -> str | None:
-    """Reduce a page URL, path or message id to its path: its utm_* values are the hit's
-    (page_utm()), and the rest of its query may identify the visitor."""
+    """Reduce a page URL, path or message id to its path and utm_* parameters (SPEC 4.1): the
+    rest of its query may identify the visitor. page_utm() gives the hit the same values."""
     split = _split(raw)
     if split is None:
         return None
     scrubbed = quote(_mask(split[0]).strip(), safe=_PATH_SAFE)
+    utm = [
+        (key, _mask(value))
+        for key, value in parse_qsl(split[1], keep_blank_values=True)
+        if key.lower().startswith("utm_")
+    ]
+    if utm:
+        scrubbed += "?" + urlencode(utm, quote_via=quote, safe="[]")
     if not scrubbed:
         return None
     return _PARTIAL_ESCAPE.sub("", scrubbed[:max_length])

@@ -200,7 +200,10 @@ def test_an_events_utm_fields_are_filled_from_its_page_below_its_own(
     assert response.json() == {"accepted": 2, "rejected": []}, response.text
     rows = table_rows(settings, "events", site=site)
     stored = sorted((r["page"], r["utm_source"], r["utm_medium"], r["utm_term"]) for r in rows)
-    assert stored == [("/landing", "ig", "social", None), ("/sale", "tv", None, "[email]")]
+    assert stored == [
+        ("/landing?utm_source=ig&utm_medium=social", "ig", "social", None),
+        ("/sale?utm_source=ig&utm_term=[email]", "tv", None, "[email]"),
+    ]
 
 
 def post(client: Client, site: str, key: str, *events: dict[str, Any]) -> Any:

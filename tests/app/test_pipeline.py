@@ -220,7 +220,7 @@ def test_utm_values_of_the_page_fill_only_the_fields_the_hit_left_empty() -> Non
         assert isinstance(got, Pending)
         event = got.event
         assert (event.page, event.utm_source, event.utm_medium, event.utm_term) == (
-            "/l",
+            "/l?utm_source=ig&utm_term=x",
             "news",
             "mail",
             "x",

@@ -23,10 +23,12 @@ def test_the_fragment_is_dropped() -> None:
     assert scrub_page("/docs/setup#step-2") == "/docs/setup"
 
 
-def test_a_page_keeps_no_query_string_not_even_its_utm_parameters() -> None:
+def test_a_page_keeps_its_utm_parameters_and_no_other_query() -> None:
     raw = "/pricing?utm_source=news&session=abc&utm_medium=e%20mail&ref=x&utm_campaign=july+sale"
-    assert scrub_page(raw) == "/pricing"
-    assert scrub_page("https://shop.example/a?utm_source=x") == "/a"
+    assert (
+        scrub_page(raw) == "/pricing?utm_source=news&utm_medium=e%20mail&utm_campaign=july%20sale"
+    )
+    assert scrub_page("https://shop.example/a?utm_source=x") == "/a?utm_source=x"
 
 
 def test_the_utm_parameters_of_a_page_are_read_with_their_names_in_lower_case() -> None:
