@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test processes: the suite is mostly waiting, so more than the 2 cores pays.
+TEST_WORKERS ?= 4
 
 .PHONY: serve test lint typecheck pytest bench clean
 
@@ -24,7 +26,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -rs --cov=consent --cov=retention --cov-fail-under=100 --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rs -n $(TEST_WORKERS) --cov=consent --cov=retention --cov-fail-under=100 --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
