@@ -46,24 +46,11 @@ class SiteDetails(SiteOut, frozen=True):
 
 
 def site_out(site: Site) -> SiteDetails:
-    return SiteDetails(
-        slug=site.slug,
-        policy=site.policy,
-        origins=site.origins,
-        jurisdiction=site.jurisdiction,
-        created_at=site.created_at,
-        **{field: getattr(site, field) for field in CONTROLLER_FIELDS},
-    )
+    return msgspec.convert(site, SiteDetails, from_attributes=True)
 
 
 def _routing(site: Site) -> SiteOut:
-    return SiteOut(
-        slug=site.slug,
-        policy=site.policy,
-        origins=site.origins,
-        jurisdiction=site.jurisdiction,
-        created_at=site.created_at,
-    )
+    return msgspec.convert(site, SiteOut, from_attributes=True)
 
 
 # The controller's identity (Kantara Consent Receipt v1.1 piiControllers), as the columns of
