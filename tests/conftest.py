@@ -78,7 +78,7 @@ def _assert_nothing_raw(where: str, text: str) -> None:
 
 
 @contextmanager
-def _throwaway_postgresql() -> Iterator[str]:
+def _throwaway_postgresql(migrated: bool = True) -> Iterator[str]:
     name = f"pixelgate_test_{secrets.token_hex(4)}"
     try:
         asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
@@ -88,7 +88,8 @@ def _throwaway_postgresql() -> Iterator[str]:
         pytest.skip(f"PostgreSQL not reachable at {PG_HOST}: {exc}")
     url = f"postgresql+asyncpg://{PG_HOST}/{name}"
     try:
-        migrate(url)
+        if migrated:
+            migrate(url)
         yield url
         _assert_nothing_raw("the PostgreSQL database", dump_database(url))
     finally:
@@ -108,6 +109,16 @@ def database_url(
     migrate(url)
     yield url
     _assert_nothing_raw("the SQLite database", dump_database(url))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own with no tables yet, for tests that migrate it themselves."""
+    if request.param == "postgresql":
+        with _throwaway_postgresql(migrated=False) as url:
+            yield url
+        return
+    yield f"sqlite+aiosqlite:///{tmp_path}/empty.db"
 
 
 @pytest.fixture(scope="session")

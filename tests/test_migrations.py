@@ -13,9 +13,92 @@ import app.models
 import consent.models
 from app.db import Base, alembic_config, make_engine, managed_by_alembic, migrate
 from consent.store import REGISTRIES_SQL
-from tests.factories import run
+from tests.factories import dump_database, run
 
 _ = (app.models, consent.models)
+
+
+# What the schema is, read from the database's own catalogue: every table (alembic's bookkeeping
+# aside) with its columns in order, constraints and indexes as the database would recreate them.
+SQLITE_TABLES = (
+    "SELECT name FROM sqlite_master WHERE type = 'table'"
+    " AND name NOT LIKE 'sqlite_%' AND name != 'alembic_version'"
+)
+POSTGRESQL_SCHEMA = {
+    "columns": """
+        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+               pg_get_expr(d.adbin, d.adrelid)
+        FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND a.attnum > 0
+          AND NOT a.attisdropped AND c.relname != 'alembic_version'
+        ORDER BY c.relname, a.attnum""",
+    "constraints": """
+        SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
+        FROM pg_constraint k
+        JOIN pg_class c ON c.oid = k.conrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relname != 'alembic_version'
+        ORDER BY c.relname, k.conname""",
+    "indexes": """
+        SELECT tablename, indexname, indexdef FROM pg_indexes
+        WHERE schemaname = 'public' AND tablename != 'alembic_version'
+        ORDER BY tablename, indexname""",
+    "partitions": """
+        SELECT c.relname, p.relname, pg_get_expr(c.relpartbound, c.oid)
+        FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        JOIN pg_class p ON p.oid = i.inhparent
+        ORDER BY c.relname""",
+    "partition keys": """
+        SELECT c.relname, pg_get_partkeydef(c.oid) FROM pg_partitioned_table t
+        JOIN pg_class c ON c.oid = t.partrelid
+        ORDER BY c.relname""",
+}
+
+
+def _sqlite_schema(connection: Connection) -> dict[str, list[tuple[object, ...]]]:
+    def rows(sql: str) -> list[tuple[object, ...]]:
+        return [tuple(row) for row in connection.exec_driver_sql(sql)]
+
+    schema: dict[str, list[tuple[object, ...]]] = {}
+    for (table,) in rows(SQLITE_TABLES):
+        indexes = []
+        for _, name, unique, origin, partial in rows(f"PRAGMA index_list('{table}')"):
+            columns = [row[2] for row in rows(f"PRAGMA index_info('{name}')")]
+            indexes.append((name, unique, origin, partial, columns))
+        schema[f"{table} columns"] = [row[1:] for row in rows(f"PRAGMA table_xinfo('{table}')")]
+        schema[f"{table} foreign keys"] = [
+            row[2:] for row in rows(f"PRAGMA foreign_key_list('{table}')")
+        ]
+        schema[f"{table} indexes"] = sorted(indexes, key=repr)
+        schema[f"{table} checks"] = sorted(
+            repr(check) for check in inspect(connection).get_check_constraints(table)
+        )
+    return schema
+
+
+def schema_of(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """The schema as comparable data; {} for a database with no tables."""
+
+    async def read() -> dict[str, list[tuple[object, ...]]]:
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as connection:
+                if engine.dialect.name == "sqlite":
+                    return await connection.run_sync(_sqlite_schema)
+                schema = {}
+                for part, sql in POSTGRESQL_SCHEMA.items():
+                    found = [tuple(row) for row in await connection.exec_driver_sql(sql)]
+                    if found:
+                        schema[part] = found
+                return schema
+        finally:
+            await engine.dispose()
+
+    return run(read())
 
 
 def test_migrations_have_one_head() -> None:
@@ -40,10 +123,35 @@ def test_models_match_the_migrated_schema(database_url: str) -> None:
 
 
 def test_migrating_twice_changes_nothing(database_url: str) -> None:
-    from app.db import migrate
+    """The database the other tests have filled: a second run finds it at head and leaves the
+    schema and every row as they were."""
+    migrate(database_url)
+    schema, rows = schema_of(database_url), dump_database(database_url)
+    migrate(database_url)
+    assert schema_of(database_url) == schema
+    assert dump_database(database_url) == rows
+    assert "alembic_version: ('0" in rows  # the dump reads every table, alembic's too
 
-    migrate(database_url)
-    migrate(database_url)
+
+def test_every_migration_reverts_and_applies_again_step_by_step(empty_database_url: str) -> None:
+    """Up from nothing one revision at a time, down to nothing, and up again: at each revision
+    the schema is the one the first way up made (the newest months' partitions included)."""
+    config = alembic_config(empty_database_url)
+    revisions = [
+        script.revision
+        for script in reversed(list(ScriptDirectory.from_config(config).walk_revisions()))
+    ]
+    seen = {"base": schema_of(empty_database_url)}
+    assert seen["base"] == {}
+    for revision in revisions:
+        command.upgrade(config, revision)
+        seen[revision] = schema_of(empty_database_url)
+    for revision in reversed(["base", *revisions[:-1]]):
+        command.downgrade(config, "-1")
+        assert schema_of(empty_database_url) == seen[revision], f"down to {revision}"
+    for revision in revisions:
+        command.upgrade(config, "+1")
+        assert schema_of(empty_database_url) == seen[revision], f"up to {revision}"
 
 
 def _lookup_plan(url: str) -> str:
