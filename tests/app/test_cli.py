@@ -116,9 +116,21 @@ def test_bad_usage_is_one_line_and_exit_code_2(
 
 
 def test_a_duplicate_site_is_refused_and_the_first_kept(database_url: str, tmp_path: Path) -> None:
-    args = ("sites", "create", "twice", "--policy", "ccpa")
-    pixelgate(*args, cwd=tmp_path, database_url=database_url)
-    one_line_error(pixelgate(*args, cwd=tmp_path, database_url=database_url), 2, "already exists")
+    slug = f"twice-{secrets.token_hex(4)}"
+    first = pixelgate(
+        "sites", "create", slug, "--policy", "ccpa", "--origin", "https://first.example",
+        cwd=tmp_path, database_url=database_url,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    second = pixelgate(
+        "sites", "create", slug, "--policy", "gdpr-strict", "--origin", "https://second.example",
+        "--jurisdiction", "eu", "--controller", "Second Ltd",
+        cwd=tmp_path, database_url=database_url,
+    )  # fmt: skip
+    one_line_error(second, 2, "already exists")
+    listed = pixelgate("sites", "list", cwd=tmp_path, database_url=database_url)
+    [site] = [s for s in map(json.loads, listed.stdout.splitlines()) if s["slug"] == slug]
+    assert site == json.loads(first.stdout)  # every field the first create gave it
 
 
 CONTROLLER = {
