@@ -7,13 +7,27 @@ STAMP := $(VENV)/.installed
 # Test processes: the suite is mostly waiting, so more than the 2 cores pays.
 TEST_WORKERS ?= 4
 
-.PHONY: serve test lint typecheck pytest bench clean
+LOCK := requirements-lock.txt
 
-$(STAMP): pyproject.toml
+.PHONY: serve test lint typecheck pytest bench clean lock
+
+# Every package, pip and setuptools included, comes from the lock at its pinned version and hash;
+# pip-sync then removes what the lock no longer names, and pixelgate itself is built with the
+# locked setuptools rather than whatever is newest.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip-sync --quiet $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
+
+# Re-resolves runtime + dev (and the build backend) from pyproject.toml for this Python (3.11,
+# linux x86_64), keeping the pins that still fit; LOCK_ARGS=--upgrade takes the newest releases.
+lock: $(STAMP)
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --extra dev --all-build-deps \
+	    --allow-unsafe --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+	    --output-file $(LOCK) $(LOCK_ARGS) pyproject.toml
 
 serve: $(STAMP)
 	$(BIN)/pixelgate serve
