@@ -20,7 +20,7 @@ command (same duration, connections and threads, and bench/wrk_subjects.lua, whi
 - a bare litestar app on granian with uvloop, as pixelgate runs (bench/bare_app.py): one
   handler, the same GIF and headers; the floor of the framework and server pixelgate is built
   on. (pixelgate answers its pixel before litestar sees the request, in granian's own RSGI
-  interface rather than ASGI (app/front.py), so it can beat this.)
+  interface rather than ASGI (app/http/front.py), so it can beat this.)
 - granian's floor: an RSGI app on granian with uvloop that answers every request with the
   pixel and does nothing else (bench/floor_app.py): the ceiling for any Python app on the
   server pixelgate runs on, i.e. what handing a request from granian to Python and back
@@ -103,14 +103,14 @@ import asyncpg
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
-from app.models import Event
-from app.pseudonym import KeyRing
-from app.sites import create_site
+from app.base.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
+from app.base.keys import KeyRing
+from app.base.sites import create_site
+from app.base.tables import Event
 from consent import store
 from consent.decide import Signals, decide
-from consent.models import ConsentLedger, ConsentState
 from consent.policy import Policy, load_policies
+from consent.tables import ConsentLedger, ConsentState
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -126,7 +126,7 @@ CHECK_SITE = "bench-check"  # unknown to pixelgate: a request to it is answered,
 LABELS = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
 PROFILE_RATE = 200  # py-spy samples per second
 # (server name, granian interface, app) of the Python references: bench/bare_app.py, and
-# bench/floor_app.py in the interface the pixel is answered in (app/front.py)
+# bench/floor_app.py in the interface the pixel is answered in (app/http/front.py)
 REFERENCE_APPS = (("bare", "asgi", "bench.bare_app:app"), ("floor", "rsgi", "bench.floor_app:app"))
 
 
@@ -364,10 +364,10 @@ def worker_pid(server: Server) -> int:
 
 
 def writer_pid(server: Server) -> int:
-    """The worker's writer process (app/writer_process.py)."""
+    """The worker's writer process (app/hits/writer_process.py)."""
     worker = worker_pid(server)
     for child in Path(f"/proc/{worker}/task/{worker}/children").read_text().split():
-        if b"app.writer_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+        if b"app.hits.writer_process" in Path(f"/proc/{child}/cmdline").read_bytes():
             return int(child)
     raise RuntimeError(f"no writer process under {worker}")
 
@@ -733,7 +733,7 @@ def summarise_profile(profile: Profile, top: int = 15) -> list[str]:
 
 
 def package_of(frame: str) -> str:
-    """ "f (litestar/app.py)" -> "litestar"; "f (app/pixel.py)" -> "app/pixel.py"."""
+    """ "f (litestar/app.py)" -> "litestar"; "f (app/http/pixel.py)" -> "app/http/pixel.py"."""
     if " (" not in frame:
         return frame
     where = frame.rpartition(" (")[2].rstrip(")")

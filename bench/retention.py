@@ -96,9 +96,9 @@ from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from app.db import make_engine, make_sessionmaker, migrate, utcnow
-from app.models import Event, RollupDaily, RollupDetail
-from app.pseudonym import KeyRing
+from app.base.db import make_engine, make_sessionmaker, migrate, utcnow
+from app.base.keys import KeyRing
+from app.base.tables import Event, RollupDaily, RollupDetail
 from bench.pixel import (
     BENCH,
     PG_HOST,

@@ -9,13 +9,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-import app.models
-import consent.models
-from app.db import Base, alembic_config, make_engine, managed_by_alembic, migrate
+import app.base.tables
+import consent.tables
+from app.base.db import Base, alembic_config, make_engine, managed_by_alembic, migrate
 from consent.store import REGISTRIES_SQL
 from tests.factories import dump_database, run
 
-_ = (app.models, consent.models)
+_ = (app.base.tables, consent.tables)
 
 
 # What the schema is, read from the database's own catalogue: every table (alembic's bookkeeping
