@@ -18,6 +18,7 @@ from app.base.db import migrate
 from app.base.settings import Settings
 from app.main import create_app
 from tests.factories import dump_database, forbidden_strings, settings_for
+from tests.servers import kill_every_server
 
 PG_HOST = os.environ.get("PIXELGATE_TEST_PG", "postgres@127.0.0.1:5432")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -132,6 +133,12 @@ def postgresql_url() -> Iterator[str]:
 def logs_stay_clean() -> Iterator[None]:
     yield
     _assert_nothing_raw("the log output", "\n".join(LOGS.lines))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_server_outlives_the_session() -> Iterator[None]:
+    yield
+    kill_every_server()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +15,8 @@ from pathlib import Path
 import httpx
 
 from tests.factories import POLICIES, SECRET, forbidden_strings
+
+START_LIMIT = 120.0  # seconds
 
 
 def free_port() -> int:
@@ -45,6 +48,8 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Server":
+        """Returns once /healthz answers; fails as soon as the server has exited instead.
+        The time limit is only a backstop: on a busy machine a start-up takes seconds."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -53,24 +58,41 @@ class Server:
                 env=self._env,
                 stdout=log,
                 stderr=log,
+                start_new_session=True,  # its own process group: see kill()
             )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        RUNNING.add(self)
+        deadline = time.monotonic() + START_LIMIT
+        while self.process.poll() is None and time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
-                time.sleep(0.1)
-        raise AssertionError("server did not start:\n" + self.log())
+                time.sleep(0.05)
+        exited = self.process.poll()
+        self.kill()
+        raise AssertionError(f"server did not start (exit status {exited}):\n" + self.log())
 
     def stop(self) -> int:
         """SIGTERM, as an orchestrator would: the server drains before it exits."""
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=30)
-        self.process = None
+        try:
+            code = self.process.wait(timeout=60)
+        finally:
+            self.kill()
         return code
+
+    def kill(self) -> None:
+        """SIGKILL to whatever is left of its process group (the writer process ignores
+        SIGTERM), so that no test leaves a server behind, whatever way it ended."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.process = None
+        RUNNING.discard(self)
 
     def writer_pid(self) -> int:
         """The worker's writer process (app/hits/writer_process.py)."""
@@ -93,6 +115,14 @@ class Server:
         assert "Traceback" not in text, text
         leaked = sorted(s for s in forbidden_strings() if s in text)
         assert not leaked, f"raw identifiers in the server log: {leaked}"
+
+
+RUNNING: set[Server] = set()  # killed at the end of the session if a test left one
+
+
+def kill_every_server() -> None:
+    for server in list(RUNNING):
+        server.kill()
 
 
 class TcpProxy:
