@@ -1,6 +1,8 @@
 """The `pixelgate` command as a user runs it: a real process, real environment, real database."""
 
 import base64
+import contextlib
+import io
 import json
 import os
 import secrets
@@ -8,10 +10,12 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from litestar.testing import TestClient
 
+from app import cli
 from app.main import create_app
 from tests.factories import POLICIES, SECRET, auth, settings_for
 
@@ -36,6 +40,32 @@ def pixelgate(
         timeout=60,
         check=False,
     )
+
+
+def pixelgate_here(
+    *args: str, cwd: Path, database_url: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """As `pixelgate` above, but in this process: the `main` the command calls, with the same
+    environment, working directory and output. For the tables of cases, where a process for
+    each (a second of imports) would be most of this file's time; the other tests run the
+    real command."""
+    environment = {
+        "PATH": os.environ["PATH"],
+        "PIXELGATE_POLICIES_DIR": str(POLICIES),
+        "PIXELGATE_SECRET_KEY": base64.b64encode(SECRET).decode(),
+        **env,
+    }
+    if database_url:
+        environment["PIXELGATE_DATABASE_URL"] = database_url
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with (
+        mock.patch.dict(os.environ, environment, clear=True),
+        contextlib.chdir(cwd),
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        code = cli.main(list(args))
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int, needle: str) -> None:
@@ -86,12 +116,12 @@ def test_a_new_site_takes_its_policys_jurisdiction_unless_told_otherwise(
     database_url: str, tmp_path: Path, policy: str, flags: tuple[str, ...], jurisdiction: str
 ) -> None:
     slug = f"j-{policy}-{len(flags)}"
-    created = pixelgate(
+    created = pixelgate_here(
         "sites", "create", slug, "--policy", policy, *flags, cwd=tmp_path, database_url=database_url
     )
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout)["jurisdiction"] == jurisdiction
-    listed = pixelgate("sites", "list", cwd=tmp_path, database_url=database_url)
+    listed = pixelgate_here("sites", "list", cwd=tmp_path, database_url=database_url)
     [site] = [s for s in map(json.loads, listed.stdout.splitlines()) if s["slug"] == slug]
     assert site["jurisdiction"] == jurisdiction
 
@@ -112,7 +142,7 @@ def test_a_new_site_takes_its_policys_jurisdiction_unless_told_otherwise(
 def test_bad_usage_is_one_line_and_exit_code_2(
     database_url: str, tmp_path: Path, args: tuple[str, ...], needle: str
 ) -> None:
-    one_line_error(pixelgate(*args, cwd=tmp_path, database_url=database_url), 2, needle)
+    one_line_error(pixelgate_here(*args, cwd=tmp_path, database_url=database_url), 2, needle)
 
 
 def test_a_duplicate_site_is_refused_and_the_first_kept(database_url: str, tmp_path: Path) -> None:
@@ -192,7 +222,7 @@ def test_a_bad_controller_field_is_one_line_exit_2_and_changes_nothing(
     database_url: str, tmp_path: Path, flags: tuple[str, ...], needle: str
 ) -> None:
     slug = f"ctl-bad-{secrets.token_hex(4)}"
-    created = pixelgate(
+    created = pixelgate_here(
         "sites", "create", slug, "--policy", "ccpa", "--controller", "Kept Ltd",
         cwd=tmp_path, database_url=database_url,
     )  # fmt: skip
@@ -200,17 +230,19 @@ def test_a_bad_controller_field_is_one_line_exit_2_and_changes_nothing(
     # With a good field beside the bad one: nothing of the command is written.
     update = ("sites", "update", slug, "--controller", "Changed Ltd", *flags) if flags else ()
     one_line_error(
-        pixelgate(*(update or ("sites", "update", slug)), cwd=tmp_path, database_url=database_url),
+        pixelgate_here(
+            *(update or ("sites", "update", slug)), cwd=tmp_path, database_url=database_url
+        ),
         2,
         needle,
     )
-    refused = pixelgate(
+    refused = pixelgate_here(
         "sites", "create", f"{slug}-new", "--policy", "ccpa", *flags,
         cwd=tmp_path, database_url=database_url,
     )  # fmt: skip
     if flags:
         one_line_error(refused, 2, needle)
-    listed = pixelgate("sites", "list", cwd=tmp_path, database_url=database_url)
+    listed = pixelgate_here("sites", "list", cwd=tmp_path, database_url=database_url)
     sites = {s["slug"]: s for s in map(json.loads, listed.stdout.splitlines())}
     assert sites[slug]["controller"] == "Kept Ltd"
     assert sites[slug]["phone"] is None and sites[slug]["address"] is None
