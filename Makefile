@@ -45,7 +45,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -rs -n $(TEST_WORKERS) --cov=consent --cov=retention --cov-fail-under=100 --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --cov=consent --cov=retention --cov-fail-under=100 --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

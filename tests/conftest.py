@@ -65,6 +65,12 @@ for library in ("httpx", "httpcore", "aiosqlite", "asyncio", "faker"):
     logging.getLogger(library).setLevel(logging.WARNING)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: in several processes they then run beside the many short ones,
+    not alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 async def _pg_admin(sql: str) -> None:
     connection = await asyncpg.connect(f"postgresql://{PG_HOST}/test", timeout=5)
     try:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.factories import make_key, make_site, settings_for
 from tests.servers import Server
 
@@ -33,6 +35,7 @@ Authorization = "Bearer {key}"
 """
 
 
+@pytest.mark.slow
 def test_no_input_gives_a_server_error_or_contradicts_the_schema(
     database_url: str, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.base.keys import KeyRing, audit_hash
@@ -307,6 +308,7 @@ def wait_for_metric(base: str, name: str, value: float) -> float:
     return metric(base, name)
 
 
+@pytest.mark.slow
 def test_a_withdrawal_or_erasure_by_another_process_reaches_a_running_server_at_once(
     database_url: str, tmp_path: Path
 ) -> None:

@@ -322,6 +322,7 @@ def run_steps(
     return recorded, expected
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(site=st.sampled_from(SITES), sequence=steps())
 def test_a_hit_is_recorded_exactly_when_the_consent_decision_allowed_it_on_arrival(
@@ -348,6 +349,7 @@ def vendor_hits() -> st.SearchStrategy[list[Step]]:
     return st.lists(hit, min_size=4, max_size=12)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(sequence=vendor_hits())
 def test_a_vendor_pixel_records_a_hit_exactly_when_its_tc_string_allows_the_vendor(
@@ -364,6 +366,7 @@ def test_a_vendor_pixel_records_a_hit_exactly_when_its_tc_string_allows_the_vend
 QUEUE_SECONDS = 1.0  # longer than a short sequence takes: its hits wait for the writer
 
 
+@pytest.mark.slow
 @settings(parent=PROPERTY, max_examples=8)
 @given(site=st.sampled_from(SITES), sequence=steps())
 def test_a_hit_is_decided_on_the_consent_it_met_even_when_it_changed_before_the_write(

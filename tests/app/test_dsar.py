@@ -546,6 +546,7 @@ def test_a_bad_request_body_is_refused(client: Client, settings: Settings) -> No
     assert table_rows(settings, "dsar_requests", site=site) == []
 
 
+@pytest.mark.slow
 def test_racing_processes_fulfil_each_request_exactly_once(
     postgresql_url: str, tmp_path: Path
 ) -> None:
@@ -588,6 +589,7 @@ def test_racing_processes_fulfil_each_request_exactly_once(
     assert len(table_rows(settings, "dsar_exports", site=site)) == 240
 
 
+@pytest.mark.slow
 def test_concurrent_job_runs_claim_each_request_once_without_the_advisory_lock(
     postgresql_url: str,
 ) -> None:

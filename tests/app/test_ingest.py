@@ -282,6 +282,7 @@ def test_the_writers_sqlite_timestamps_are_sqlalchemys_own_text(moment: datetime
     assert SQLITE_BINDERS["occurred_at"](moment) == own(moment)
 
 
+@pytest.mark.slow
 def test_every_hit_that_comes_while_the_queue_closes_is_written_or_counted_lost(
     database_url: str, tmp_path: Path, monkeypatch: Any
 ) -> None:

@@ -266,6 +266,7 @@ def spool_bytes(
     return b"".join(path.read_bytes() for path in sorted(spool.glob("*.spool")))
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(ids=IDENTIFIERS, fields=FIELDS, extra=EXTRA_QUERY)
 def test_no_raw_identifier_reaches_storage_logs_spool_exports_or_responses(

@@ -119,6 +119,7 @@ def metric_until(base: str, name: str, value: float, timeout: float = 10.0) -> f
     return seen
 
 
+@pytest.mark.slow
 def test_sigterm_under_load_loses_no_answered_hit(database_url: str, tmp_path: Path) -> None:
     site, subjects = seed(database_url, 50)
     server = Server(database_url, tmp_path).start()
@@ -135,6 +136,7 @@ def _proxied(postgresql_url: str, proxy: TcpProxy) -> str:
     return postgresql_url.replace(parts.netloc, f"postgres@127.0.0.1:{proxy.port}")
 
 
+@pytest.mark.slow
 def test_a_database_outage_during_load_loses_nothing_once_it_is_back(
     postgresql_url: str, tmp_path: Path
 ) -> None:
@@ -161,6 +163,7 @@ def test_a_database_outage_during_load_loses_nothing_once_it_is_back(
     server.assert_clean_log()
 
 
+@pytest.mark.slow
 def test_the_spool_survives_a_restart(postgresql_url: str, tmp_path: Path) -> None:
     proxy = TcpProxy("127.0.0.1", 5432)
     site, subjects = seed(postgresql_url, 20)
@@ -201,6 +204,7 @@ def withdrawal_stops_recording(database_url: str, api: Server, pixels: Server) -
     return site
 
 
+@pytest.mark.slow
 def test_a_withdrawal_reaches_every_server_process_at_once(
     postgresql_url: str, tmp_path: Path
 ) -> None:
@@ -213,6 +217,7 @@ def test_a_withdrawal_reaches_every_server_process_at_once(
         two.stop()
 
 
+@pytest.mark.slow
 def test_a_withdrawal_reaches_the_writer_process_at_once(database_url: str, tmp_path: Path) -> None:
     """The writer process keeps its own consent cache: the worker passes every change on."""
     server = Server(database_url, tmp_path).start()
@@ -225,6 +230,7 @@ def test_a_withdrawal_reaches_the_writer_process_at_once(database_url: str, tmp_
     server.assert_clean_log()
 
 
+@pytest.mark.slow
 def test_the_writer_process_ignores_sigterm_and_is_replaced_if_it_dies(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -288,6 +294,7 @@ def hits_answered(base: str, site: str, queries: list[dict[str, str]]) -> None:
         assert response.status_code == 200
 
 
+@pytest.mark.slow
 def test_values_no_database_can_store_are_invalid_and_recording_goes_on(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -330,6 +337,7 @@ def test_values_no_database_can_store_are_invalid_and_recording_goes_on(
     server.assert_clean_log()
 
 
+@pytest.mark.slow
 def test_readyz_says_when_the_writer_cannot_write_and_recovers_once_it_can(
     database_url: str, tmp_path: Path
 ) -> None:

@@ -39,6 +39,10 @@ from tests.factories import (
 from tests.servers import START_LIMIT, Server, environment, free_port
 
 
+# In one process: the module's server is then started once per database, not once per process.
+pytestmark = pytest.mark.xdist_group("serve")
+
+
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One server per database for the tests of this module: each uses a site of its own."""
