@@ -19,8 +19,8 @@ from app.base.metrics import Metrics
 from app.base.settings import Settings, load_settings
 from app.base.sites import SiteDirectory
 from app.hits.queue import BatchWriter, Ingest
-from app.hits.spool import Spool, lock_directory
-from app.hits.writer import Writer
+from app.hits.spool import lock_directory
+from app.hits.writer import writer_for
 from app.hits.writer_process import WriterProcess
 from app.http import consent as consent_api
 from app.http import dsar, events, health, links, openapi, pixel, reports, web
@@ -64,16 +64,7 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
     if writer_process:
         writer = WriterProcess(settings, consent)
     else:
-        writer = Writer(
-            engine=engine,
-            sessions=sessions,
-            policies=policies,
-            sites=sites,
-            keyring=keyring,
-            consent=consent,
-            spool=Spool(settings.spool_dir),
-            region_header=settings.region_header,
-        )
+        writer = writer_for(settings, engine, sessions, sites, consent)
     ctx = Context(
         settings=settings,
         engine=engine,

@@ -15,7 +15,7 @@ from collections import deque
 from typing import Protocol
 
 from app.base.metrics import Metrics, Tally
-from app.hits.steps import Arrival
+from app.hits.arrival import Arrival
 
 log = logging.getLogger("pixelgate.ingest")
 

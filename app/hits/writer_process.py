@@ -30,15 +30,12 @@ import msgspec
 import uvloop
 
 from app.base.db import make_engine, make_sessionmaker
-from app.base.keys import KeyRing
 from app.base.metrics import Tally
 from app.base.settings import Settings
 from app.base.sites import SiteDirectory
-from app.hits.spool import Spool
-from app.hits.steps import Arrival
-from app.hits.writer import UNREACHABLE, Writer
+from app.hits.arrival import Arrival
+from app.hits.writer import UNREACHABLE, Writer, writer_for
 from consent.cache import ConsentCache, Key
-from consent.policy import load_policies
 
 log = logging.getLogger("pixelgate.writer")
 HEADER = struct.Struct(">I")
@@ -189,16 +186,7 @@ async def run_child(stdin: asyncio.StreamReader, report: Callable[[Report], None
     sessions = make_sessionmaker(engine)
     consent = ConsentCache(sessions)
     sites = SiteDirectory(sessions)
-    writer = Writer(
-        engine=engine,
-        sessions=sessions,
-        policies=load_policies(settings.policies_dir),
-        sites=sites,
-        keyring=KeyRing(settings.secret_key),
-        consent=consent,
-        spool=Spool(settings.spool_dir),
-        region_header=settings.region_header,
-    )
+    writer = writer_for(settings, engine, sessions, sites, consent)
     try:
         await sites.load()
     except UNREACHABLE as exc:

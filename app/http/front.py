@@ -18,7 +18,7 @@ from granian.rsgi import Scope as RSGIScope
 from litestar import Litestar
 from litestar.types import Message, Receive
 
-from app.hits.steps import REPEATED_HIT_HEADERS, Arrival, HitHeaders, single_hit_headers
+from app.hits.arrival import REPEATED_HIT_HEADERS, Arrival, HitHeaders, single_hit_headers
 from app.http.context import Context
 from app.http.pixel import (
     GIF,

@@ -24,7 +24,7 @@ from litestar.testing import TestClient
 
 from app.base.metrics import Metrics
 from app.base.settings import Settings
-from app.hits.steps import Arrival
+from app.hits.arrival import Arrival
 from app.main import create_app
 from tests.app.test_dsar import run_job
 from tests.app.test_ingest import NOWHERE, ingest_for, known_sites
