@@ -1,8 +1,8 @@
 """The writer in a process of its own, fed through a pipe.
 
 Under `pixelgate serve` every worker starts one: its Python work (reading, pseudonymising,
-deciding and writing about 13 µs a hit) would otherwise share the worker's one thread with
-the pixel, and the pixel would answer at half the rate. The worker sends each batch down the
+deciding and writing) would otherwise share the worker's one thread with the pixel, and the
+pixel would answer at about half the rate (bench/README.md). The worker sends each batch down the
 child's stdin and waits for its report on stdout before sending the next, so nothing queues
 anywhere but in app/hits/queue.py's bounded queue, and a drained queue means written hits.
 
@@ -40,8 +40,8 @@ from consent.cache import ConsentCache, Key
 log = logging.getLogger("pixelgate.writer")
 HEADER = struct.Struct(">I")
 # Each hit inserts into the events' subject index at a place of its own: with SQLite's
-# default 2 MiB page cache most of those pages are read again from the file at every batch
-# (1,000 subjects, 5,000-hit batches: 64 MiB took inserting from 29 to 23 µs a hit).
+# default 2 MiB page cache most of those pages are read again from the file at every batch;
+# 64 MiB keeps them (bench/README.md has the figures).
 WRITER_SQLITE_CACHE_MIB = 64
 
 
