@@ -97,7 +97,7 @@ def _compact_json(value: dict[str, str]) -> str:
 
 
 # SQLAlchemy's own binders for these two cost more than the rest of a row: the same text for
-# the timestamp (tests/app/test_ingest.py checks), compact JSON for the basis (read back the
+# the timestamp (tests/app/hits/test_ingest.py checks), compact JSON for the basis (read back the
 # same).
 SQLITE_BINDERS: dict[str, Callable[[Any], str]] = {
     "occurred_at": _sqlite_timestamp,

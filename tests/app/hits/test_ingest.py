@@ -221,7 +221,7 @@ def test_a_batch_that_fails_for_another_reason_is_counted_lost_and_the_writer_go
 def test_a_hit_spooled_before_the_consent_is_not_recorded_at_replay(
     database_url: str, tmp_path: Path
 ) -> None:
-    """Decided as of its arrival, when nothing allowed it (tests/app/test_arrival.py)."""
+    """Decided as of its arrival, when nothing allowed it (tests/app/hits/test_registries.py)."""
     site = make_site(settings_for(database_url))
     subject = KEYRING.pseudonym(site, subject_id())
     Spool(tmp_path).append(Frame(pending=[pending(site, subject, seconds_ago=60)]))

@@ -30,8 +30,8 @@ from consent import store
 from consent.cache import ConsentCache, listen
 from consent.policy import load_policies
 from retention.dsar import run_dsar
-from tests.app.test_ingest import NOWHERE, known_sites, pending
-from tests.app.test_resilience import HEADERS, metric
+from tests.app.hits.test_ingest import NOWHERE, known_sites, pending
+from tests.app.hits.test_resilience import HEADERS, metric
 from tests.factories import (
     CHROME,
     POLICIES,
