@@ -1,5 +1,5 @@
 """What the steps make of a hit: the row to store (EventRow), the signals seen, and the
-outcome the debug endpoint shows."""
+pending hit that waits for its consent decision."""
 
 import uuid
 from typing import Any

@@ -12,8 +12,6 @@ from consent import store
 from consent.decide import Record
 
 Key = tuple[str, str]  # (site, pseudonym)
-
-
 # Whether a subject's consent may have changed at or after a moment (a hit's arrival).
 MayHaveChanged = Callable[[Key, datetime], bool]
 

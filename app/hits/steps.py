@@ -1,24 +1,20 @@
-"""The hit path as ordered, named steps: each returns the next value or drops the hit with
-a Reason (raising Dropped, so that the common case costs no wrapping).
+"""The hit path as ordered, named steps: each returns the next value or drops the hit by
+raising Dropped with a Reason (so that the common case costs no wrapping).
 
-prepare_at_site() runs them in this order; settle() runs last, in the writer:
+prepare_at_site() runs steps 1-7 in this order; the writer runs settle() on a batch:
 
-  1 known_site      the site and its policy            unknown_site
-  2 valid_input     lengths, kind, value, signed token  invalid
-  3 signed_if_required  a signed pixel where the policy says  unsigned
-  4 not_bot         the user agent's family            bot (mail image proxies are not bots)
-  5 pseudonymise    HMAC of the subject under the site's key
-  6 read_signals    GPC, DNT, TCF, the jurisdiction
-  7 to_event        the row as stored: URLs scrubbed, agent reduced; it must fit its columns
-                                                        invalid
-  8 settle          the consent decision as of arrival  no_consent, erased
+  step                 does                                          drops as
+  1 known_site         the site and its policy                       unknown_site
+  2 valid_input        lengths, kind, value, a signed token          invalid
+  3 signed_if_required a signed pixel where the policy asks for one  unsigned
+  4 not_bot            the user agent's family                       bot
+  5 pseudonymise       HMAC of the subject under the site's key
+  6 read_signals       GPC, DNT, TCF, the jurisdiction
+  7 to_event           the row as stored, which must fit its columns invalid
+  8 settle             the consent decision as of the hit's arrival  no_consent, erased
 
-Why this order: each step is cheaper than the next and needs only what came before; nothing
-raw (subject, user agent, full URL) is left after step 7, so what waits for the decision (a
-Pending, in a batch or a spool file) is safe to keep. Consent is decided last, and a little
-later than ../shared/ARCHITECTURE.md draws it, because it is decided in batches against the
-registry each hit met (app/hits/registries.py), and a hit counted under an exemption loses
-fields only once the decision says so."""
+Each step is cheaper than the next and needs only what came before; nothing raw is left after
+step 7, so a Pending hit is safe to keep. docs/architecture.md says why consent comes last."""
 
 import random
 import re
