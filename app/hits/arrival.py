@@ -9,8 +9,6 @@ import msgspec
 from app.base.event_fields import UTM_FIELDS, Attribution
 
 MAX_QUERY = 8192
-
-
 # The pixel's query parameters and the Hit fields they fill.
 QUERY_FIELDS = {
     "k": "kind",
@@ -25,8 +23,6 @@ QUERY_FIELDS = {
     "gdpr_consent": "gdpr_consent",
     **{f: f for f in UTM_FIELDS},
 }
-
-
 # (name in lower case, value) of each header read_hit() reads: text, as granian gives headers
 # (app/http/front.py), where ASGI's bytes would be encoded only to be decoded again in the writer.
 HitHeaders = tuple[tuple[str, str], ...]
@@ -92,8 +88,6 @@ def parse_query(query: str) -> dict[str, str]:
 # The headers read_hit() reads, besides the configured region header, and the only ones a hit
 # keeps. Sec-GPC may come more than once.
 HIT_HEADERS = ("user-agent", "referer", "dnt")
-
-
 REPEATED_HIT_HEADERS = ("sec-gpc",)
 
 
