@@ -38,14 +38,15 @@ log = logging.getLogger("pixelgate.app")
 
 
 async def _stopped(task: asyncio.Task[None] | None, seconds: float = 10) -> None:
-    """Cancel a background task and let it finish, for a while: a job unlocks and gives back
-    its connection before the engine goes (else the event loop may be left with a task
-    waiting on a connection that no longer exists, and never close)."""
-    if task is not None:
+    """Wait for a background task told to stop, for a while, then cancel it: a job unlocks
+    and gives back its connection before the engine goes (else the event loop may be left
+    with a task waiting on a connection that no longer exists, and never close)."""
+    if task is None:
+        return
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        log.warning("%s still running %.0f s after it was told to stop", task.get_name(), seconds)
         task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=seconds)
-        if not done:
-            log.warning("%s still running %.0f s after it was cancelled", task.get_name(), seconds)
 
 
 def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
@@ -105,15 +106,20 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
             )
             await asyncio.wait_for(ready.wait(), timeout=10)
         await ctx.ingest.start()
-        jobs = None
+        jobs, stop_jobs = None, asyncio.Event()
         if settings.jobs:
             job_context = JobContext(engine, sessions, policies, forget=consent.invalidate)
-            jobs = asyncio.create_task(scheduler(job_context, utcnow), name="pixelgate-jobs")
+            jobs = asyncio.create_task(
+                scheduler(job_context, utcnow, stop_jobs), name="pixelgate-jobs"
+            )
         try:
             yield
         finally:
+            stop_jobs.set()  # a job under way runs to its end
             await _stopped(jobs)
             await ctx.ingest.close()  # consent changes still reach the cache while it drains
+            if listener is not None:
+                listener.cancel()  # it listens until told otherwise
             await _stopped(listener)
             await engine.dispose()
 
