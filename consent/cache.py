@@ -27,8 +27,8 @@ EPOCH = datetime.min.replace(tzinfo=UTC)
 
 class Cached(msgspec.Struct, gc=False):
     """A cache entry. Not a tuple: a tuple holding a dict stays on the garbage collector's
-    books for good, and full collections walking a cache of 200,000 of them paused the
-    pixel for up to 80 ms. This (like the dict of `gc=False` Records it holds) is never
+    books for good, and full collections walking a large cache of them paused the pixel
+    (bench/README.md). This (like the dict of `gc=False` Records it holds) is never
     tracked."""
 
     registry: Registry

@@ -9,54 +9,24 @@ writer at a time), so it is never fulfilled twice.
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import msgspec
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.base.event_fields import EventFields
 from app.base.tables import DsarExport, DsarRequest, Event, Site
-from consent import store
+from consent import ledger, store
+from consent.ledger import LedgerEntry
 from consent.policy import Policy
 from consent.tables import ConsentChange, ConsentLedger, ConsentState
 
 SCHEMA_VERSION = 2  # 2: about explains the controller, purposes and every field
 
 
-class ExportedEvent(msgspec.Struct):
-    occurred_at: datetime
-    kind: str
-    page: str | None
-    campaign: str | None
-    utm_source: str | None
-    utm_medium: str | None
-    utm_campaign: str | None
-    utm_content: str | None
-    utm_term: str | None
-    referrer: str | None
-    device: str
-    browser: str
-    os: str
-    jurisdiction: str
-    value: Decimal | None
-    currency: str | None
-    machine: bool
-    basis: dict[str, str]
-
-
-class ExportedConsent(msgspec.Struct):
-    id: uuid.UUID  # what an event's basis "consent:<id>" names
-    recorded_at: datetime
-    action: str
-    purposes: dict[str, bool]
-    policy_version: str
-    policy_sha256: str
-    source: str
-    ip_prefix: str | None
-    ua_family: str | None
-    jurisdiction: str
-    expires_at: datetime | None
+class ExportedEvent(EventFields, kw_only=True):
+    """One of the subject's events, as stored but for the site, row id and pseudonym."""
 
 
 class LegalBasis(msgspec.Struct):
@@ -115,7 +85,7 @@ class Export(msgspec.Struct):
     request_id: uuid.UUID
     regulation: str
     events: list[ExportedEvent]
-    consent: list[ExportedConsent]
+    consent: list[LedgerEntry]
     audience_memberships: list[str]
     about: AboutProcessing
     fields: dict[str, str]
@@ -331,7 +301,7 @@ async def _export(
         ),
         ExportedEvent,
     )
-    consent = _attributes(await store.history(session, request.site, subject), ExportedConsent)
+    consent = ledger.entries(await store.history(session, request.site, subject))
     # The site's own rules, those the policy sets apart, and any this person was under.
     jurisdictions = sorted(
         {site.jurisdiction, *policy.file.jurisdictions}

@@ -21,8 +21,8 @@ from app.base.db import migrate
 from app.hits.spool import SpoolInUse
 from app.http.pixel import GIF
 from app.main import create_app
-from tests.app.test_arrival import wait_for_metric
-from tests.app.test_web import assert_page_headers, references
+from tests.app.hits.test_registries import wait_for_metric
+from tests.app.http.test_web import assert_page_headers, references
 from tests.factories import (
     CHROME,
     POLICIES,
@@ -37,7 +37,6 @@ from tests.factories import (
     wait_for_rows,
 )
 from tests.servers import START_LIMIT, Server, environment, free_port
-
 
 # In one process: the module's server is then started once per database, not once per process.
 pytestmark = pytest.mark.xdist_group("serve")

@@ -23,16 +23,16 @@ from app.base.metrics import Metrics, Tally
 from app.base.settings import Settings
 from app.base.sites import SiteDirectory
 from app.base.tables import DsarRequest
+from app.hits.arrival import Arrival
 from app.hits.queue import Ingest
 from app.hits.spool import Frame, Spool
-from app.hits.steps import Arrival
-from app.hits.writer import Writer
+from app.hits.writer import Writer, writer_for
 from consent import store
 from consent.cache import ConsentCache, listen
 from consent.policy import load_policies
 from retention.dsar import run_dsar
-from tests.app.test_ingest import NOWHERE, known_sites, pending
-from tests.app.test_resilience import HEADERS, metric
+from tests.app.hits.test_ingest import NOWHERE, known_sites, pending
+from tests.app.hits.test_resilience import HEADERS, metric
 from tests.factories import (
     CHROME,
     POLICIES,
@@ -133,16 +133,8 @@ async def writer_on(
         ready = asyncio.Event()
         listener = asyncio.create_task(listen(cache, database_url, ready))
         await asyncio.wait_for(ready.wait(), 10)
-    writer = Writer(
-        engine=engine,
-        sessions=sessions,
-        policies=POLICY_SET,
-        sites=sites or SiteDirectory(sessions),
-        keyring=KEYRING,
-        consent=cache,
-        spool=Spool(spool),
-        retry_seconds=0.05,
-    )
+    settings = settings_for(database_url, spool_dir=spool, write_retry_seconds=0.05)
+    writer = writer_for(settings, engine, sessions, sites or SiteDirectory(sessions), cache)
     try:
         yield writer, cache
     finally:
