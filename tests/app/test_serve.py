@@ -86,27 +86,31 @@ def test_a_consented_hit_over_the_network_is_recorded_with_a_truncated_ip(
     assert json.loads(created.stdout)["slug"] == "live-shop"
     # The server listens on 127.0.0.1; we speak from 127.0.0.2, a client address that may
     # appear nowhere but as its /24.
-    client = httpx.Client(transport=httpx.HTTPTransport(local_address=raw("127.0.0.2")))
-    headers = {"User-Agent": CHROME}
-    unknown = subject_id()
-    before = client.get(f"{server}/p/live-shop/pixel.gif", params={"u": unknown}, headers=headers)
-    given = client.post(
-        f"{server}/v1/sites/live-shop/consent",
-        json={"purposes": {"analytics": True}},
-        headers=headers,
-    )
-    assert given.status_code == 201
-    subject = raw(given.json()["subject"])  # the visitor id the server minted
-    after = client.get(f"{server}/p/live-shop/pixel.gif", params={"u": subject}, headers=headers)
-    assert len(wait_for_rows(settings, "events", 1, site="live-shop")) == 1
-    [entry] = table_rows(settings, "consent_ledger", site="live-shop")
-    assert entry["ip_prefix"] == "127.0.0.0"
-    # On the wire too, the response does not tell recorded from not recorded.
-    for response in (before, after):
-        response.headers.pop("date", None)
-    assert before.content == after.content
-    assert sorted(before.headers.items()) == sorted(after.headers.items())
-    assert "set-cookie" not in after.headers
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=raw("127.0.0.2"))) as client:
+        headers = {"User-Agent": CHROME}
+        unknown = subject_id()
+        before = client.get(
+            f"{server}/p/live-shop/pixel.gif", params={"u": unknown}, headers=headers
+        )
+        given = client.post(
+            f"{server}/v1/sites/live-shop/consent",
+            json={"purposes": {"analytics": True}},
+            headers=headers,
+        )
+        assert given.status_code == 201
+        subject = raw(given.json()["subject"])  # the visitor id the server minted
+        after = client.get(
+            f"{server}/p/live-shop/pixel.gif", params={"u": subject}, headers=headers
+        )
+        assert len(wait_for_rows(settings, "events", 1, site="live-shop")) == 1
+        [entry] = table_rows(settings, "consent_ledger", site="live-shop")
+        assert entry["ip_prefix"] == "127.0.0.0"
+        # On the wire too, the response does not tell recorded from not recorded.
+        for response in (before, after):
+            response.headers.pop("date", None)
+        assert before.content == after.content
+        assert sorted(before.headers.items()) == sorted(after.headers.items())
+        assert "set-cookie" not in after.headers
 
 
 def test_the_pixel_answered_in_front_of_litestar_takes_every_method(
