@@ -70,6 +70,9 @@ async def _fire(
     """`count` pixel hits from 32 concurrent clients; returns how many were answered 200."""
     answered = 0
     left = count
+    # `on_start` comes in the middle of the load: once 100 hits are answered, however long
+    # that takes on a busy machine.
+    under_way = asyncio.Event()
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         nonlocal answered, left
@@ -82,11 +85,14 @@ async def _fire(
             except httpx.TransportError:
                 continue  # the server is going away: this hit was never answered
             answered += response.status_code == 200
+            if answered >= 100:
+                under_way.set()
+        under_way.set()  # fewer than 100 in all: no later moment comes
 
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         clients = [asyncio.create_task(client_loop(client)) for _ in range(32)]
         if callable(on_start):
-            await asyncio.sleep(0.5)
+            await under_way.wait()
             on_start()
         await asyncio.gather(*clients)
     return answered
