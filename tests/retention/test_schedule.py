@@ -97,3 +97,15 @@ async def test_a_job_held_by_another_process_is_skipped(postgresql_url: str) -> 
 def test_every_job_has_a_distinct_lock() -> None:
     keys = {schedule._lock_key(job.name) for job in schedule.JOBS}
     assert len(keys) == len(schedule.JOBS)
+
+
+async def test_every_job_of_the_schedule_runs_as_a_dry_run(database_url: str) -> None:
+    """Each job once, by name, as the scheduler would run it: what the server's scheduler
+    reaches before a test stops it is a matter of timing."""
+    engine = make_engine(database_url)
+    try:
+        context = JobContext(engine, make_sessionmaker(engine), POLICY_SET)
+        for job in schedule.JOBS:
+            assert await run_job(context, job, utcnow(), dry_run=True) is not None, job.name
+    finally:
+        await engine.dispose()
