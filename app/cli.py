@@ -16,14 +16,14 @@ from rich.progress import Progress
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import SCOPES, create_key, revoke_key
-from app.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
-from app.models import Site
-from app.pseudonym import KeyRing
-from app.settings import ConfigError, Settings, load_settings
-from app.sites import CONTROLLER_FIELDS, create_site, list_sites, site_out, update_site
-from app.spool import SpoolInUse, lock_directory
-from consent.policy import Policy, PolicyError, load_policies
+from app.base.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
+from app.base.keys import KeyRing
+from app.base.settings import ConfigError, Settings, load_settings
+from app.base.sites import CONTROLLER_FIELDS, create_site, list_sites, site_out, update_site
+from app.base.tables import Site
+from app.hits.spool import SpoolInUse, lock_directory
+from app.http.auth import SCOPES, create_key, revoke_key
+from consent.policy import Policy, PolicyError, jurisdictions, load_policies
 from retention.schedule import JOBS, JobContext, run_job
 
 
@@ -167,7 +167,7 @@ async def _sites_create(session: AsyncSession, args: argparse.Namespace, ctx: Cl
         session,
         slug=args.slug,
         policy=args.policy,
-        policies=ctx.policies,
+        policies=jurisdictions(ctx.policies),
         origins=args.origins,
         jurisdiction=args.jurisdiction,
         controller=_controller_of(args),

@@ -13,21 +13,22 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
-from app import dsar, events_api, health, links, openapi, pixel, reports, sites_api, web
-from app.context import Context
-from app.db import make_engine, make_sessionmaker, transaction, utcnow
-from app.front import Front
-from app.ingest import BatchWriter, Ingest
-from app.metrics import Metrics
-from app.problems import ApiRequest, on_http_exception, on_unexpected
-from app.pseudonym import KeyRing
-from app.ratelimit import RateLimiter
-from app.settings import Settings, load_settings
-from app.sites import SiteDirectory
-from app.spool import Spool, lock_directory
-from app.writer import Writer
-from app.writer_process import WriterProcess
-from consent import api as consent_api
+from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.keys import KeyRing
+from app.base.metrics import Metrics
+from app.base.settings import Settings, load_settings
+from app.base.sites import SiteDirectory
+from app.hits.queue import BatchWriter, Ingest
+from app.hits.spool import Spool, lock_directory
+from app.hits.writer import Writer
+from app.hits.writer_process import WriterProcess
+from app.http import consent as consent_api
+from app.http import dsar, events, health, links, openapi, pixel, reports, web
+from app.http import sites as sites_api
+from app.http.context import Context
+from app.http.front import Front
+from app.http.problems import ApiRequest, on_http_exception, on_unexpected
+from app.http.ratelimit import RateLimiter
 from consent.cache import ConsentCache, listen
 from consent.policy import load_policies
 from consent.receipts import Signer, publish_key
@@ -50,7 +51,7 @@ async def _stopped(task: asyncio.Task[None] | None, seconds: float = 10) -> None
 def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
     """Policies are validated here, so a bad one stops start-up before anything listens.
 
-    `writer_process`: write hits from a child process (app/writer_process.py), as `pixelgate
+    `writer_process`: write hits from a child process (app/hits/writer_process.py), as `pixelgate
     serve` does; otherwise in this one (an embedded app, the tests)."""
     policies = load_policies(settings.policies_dir)
     keyring = KeyRing(settings.secret_key)
@@ -136,9 +137,9 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
             dsar.read_request,
             dsar.download_export,
             dsar.list_requests,
-            events_api.post_events,
+            events.post_events,
             reports.summary,
-            events_api.pixel_urls,
+            events.pixel_urls,
             links.put_campaign,
             links.create_link,
             links.follow_link,

@@ -84,7 +84,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.db import migrate
+from app.base.db import migrate
 from bench.lib import cpu, databases, harness, pixelgate, profiling, wrk
 from bench.lib.databases import LABELS
 from bench.lib.servers import (

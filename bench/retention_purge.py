@@ -88,9 +88,9 @@ from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from app.db import make_engine, make_sessionmaker, migrate, utcnow
-from app.models import Event, RollupDaily, RollupDetail
-from app.pseudonym import KeyRing
+from app.base.db import make_engine, make_sessionmaker, migrate, utcnow
+from app.base.keys import KeyRing
+from app.base.tables import Event, RollupDaily, RollupDetail
 from bench.lib import cpu, databases, harness, pixelgate, wrk
 from bench.lib.databases import LABELS
 from bench.lib.pixelgate import POLICIES, POLICY, SECRET

@@ -8,10 +8,11 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from app.base.sites import JURISDICTION
+
 Default = Literal["granted", "denied"]
 T = TypeVar("T")
 PURPOSE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-JURISDICTION = re.compile(r"^[a-z]{2}(-[a-z0-9]{1,3})?$")  # eu, us, us-ca
 KIND_NAME = re.compile(r"^([a-z][a-z0-9_]{0,31}|\*)$")
 
 
@@ -231,3 +232,8 @@ def load_policies(directory: Path) -> dict[str, Policy]:
     if not policies:
         raise PolicyError(f"{directory}: no policy files (*.toml) found")
     return policies
+
+
+def jurisdictions(policies: dict[str, "Policy"]) -> dict[str, str]:
+    """Each policy's name with the jurisdiction it is written for, as sites are created with."""
+    return {name: policy.file.jurisdiction for name, policy in policies.items()}

@@ -11,12 +11,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import dialect_insert
-from app.models import Site
-from app.pseudonym import KeyRing
-from app.tokens import b64url
-from consent.models import ConsentLedger, ReceiptKey
+from app.base.db import dialect_insert
+from app.base.keys import KeyRing, b64url
+from app.base.tables import Site
 from consent.policy import Policy
+from consent.tables import ConsentLedger, ReceiptKey
 
 
 class Signer:

@@ -9,10 +9,11 @@ import msgspec
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import dialect_insert, driver_connection
+from app.base.db import dialect_insert, driver_connection
+from app.base.tables import DsarRequest
 from consent.decide import Record
-from consent.models import ConsentChange, ConsentLedger, ConsentState
 from consent.policy import Policy
+from consent.tables import ConsentChange, ConsentLedger, ConsentState
 
 CHANNEL = "pixelgate_consent"  # NOTIFY payload: "site:pseudonym" of a changed registry
 # The writer's lookups, a Record's columns. The database writes record_id as the text a
@@ -281,3 +282,25 @@ async def history(session: AsyncSession, site: str, subject: str) -> list[Consen
         .order_by(ConsentLedger.recorded_at, ConsentLedger.id)
     )
     return list(rows)
+
+
+async def erased_at(session: AsyncSession, site: str, hashes: Iterable[str]) -> dict[str, datetime]:
+    """When each of these subjects (by audit_hash) was last erased, for those ever erased.
+
+    What an erasure leaves behind is its audit record: a token issued, or a hit that arrived,
+    before that moment belongs to data that no longer exists."""
+    wanted = sorted(set(hashes))
+    found: dict[str, datetime] = {}
+    for start in range(0, len(wanted), 500):
+        rows = await session.execute(
+            select(DsarRequest.subject_hash, func.max(DsarRequest.completed_at))
+            .where(
+                DsarRequest.site == site,
+                DsarRequest.subject_hash.in_(wanted[start : start + 500]),
+                DsarRequest.type == "erasure",
+                DsarRequest.status == "completed",
+            )
+            .group_by(DsarRequest.subject_hash)
+        )
+        found.update((subject_hash, at) for subject_hash, at in rows if at is not None)
+    return found

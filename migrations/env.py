@@ -5,12 +5,12 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import app.models
-import consent.models  # noqa: F401  (registers the consent tables on Base.metadata)
-from app.db import Base, make_engine, managed_by_alembic
+import app.base.tables
+import consent.tables  # noqa: F401  (registers the consent tables on Base.metadata)
+from app.base.db import Base, make_engine, managed_by_alembic
 
 target_metadata = Base.metadata
-_ = app.models
+_ = app.base.tables
 
 
 def _run(connection: Connection) -> None:

@@ -7,49 +7,21 @@ writer at a time), so it is never fulfilled twice.
 """
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.models import DsarExport, DsarRequest, Event, Site
-from app.pseudonym import KeyRing
+from app.base.tables import DsarExport, DsarRequest, Event, Site
 from consent import store
-from consent.models import ConsentChange, ConsentLedger, ConsentState
 from consent.policy import Policy
+from consent.tables import ConsentChange, ConsentLedger, ConsentState
 
 SCHEMA_VERSION = 2  # 2: about explains the controller, purposes and every field
-
-
-def audit_hash(keyring: KeyRing, pseudonym: str) -> str:
-    """Keyed apart from the pseudonym itself: the audit trail cannot be joined back to data."""
-    return keyring.mac(pseudonym.encode(), "dsar-audit").hex()
-
-
-async def erased_at(session: AsyncSession, site: str, hashes: Iterable[str]) -> dict[str, datetime]:
-    """When each of these subjects (by audit_hash) was last erased, for those ever erased.
-
-    What an erasure leaves behind is its audit record: a token issued, or a hit that arrived,
-    before that moment belongs to data that no longer exists."""
-    wanted = sorted(set(hashes))
-    found: dict[str, datetime] = {}
-    for start in range(0, len(wanted), 500):
-        rows = await session.execute(
-            select(DsarRequest.subject_hash, func.max(DsarRequest.completed_at))
-            .where(
-                DsarRequest.site == site,
-                DsarRequest.subject_hash.in_(wanted[start : start + 500]),
-                DsarRequest.type == "erasure",
-                DsarRequest.status == "completed",
-            )
-            .group_by(DsarRequest.subject_hash)
-        )
-        found.update((subject_hash, at) for subject_hash, at in rows if at is not None)
-    return found
 
 
 class ExportedEvent(msgspec.Struct):

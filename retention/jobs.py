@@ -11,7 +11,6 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import (
-    ColumnElement,
     delete,
     exists,
     func,
@@ -25,9 +24,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.models import DsarExport, Event, EventId, RollupDaily, RollupDetail, Site
-from consent.models import ConsentChange, ConsentLedger, ConsentState
+from app.base.db import day_of
+from app.base.tables import DsarExport, Event, EventId, RollupDaily, RollupDetail, Site
 from consent.policy import Policy
+from consent.tables import ConsentChange, ConsentLedger, ConsentState
 
 log = logging.getLogger("pixelgate.retention")
 BATCH = 10_000
@@ -63,12 +63,6 @@ def start_of_day(moment: datetime) -> datetime:
 def cutoff(now: datetime, days: int) -> datetime:
     """Events before this instant are past retention: whole days, in UTC."""
     return start_of_day(now) - timedelta(days=days)
-
-
-def day_of(session: AsyncSession, column: Any) -> ColumnElement[Any]:
-    if session.get_bind().dialect.name == "postgresql":
-        return func.date(func.timezone("UTC", column))
-    return func.date(column)
 
 
 def _as_date(value: Any) -> date:

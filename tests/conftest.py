@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 from litestar.testing import TestClient
 
-from app.db import migrate
+from app.base.db import migrate
+from app.base.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.factories import dump_database, forbidden_strings, settings_for
 
 PG_HOST = os.environ.get("PIXELGATE_TEST_PG", "postgres@127.0.0.1:5432")

@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 from sqlalchemy import MetaData, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import create_key
-from app.db import make_engine, make_sessionmaker, transaction, utcnow
-from app.pseudonym import KeyRing
-from app.settings import Settings
-from app.sites import create_site
-from consent.policy import load_policies
+from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.keys import KeyRing
+from app.base.settings import Settings
+from app.base.sites import create_site
+from app.http.auth import create_key
+from consent.policy import jurisdictions, load_policies
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ def make_site(
             session,
             slug=slug,
             policy=policy,
-            policies=load_policies(settings.policies_dir),
+            policies=jurisdictions(load_policies(settings.policies_dir)),
             origins=list(origins),
             jurisdiction=jurisdiction,
             now=utcnow(),

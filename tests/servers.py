@@ -73,14 +73,14 @@ class Server:
         return code
 
     def writer_pid(self) -> int:
-        """The worker's writer process (app/writer_process.py)."""
+        """The worker's writer process (app/hits/writer_process.py)."""
         assert self.process is not None
         pending, found = [self.process.pid], []
         while pending:
             pid = pending.pop()
             children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
             pending += [int(child) for child in children]
-            if b"app.writer_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"app.hits.writer_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(pid)
         [writer] = found
         return writer

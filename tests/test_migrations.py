@@ -9,13 +9,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-import app.models
-import consent.models
-from app.db import Base, alembic_config, make_engine, managed_by_alembic, migrate
+import app.base.tables
+import consent.tables
+from app.base.db import Base, alembic_config, make_engine, managed_by_alembic, migrate
 from consent.store import REGISTRIES_SQL
 from tests.factories import run
 
-_ = (app.models, consent.models)
+_ = (app.base.tables, consent.tables)
 
 
 def test_migrations_have_one_head() -> None:
@@ -40,7 +40,7 @@ def test_models_match_the_migrated_schema(database_url: str) -> None:
 
 
 def test_migrating_twice_changes_nothing(database_url: str) -> None:
-    from app.db import migrate
+    from app.base.db import migrate
 
     migrate(database_url)
     migrate(database_url)

@@ -18,15 +18,15 @@ import asyncpg
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import make_engine, make_sessionmaker, transaction, utcnow
-from app.models import Event
-from app.pseudonym import KeyRing
-from app.sites import create_site
+from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.keys import KeyRing
+from app.base.sites import create_site
+from app.base.tables import Event
 from bench.lib.pixelgate import POLICIES, POLICY, SECRET
 from consent import store
 from consent.decide import Signals, decide
-from consent.models import ConsentLedger, ConsentState
-from consent.policy import Policy, load_policies
+from consent.policy import Policy, jurisdictions, load_policies
+from consent.tables import ConsentLedger, ConsentState
 
 PG_HOST = os.environ.get("PIXELGATE_TEST_PG", "postgres@127.0.0.1:5432")
 NAMES = ("postgresql", "sqlite")
@@ -109,7 +109,7 @@ async def seed(database_url: str, sites: dict[str, int]) -> None:
         async with transaction(sessions) as session:
             for slug in sites:
                 await create_site(
-                    session, slug=slug, policy=POLICY, policies=policies, origins=[],
+                    session, slug=slug, policy=POLICY, policies=jurisdictions(policies), origins=[],
                     jurisdiction="eu", now=now,
                 )  # fmt: skip
         for slug, count in sites.items():

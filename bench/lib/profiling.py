@@ -104,7 +104,7 @@ def summarise(profile: Profile, top: int = 15) -> list[str]:
 
 
 def package_of(frame: str) -> str:
-    """ "f (litestar/app.py)" -> "litestar"; "f (app/pixel.py)" -> "app/pixel.py"."""
+    """ "f (litestar/app.py)" -> "litestar"; "f (app/http/pixel.py)" -> "app/http/pixel.py"."""
     if " (" not in frame:
         return frame
     where = frame.rpartition(" (")[2].rstrip(")")

@@ -3,13 +3,13 @@
 bench/pixel_throughput.py serves it with `granian --interface asgi --loop uvloop
 bench.references.bare:app --workers 1`, the same server, loop and worker count as
 `pixelgate serve`, to tell the framework's own cost apart from pixelgate's. It sends
-app/pixel.py's own GIF and Cache-Control header (the bench checks that all the servers it
+app/http/pixel.py's own GIF and Cache-Control header (the bench checks that all the servers it
 compares answer the same bytes).
 """
 
 from litestar import Litestar, Response, get
 
-from app.pixel import CACHE_CONTROL, GIF
+from app.http.pixel import CACHE_CONTROL, GIF
 
 
 @get("/p/{site:str}/pixel.gif", include_in_schema=False)

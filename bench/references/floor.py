@@ -3,14 +3,14 @@ pixel, and nothing else (no routing, no framework, nothing recorded).
 
 bench/pixel_throughput.py serves it with `granian --interface rsgi --loop uvloop
 bench.references.floor:app --workers 1`, the interface, loop and worker count `pixelgate
-serve` answers its pixel in (app/front.py): what is left between it and nginx is the cost
+serve` answers its pixel in (app/http/front.py): what is left between it and nginx is the cost
 of handing each request from granian's Rust to Python and back, which no code of ours can
 remove.
 """
 
 from typing import Any
 
-from app.pixel import GIF, PIXEL_HEADERS
+from app.http.pixel import GIF, PIXEL_HEADERS
 
 
 class Floor:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from alembic import op
 
-from app.db import UTCDateTime
+from app.base.db import UTCDateTime
 
 revision = "0004"
 down_revision = "0003"

@@ -8,7 +8,7 @@ Create Date: 2026-12-02
 import sqlalchemy as sa
 from alembic import op
 
-from app.db import UTCDateTime
+from app.base.db import UTCDateTime
 
 revision = "0007"
 down_revision = "0006"

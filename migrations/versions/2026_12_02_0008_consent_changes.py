@@ -12,7 +12,7 @@ server's writer reads the rows after the last one it saw before deciding a batch
 import sqlalchemy as sa
 from alembic import op
 
-from app.db import UTCDateTime
+from app.base.db import UTCDateTime
 
 revision = "0008"
 down_revision = "0007"

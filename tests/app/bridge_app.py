@@ -1,4 +1,4 @@
-"""A litestar app behind app/front.py's ASGI bridge, for responses pixelgate's own routes do
+"""A litestar app behind app/http/front.py's ASGI bridge, for responses pixelgate's own routes do
 not give (yet): a streamed body, and none at all. Served by tests/app/test_serve.py."""
 
 from collections.abc import Iterator
@@ -9,7 +9,7 @@ from litestar.response import Stream
 from litestar.types import Receive, Send
 from litestar.types import Scope as ASGIScope
 
-from app.front import HTTPProtocol, asgi_call
+from app.http.front import HTTPProtocol, asgi_call
 
 
 def _parts() -> Iterator[bytes]:

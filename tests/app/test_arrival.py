@@ -16,20 +16,20 @@ from typing import Any
 
 import httpx
 
-from app.db import make_engine, make_sessionmaker, transaction, utcnow
-from app.ingest import Ingest
-from app.metrics import Metrics, Tally
-from app.models import DsarRequest
-from app.pipeline import Arrival
-from app.pseudonym import KeyRing
-from app.settings import Settings
-from app.sites import SiteDirectory
-from app.spool import Frame, Spool
-from app.writer import Writer
+from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.keys import KeyRing, audit_hash
+from app.base.metrics import Metrics, Tally
+from app.base.settings import Settings
+from app.base.sites import SiteDirectory
+from app.base.tables import DsarRequest
+from app.hits.queue import Ingest
+from app.hits.spool import Frame, Spool
+from app.hits.steps import Arrival
+from app.hits.writer import Writer
 from consent import store
 from consent.cache import ConsentCache, listen
 from consent.policy import load_policies
-from retention.dsar import audit_hash, run_dsar
+from retention.dsar import run_dsar
 from tests.app.test_ingest import NOWHERE, known_sites, pending
 from tests.app.test_resilience import HEADERS, metric
 from tests.factories import (

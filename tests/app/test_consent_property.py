@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
 
+from app.base.keys import KeyRing
+from app.base.settings import Settings
 from app.main import create_app
-from app.pseudonym import KeyRing
-from app.settings import Settings
 from tests.factories import (
     CHROME,
     auth,

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from app.base.keys import KeyRing
+from app.base.settings import Settings
 from app.main import create_app
-from app.pseudonym import KeyRing
-from app.settings import Settings
 from tests.factories import (
     CHROME,
     auth,

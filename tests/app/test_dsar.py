@@ -14,12 +14,12 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import update
 
-from app.db import make_engine, make_sessionmaker, utcnow
-from app.dsar import add_calendar_month, due_at
+from app.base.db import make_engine, make_sessionmaker, utcnow
+from app.base.keys import KeyRing
+from app.base.settings import Settings
+from app.base.tables import DsarExport, DsarRequest, Site
+from app.http.dsar import add_calendar_month, due_at
 from app.main import create_app
-from app.models import DsarExport, DsarRequest, Site
-from app.pseudonym import KeyRing
-from app.settings import Settings
 from consent.policy import load_policies
 from retention.dsar import run_dsar
 from tests.factories import (

@@ -7,8 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from litestar.testing import TestClient
 
-from app.pseudonym import KeyRing
-from app.settings import Settings
+from app.base.keys import KeyRing
+from app.base.settings import Settings
 from tests.factories import (
     CHROME,
     GOOGLEBOT,

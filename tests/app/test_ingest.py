@@ -15,17 +15,17 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy.dialects import sqlite
 
-from app.db import make_engine, make_sessionmaker, transaction, utcnow
-from app.ingest import Ingest
+from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.keys import KeyRing
+from app.base.metrics import Metrics
+from app.base.sites import SiteDirectory
+from app.base.tables import Event
+from app.hits.queue import Ingest
+from app.hits.spool import HEADER, Frame, Spool
+from app.hits.steps import Arrival, EventRow, Pending, SignalsSeen
+from app.hits.writer import SQLITE_BINDERS, Writer
+from app.hits.writer_process import WRITER_SQLITE_CACHE_MIB
 from app.main import create_app
-from app.metrics import Metrics
-from app.models import Event
-from app.pipeline import Arrival, EventRow, Pending, SignalsSeen
-from app.pseudonym import KeyRing
-from app.sites import SiteDirectory
-from app.spool import HEADER, Frame, Spool
-from app.writer import SQLITE_BINDERS, Writer
-from app.writer_process import WRITER_SQLITE_CACHE_MIB
 from consent import store
 from consent.cache import ConsentCache
 from consent.decide import Signals

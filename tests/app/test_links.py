@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from app.db import make_engine, make_sessionmaker, transaction, utcnow
-from app.models import Link
-from app.settings import Settings
+from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.settings import Settings
+from app.base.tables import Link
 from tests.factories import (
     CHROME,
     GOOGLEBOT,

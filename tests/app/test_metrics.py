@@ -16,8 +16,8 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.base.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.factories import (
     CHROME,
     GOOGLEBOT,

@@ -8,7 +8,10 @@ from urllib.parse import parse_qsl
 import msgspec
 import pytest
 
-from app.pipeline import (
+from app.base.keys import KeyRing
+from app.base.sites import SiteOut
+from app.hits.signed_pixels import PixelClaim, sign_pixel
+from app.hits.steps import (
     Arrival,
     Dropped,
     HitHeaders,
@@ -21,9 +24,6 @@ from app.pipeline import (
     prepare_at_site,
     read_hit,
 )
-from app.pseudonym import KeyRing
-from app.signed_pixels import PixelClaim, sign_pixel
-from app.sites import SiteOut
 from consent.policy import load_policies
 from tests.factories import CHROME, GMAIL_PROXY, GOOGLEBOT, IPHONE, POLICIES, SECRET
 

@@ -13,11 +13,11 @@ import msgspec
 import pytest
 from litestar.testing import TestClient
 
-from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.keys import KeyRing
+from app.base.settings import Settings
+from app.hits.signed_pixels import PixelClaim, sign_pixel
 from app.main import create_app
-from app.pseudonym import KeyRing
-from app.settings import Settings
-from app.signed_pixels import PixelClaim, sign_pixel
 from consent import store
 from consent.policy import load_policies
 from tests.factories import (

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from app.base.metrics import Metrics
+from app.base.settings import Settings
+from app.hits.steps import Arrival
 from app.main import create_app
-from app.metrics import Metrics
-from app.pipeline import Arrival
-from app.settings import Settings
 from tests.app.test_dsar import run_job
 from tests.app.test_ingest import NOWHERE, ingest_for, known_sites
 from tests.conftest import LOGS

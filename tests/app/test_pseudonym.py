@@ -5,7 +5,7 @@ import hmac
 
 import pytest
 
-from app.pseudonym import KeyRing, normalise_identifier, truncate_ip
+from app.base.keys import KeyRing, normalise_identifier, truncate_ip
 from tests.factories import SECRET, TEST_EMAIL, TEST_IP, TEST_IPV6
 
 OTHER_SECRET = bytes(range(1, 33))

@@ -10,8 +10,8 @@ import jwt
 import pytest
 from litestar.testing import TestClient
 
+from app.base.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.factories import auth, make_key, make_site, raw, settings_for, subject_id, table_rows
 from tests.servers import Server
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.keys import KeyRing
 from app.main import _stopped, create_app
-from app.pseudonym import KeyRing
 from consent import store
 from consent.policy import load_policies
 from tests.app.test_ingest import events_table_gone, readyz_until

@@ -1,6 +1,6 @@
 import pytest
 
-from app.scrub import page_utm, referrer_host, scrub_page
+from app.hits.scrub import page_utm, referrer_host, scrub_page
 
 
 def test_a_plain_path_is_kept() -> None:

@@ -1,4 +1,4 @@
-"""`pixelgate serve` for real: granian on a free port, requests over loopback (app/front.py in
+"""`pixelgate serve` for real: granian on a free port, requests over loopback (app/http/front.py in
 front of the litestar app)."""
 
 import base64
@@ -15,10 +15,10 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from app.db import migrate
+from app.base.db import migrate
+from app.hits.spool import SpoolInUse
+from app.http.pixel import GIF
 from app.main import create_app
-from app.pixel import GIF
-from app.spool import SpoolInUse
 from tests.app.test_web import assert_page_headers, references
 from tests.factories import (
     CHROME,
@@ -166,7 +166,7 @@ def test_the_served_beacon_grants_cors_to_the_sites_own_origin_only(
     assert event["page"] == "/beacon"
 
 
-# app/front.py: the pixel answered in granian's RSGI interface, the rest bridged to litestar.
+# app/http/front.py: the pixel answered in granian's RSGI interface, the rest bridged to litestar.
 
 
 def test_the_served_pixel_answers_get_and_head_alike(server: str) -> None:

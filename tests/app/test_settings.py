@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import DEFAULT_DATABASE_URL, ConfigError, Settings, load_settings
+from app.base.settings import DEFAULT_DATABASE_URL, ConfigError, Settings, load_settings
 from tests.factories import POLICIES
 
 KEY = bytes(range(32))
@@ -253,7 +253,7 @@ def test_two_processes_starting_at_once_share_the_secret_the_first_one_wrote(
         path.write_text(b64(KEY) + "\n")  # the other process wins the race
         return real_open(file, flags, mode)
 
-    monkeypatch.setattr("app.settings.os.open", rival_writes_first)
+    monkeypatch.setattr("app.base.settings.os.open", rival_writes_first)
     assert load(tmp_path).secret_key == KEY
 
 

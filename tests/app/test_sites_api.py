@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from app.settings import Settings
+from app.base.settings import Settings
 from tests.factories import auth, make_key, make_site
 
 Client = TestClient[Any]

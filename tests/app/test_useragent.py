@@ -2,7 +2,7 @@ import crawleruseragents
 import msgspec
 import pytest
 
-from app.useragent import Agent, _crawler_regex, classify
+from app.hits.useragent import Agent, _crawler_regex, classify
 
 CHROME_WINDOWS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -10,12 +10,12 @@ import asyncpg
 import pytest
 from sqlalchemy import select
 
-from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
 from consent import store
 from consent.cache import ConsentCache, listen
 from consent.decide import Record
-from consent.models import ConsentState
 from consent.policy import load_policies
+from consent.tables import ConsentState
 from tests.factories import POLICIES
 
 POLICY = load_policies(POLICIES)["gdpr-strict"]
@@ -54,7 +54,7 @@ async def test_a_loaded_registry_is_served_until_invalidated(sessions: Any) -> N
 
 
 async def test_followers_hear_of_every_invalidation(sessions: Any) -> None:
-    """How a writer process's cache follows its worker's (app/writer_process.py)."""
+    """How a writer process's cache follows its worker's (app/hits/writer_process.py)."""
     cache, heard = ConsentCache(sessions), list[object]()
     cache.followers.append(heard.append)
     cache.invalidate("cache-f", "p-1")

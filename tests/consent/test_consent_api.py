@@ -11,12 +11,12 @@ import jwt
 import pytest
 from litestar.testing import TestClient
 
-from app.auth import subject_token
-from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.keys import KeyRing
+from app.base.settings import Settings
+from app.base.sites import update_site
+from app.http.auth import subject_token
 from app.main import create_app
-from app.pseudonym import KeyRing
-from app.settings import Settings
-from app.sites import update_site
 from tests.factories import (
     CHROME,
     IPHONE,

@@ -8,9 +8,9 @@ import msgspec
 from litestar.testing import TestClient
 from sqlalchemy import update
 
-from app.db import make_engine, make_sessionmaker, utcnow
+from app.base.db import make_engine, make_sessionmaker, utcnow
+from app.base.tables import Site
 from app.main import create_app
-from app.models import Site
 from consent.policy import load_policies
 from retention.dsar import FIELDS, Export, JobCounts, run_dsar
 from tests.factories import (

@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from app.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.tables import DsarExport, EventId
+from app.hits.steps import EventRow
+from app.hits.writer import write_events
 from app.main import create_app
-from app.models import DsarExport, EventId
-from app.pipeline import EventRow
-from app.reports import summary_of
-from app.writer import write_events
+from app.reports.summary import summary_of
 from consent import store
-from consent.models import ConsentChange
 from consent.policy import load_policies
+from consent.tables import ConsentChange
 from retention import jobs
 from retention.jobs import cutoff, ensure_partitions, expire_consents, partitions, purge_events
 from tests.factories import POLICIES, auth, make_key, make_site, run, settings_for, table_rows

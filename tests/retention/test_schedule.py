@@ -9,7 +9,7 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import text
 
-from app.db import make_engine, make_sessionmaker, utcnow
+from app.base.db import make_engine, make_sessionmaker, utcnow
 from app.main import create_app
 from consent.policy import load_policies
 from retention import schedule

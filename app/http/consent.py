@@ -13,26 +13,26 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import (
+from app.base.db import utcnow
+from app.base.keys import truncate_ip
+from app.base.sites import jurisdiction_of
+from app.base.tables import Site, is_storable
+from app.hits.useragent import classify
+from app.http.auth import (
     bearer,
     live_subject_claim,
     require_admin_or_subject,
     require_key,
     subject_token,
 )
-from app.context import Context
-from app.db import utcnow
-from app.models import Site
-from app.problems import Problem
-from app.pseudonym import truncate_ip
-from app.ratelimit import client_address, client_of
-from app.scrub import is_storable
-from app.sites import jurisdiction_of, site_or_404
-from app.useragent import classify
+from app.http.context import Context
+from app.http.problems import Problem
+from app.http.ratelimit import client_address, client_of
+from app.http.sites import site_or_404
 from consent import receipts, store
 from consent.decide import Signals, decide_purpose
-from consent.models import ConsentLedger
 from consent.policy import Policy
+from consent.tables import ConsentLedger
 
 MAX_SUBJECT = 256
 # A label, not free text: it is kept in the ledger and the receipt for as long as they live.

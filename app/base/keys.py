@@ -1,7 +1,14 @@
-"""Key derivation and pseudonyms. Raw identifiers come in here and only pseudonyms go out."""
+"""Keys: derivation, pseudonyms and sealed tokens.
 
+Raw identifiers come in here and only pseudonyms go out. Tokens we hand out and take back are
+a payload and its truncated HMAC, both base64url."""
+
+import base64
+import binascii
 import hashlib
+import hmac
 import ipaddress
+import re
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -47,6 +54,11 @@ class KeyRing:
         return self.mac(normalised, "site", site, "pseudonym").hex()
 
 
+def audit_hash(keyring: KeyRing, pseudonym: str) -> str:
+    """Keyed apart from the pseudonym itself: the audit trail cannot be joined back to data."""
+    return keyring.mac(pseudonym.encode(), "dsar-audit").hex()
+
+
 def normalise_identifier(raw: str) -> str:
     """E-mail addresses are case-insensitive in practice; other ids are taken as given."""
     value = raw.strip()
@@ -65,3 +77,39 @@ def truncate_ip(raw: str | None) -> str | None:
         address = address.ipv4_mapped
     prefix = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+
+
+MAC_BYTES = 16
+BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    """The bytes of the one spelling b64url() gives them; ValueError for any other text.
+
+    The standard decoder skips characters outside the alphabet and ignores the unused bits of
+    the last character, so one token would have many spellings."""
+    if not BASE64URL.fullmatch(text):
+        raise ValueError("not unpadded base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url(data) != text:
+        raise ValueError("not the canonical spelling")
+    return data
+
+
+def seal(keyring: KeyRing, payload: bytes, *labels: str) -> str:
+    return b64url(payload) + "." + b64url(keyring.mac(payload, *labels)[:MAC_BYTES])
+
+
+def unseal(keyring: KeyRing, token: str, *labels: str) -> bytes | None:
+    """The payload if the token was sealed under the same labels; None otherwise."""
+    head, _, tail = token.partition(".")
+    try:
+        payload, mac = unb64url(head), unb64url(tail)
+    except (binascii.Error, ValueError):
+        return None
+    good = hmac.compare_digest(mac, keyring.mac(payload, *labels)[:MAC_BYTES])
+    return payload if good else None

@@ -13,7 +13,7 @@ from typing import Any
 
 from litestar import Request
 
-from app.problems import Problem
+from app.http.problems import Problem
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -2,8 +2,7 @@
 
 import msgspec
 
-from app.pseudonym import KeyRing
-from app.tokens import seal, unseal
+from app.base.keys import KeyRing, seal, unseal
 
 
 class PixelClaim(msgspec.Struct, array_like=True, frozen=True):

@@ -11,12 +11,10 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.models import Site
-from app.problems import Problem
-from app.scrub import is_storable
-from consent.policy import JURISDICTION, Policy
+from app.base.tables import Site, is_storable
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+JURISDICTION = re.compile(r"^[a-z]{2}(-[a-z0-9]{1,3})?$")  # eu, us, us-ca
 # EU and EEA countries: a region header naming one of them means the "eu" jurisdiction.
 EEA = {
     *"at be bg hr cy cz dk ee fi fr de gr hu ie it lv lt lu mt nl pl pt ro sk si es se".split(),
@@ -109,21 +107,22 @@ async def create_site(
     *,
     slug: str,
     policy: str,
-    policies: dict[str, Policy],
+    policies: Mapping[str, str],
     origins: list[str],
     jurisdiction: str | None = None,
     controller: Mapping[str, str | None] | None = None,
     now: datetime,
 ) -> Site:
     """Raises ValueError with a one-line reason for any bad argument. Without a jurisdiction,
-    the site takes the one its policy is written for. `controller`: any of CONTROLLER_FIELDS
+    the site takes the one its policy is written for. `policies`: the policy names there are,
+    each with the jurisdiction it is written for. `controller`: any of CONTROLLER_FIELDS
     (a None value is left unknown)."""
     if not SLUG.match(slug):
         raise ValueError(f"slug {slug!r} must match [a-z0-9][a-z0-9-]{{0,62}}")
     if policy not in policies:
         raise ValueError(f"unknown policy {policy!r} (known: {', '.join(sorted(policies))})")
     if jurisdiction is None:
-        jurisdiction = policies[policy].file.jurisdiction
+        jurisdiction = policies[policy]
     if not JURISDICTION.match(jurisdiction):
         raise ValueError(f"jurisdiction {jurisdiction!r} must look like eu, us or us-ca")
     identity = check_controller({k: v for k, v in (controller or {}).items() if v is not None})
@@ -162,14 +161,6 @@ async def list_sites(session: AsyncSession) -> list[Site]:
 
 async def get_site(session: AsyncSession, slug: str) -> Site | None:
     return await session.get(Site, slug) if SLUG.match(slug) else None
-
-
-async def site_or_404(session: AsyncSession, slug: str) -> Site:
-    # A slug no site can have (one with a NUL, say) is not looked up: PostgreSQL refuses it.
-    site = await get_site(session, slug) if SLUG.fullmatch(slug) else None
-    if site is None:
-        raise Problem(404, f"unknown site {slug!r}")
-    return site
 
 
 def jurisdiction_of(region: str | None, site_default: str) -> str:

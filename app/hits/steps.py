@@ -11,28 +11,24 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
 from sqlalchemy import Numeric, String
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Event
-from app.pseudonym import KeyRing
-from app.scrub import is_storable, page_utm, referrer_host, scrub_page, scrub_text
-from app.signed_pixels import PixelClaim, read_pixel
-from app.sites import SiteOut, jurisdiction_of
-from app.useragent import Agent, classify
+from app.base.keys import KeyRing, audit_hash
+from app.base.sites import SiteDirectory, SiteOut, jurisdiction_of
+from app.base.tables import Event, is_storable
+from app.hits.scrub import page_utm, referrer_host, scrub_page, scrub_text
+from app.hits.signed_pixels import PixelClaim, read_pixel
+from app.hits.useragent import Agent, classify
 from consent import store
 from consent.decide import Decision, Record, Signals, decide
 from consent.policy import Policy
 from consent.tcf import RESTRICTION_NAMES, TCFError, TCString
 from consent.tcf import decode as decode_tcf
-from retention.dsar import audit_hash, erased_at
-
-if TYPE_CHECKING:  # the context holds the ingest, which holds pipeline values
-    from app.context import Context
 
 KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -41,7 +37,7 @@ MAX_TEXT = 128
 MAX_URL = 2048
 MAX_TC_STRING = 4096  # real ones are a few hundred characters
 MAX_QUERY = 8192
-# What the events table can hold (app/models.py): a hit it could not is invalid, never written.
+# What the events table can hold (app/base/tables.py): a hit it could not is invalid, never written.
 TEXT_COLUMNS = tuple(
     (column.name, column.type.length or 0)
     for column in Event.__table__.columns
@@ -68,7 +64,7 @@ QUERY_FIELDS = {
 }
 
 # (name in lower case, value) of each header read_hit() reads: text, as granian gives headers
-# (app/front.py), where ASGI's bytes would be encoded only to be decoded again in the writer.
+# (app/http/front.py), where ASGI's bytes would be encoded only to be decoded again in the writer.
 HitHeaders = tuple[tuple[str, str], ...]
 
 
@@ -475,13 +471,20 @@ def new_event_id() -> uuid.UUID:
 UNKNOWN_AGENT = Agent("other", "Other", "Other", is_bot=False, mail_proxy=False)
 
 
-async def prepare(ctx: "Context", hit: Hit, now: datetime, server: bool = False) -> Pending:
+async def prepare(
+    sites: SiteDirectory,
+    policies: dict[str, Policy],
+    keyring: KeyRing,
+    hit: Hit,
+    now: datetime,
+    server: bool = False,
+) -> Pending:
     """Every step but the consent decision; raises Dropped. After this, nothing raw is left.
 
     `server`: an authenticated server-side event, which needs no signed pixel and may come
     without a user agent of the person's browser."""
-    site, policy = known_site(await ctx.sites.get(hit.site), ctx.policies)
-    return prepare_at_site(ctx.keyring, site, policy, hit, now, server)
+    site, policy = known_site(await sites.get(hit.site), policies)
+    return prepare_at_site(keyring, site, policy, hit, now, server)
 
 
 def known_site(site: SiteOut | None, policies: dict[str, Policy]) -> tuple[SiteOut, Policy]:
@@ -699,26 +702,35 @@ async def erased_since(
             by_site.setdefault(event.site, []).append((audit_hash(keyring, event.subject), event))
     found: set[uuid.UUID] = set()
     for site, hashed in by_site.items():
-        erased = await erased_at(session, site, {h for h, _ in hashed})
+        erased = await store.erased_at(session, site, {h for h, _ in hashed})
         found.update(e.id for h, e in hashed if h in erased and erased[h] >= e.occurred_at)
     return found
 
 
-async def evaluate(session: AsyncSession, ctx: "Context", hit: Hit, now: datetime) -> Outcome:
+async def evaluate(
+    session: AsyncSession,
+    sites: SiteDirectory,
+    policies: dict[str, Policy],
+    keyring: KeyRing,
+    hit: Hit,
+    now: datetime,
+) -> Outcome:
     """The whole pipeline against the registry itself (no cache); records nothing."""
     try:
-        pending = await prepare(ctx, hit, now)
+        pending = await prepare(sites, policies, keyring, hit, now)
     except Dropped as dropped:
-        return Outcome(would_record=False, reason=dropped.reason, signals=await _seen(ctx, hit))
+        return Outcome(
+            would_record=False, reason=dropped.reason, signals=await _seen(sites, policies, hit)
+        )
     subject = pending.event.subject
     registry = await store.registry(session, pending.event.site, subject) if subject else {}
-    return settle(ctx.policies[pending.policy], pending, registry)
+    return settle(policies[pending.policy], pending, registry)
 
 
-async def _seen(ctx: "Context", hit: Hit) -> SignalsSeen | None:
+async def _seen(sites: SiteDirectory, policies: dict[str, Policy], hit: Hit) -> SignalsSeen | None:
     """The signals of a hit dropped before the decision (bot, unsigned, invalid), for
     /debug; None when its site is unknown."""
-    site = await ctx.sites.get(hit.site)
-    if site is None or site.policy not in ctx.policies:
+    site = await sites.get(hit.site)
+    if site is None or site.policy not in policies:
         return None
-    return read_signals(hit, site, ctx.policies[site.policy])[1]
+    return read_signals(hit, site, policies[site.policy])[1]

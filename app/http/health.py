@@ -6,8 +6,8 @@ from litestar import get
 from litestar.di import NamedDependency
 from sqlalchemy import text
 
-from app.context import Context
-from app.problems import Problem
+from app.http.context import Context
+from app.http.problems import Problem
 
 
 @get("/healthz", summary="The process is up")

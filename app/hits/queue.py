@@ -1,9 +1,9 @@
 """The queue between the pixel and the writer: hits are queued in memory as they came and
 handed to the writer a batch at a time.
 
-The pixel answers once its hit is queued. The writer (app/writer.py) reads, pseudonymises,
+The pixel answers once its hit is queued. The writer (app/hits/writer.py) reads, pseudonymises,
 decides and writes each batch: in this process, or, under `pixelgate serve`, in a process
-of its own (app/writer_process.py) so that its work does not hold up the pixel. On shutdown
+of its own (app/hits/writer_process.py) so that its work does not hold up the pixel. On shutdown
 the queue is drained.
 """
 
@@ -14,14 +14,14 @@ import time
 from collections import deque
 from typing import Protocol
 
-from app.metrics import Metrics, Tally
-from app.pipeline import Arrival
+from app.base.metrics import Metrics, Tally
+from app.hits.steps import Arrival
 
 log = logging.getLogger("pixelgate.ingest")
 
 
 class BatchWriter(Protocol):
-    """app/writer.py's Writer, or app/writer_process.py's WriterProcess in front of one."""
+    """The Writer (writer.py), or the WriterProcess (writer_process.py) in front of one."""
 
     async def start(self) -> None: ...
 

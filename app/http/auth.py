@@ -11,12 +11,11 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.context import Context
-from app.db import utcnow
-from app.models import ApiKey
-from app.pseudonym import KeyRing
-from app.tokens import b64url, seal, unseal
-from retention.dsar import audit_hash, erased_at
+from app.base.db import utcnow
+from app.base.keys import KeyRing, audit_hash, b64url, seal, unseal
+from app.base.tables import ApiKey
+from app.http.context import Context
+from consent.store import erased_at
 
 AnyRequest = Request[Any, Any, Any]
 SCOPES = ("admin", "read", "ingest")

@@ -1,5 +1,6 @@
-"""Tables owned by tracking: sites, API keys, events."""
+"""Tables owned by tracking: sites, API keys, events; and what text any column can hold."""
 
+import re
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
@@ -19,7 +20,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, UTCDateTime
+from app.base.db import Base, UTCDateTime
+
+# PostgreSQL refuses NUL in text, UTF-8 has no lone surrogates, and no other C0 control but
+# tab belongs in a label or a path.
+_UNSTORABLE = re.compile("[\x00-\x08\x0a-\x1f\ud800-\udfff]")
+
+
+def is_storable(text: str) -> bool:
+    """Whether text can be stored as it is, in any column, on both databases."""
+    return _UNSTORABLE.search(text) is None
 
 
 class Site(Base):
@@ -198,6 +208,6 @@ class EventId(Base):
     __table_args__ = (Index("ix_event_ids_seen_at", "seen_at"),)
 
     site: Mapped[str] = mapped_column(String(63), primary_key=True)
-    # a keyed hash of the sender's id (app/events_api.py), never the id itself
+    # a keyed hash of the sender's id (app/http/events.py), never the id itself
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -4,7 +4,7 @@ Under `pixelgate serve` every worker starts one: its Python work (reading, pseud
 deciding and writing about 13 µs a hit) would otherwise share the worker's one thread with
 the pixel, and the pixel would answer at half the rate. The worker sends each batch down the
 child's stdin and waits for its report on stdout before sending the next, so nothing queues
-anywhere but in app/ingest.py's bounded queue, and a drained queue means written hits.
+anywhere but in app/hits/queue.py's bounded queue, and a drained queue means written hits.
 
 What crosses the pipe is raw (the hits as they came, like the queue holds them): it stays in
 the memory of the two processes. The child also hears of every consent change its worker
@@ -29,14 +29,14 @@ from typing import Any
 import msgspec
 import uvloop
 
-from app.db import make_engine, make_sessionmaker
-from app.metrics import Tally
-from app.pipeline import Arrival
-from app.pseudonym import KeyRing
-from app.settings import Settings
-from app.sites import SiteDirectory
-from app.spool import Spool
-from app.writer import UNREACHABLE, Writer
+from app.base.db import make_engine, make_sessionmaker
+from app.base.keys import KeyRing
+from app.base.metrics import Tally
+from app.base.settings import Settings
+from app.base.sites import SiteDirectory
+from app.hits.spool import Spool
+from app.hits.steps import Arrival
+from app.hits.writer import UNREACHABLE, Writer
 from consent.cache import ConsentCache, Key
 from consent.policy import load_policies
 
@@ -99,7 +99,7 @@ class WriterGone(Exception):
 
 
 class WriterProcess:
-    """The worker's side: what app/ingest.py's queue hands batches to."""
+    """The worker's side: what app/hits/queue.py's queue hands batches to."""
 
     def __init__(self, settings: Settings, consent: ConsentCache) -> None:
         self._settings = settings
@@ -114,7 +114,7 @@ class WriterProcess:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "app.writer_process",
+            "app.hits.writer_process",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )

@@ -12,11 +12,10 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import require_key
-from app.context import Context
-from app.db import dialect_insert, utcnow
-from app.models import EventId
-from app.pipeline import (
+from app.base.db import dialect_insert, utcnow
+from app.base.tables import EventId, is_storable
+from app.hits.signed_pixels import PixelClaim, sign_pixel
+from app.hits.steps import (
     MAX_TEXT,
     Dropped,
     EventRow,
@@ -26,11 +25,11 @@ from app.pipeline import (
     registries_met,
     settle,
 )
-from app.problems import Problem
-from app.scrub import is_storable
-from app.signed_pixels import PixelClaim, sign_pixel
-from app.sites import site_or_404
-from app.writer import write_events
+from app.hits.writer import write_events
+from app.http.auth import require_key
+from app.http.context import Context
+from app.http.problems import Problem
+from app.http.sites import site_or_404
 from consent import store
 
 MAX_EVENTS = 1000
@@ -194,7 +193,14 @@ async def post_events(
             try:
                 if occurred.tzinfo is None or occurred > now + MAX_FUTURE:
                     raise Dropped("invalid")
-                pending.append((index, await prepare(ctx, _hit(site, event), occurred, True)))
+                pending.append(
+                    (
+                        index,
+                        await prepare(
+                            ctx.sites, ctx.policies, ctx.keyring, _hit(site, event), occurred, True
+                        ),
+                    )
+                )
             except Dropped as dropped:
                 rejected.append(Rejected(index, dropped.reason))
         keys = list({(site, p.event.subject) for _, p in pending if p.event.subject})
@@ -242,7 +248,7 @@ async def pixel_urls(
         await require_key(request, session, ctx.keyring, site, "ingest")
     probe = Hit(site=site, kind=data.kind, campaign=data.campaign, page=data.page)
     try:
-        prepared = await prepare(ctx, probe, utcnow(), server=True)
+        prepared = await prepare(ctx.sites, ctx.policies, ctx.keyring, probe, utcnow(), server=True)
     except Dropped as dropped:
         raise Problem(422, f"kind, campaign or page is {dropped.reason}") from None
     base = f"{ctx.settings.base_url}/p/{site}/pixel.gif?t="

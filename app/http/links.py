@@ -13,15 +13,14 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy import and_, select
 
-from app.auth import require_key
-from app.context import Context
-from app.db import dialect_insert, utcnow
-from app.models import Campaign, Link
-from app.pipeline import MAX_TEXT, hit_values
-from app.pixel import CACHE_CONTROL, asgi_headers, queue_hit
-from app.problems import Problem
-from app.scrub import is_storable
-from app.sites import site_or_404
+from app.base.db import dialect_insert, utcnow
+from app.base.tables import Campaign, Link, is_storable
+from app.hits.steps import MAX_TEXT, hit_values
+from app.http.auth import require_key
+from app.http.context import Context
+from app.http.pixel import CACHE_CONTROL, asgi_headers, queue_hit
+from app.http.problems import Problem
+from app.http.sites import site_or_404
 
 Channel = Literal["email", "influencer", "ads", "other"]
 MAX_SENDS = 2**31 - 1  # campaigns.sends is a 32-bit integer on PostgreSQL

@@ -1,8 +1,8 @@
 """What a browser is sent: the interactive API docs, from assets shipped in the package, and
 the headers every page carries.
 
-The docs are Swagger UI (app/static/swagger-ui/, an unmodified copy of the swagger-ui-dist
-package, Apache-2.0, its LICENSE and NOTICE beside it), started by app/static/docs.js: the
+The docs are Swagger UI (app/http/static/swagger-ui/, an unmodified copy of the swagger-ui-dist
+package, Apache-2.0, its LICENSE and NOTICE beside it), started by app/http/static/docs.js: the
 page holds no inline script and loads nothing from another origin, so its
 Content-Security-Policy can forbid both.
 """
@@ -17,10 +17,10 @@ from litestar.router import Router
 from litestar.static_files import create_static_files_router
 from litestar.types import Message, Scope
 
-from app.problems import problem
+from app.http.problems import problem
 
 STATIC = Path(__file__).resolve().parent / "static"
-SWAGGER_UI_VERSION = "5.35.0"  # app/static/swagger-ui/package.json
+SWAGGER_UI_VERSION = "5.35.0"  # app/http/static/swagger-ui/package.json
 # Swagger UI draws its icons from data: URIs; everything else comes from this server.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -87,7 +87,7 @@ class SwaggerDocs(OpenAPIRenderPlugin):
 async def security_headers(message: Message, scope: Scope) -> None:
     """litestar's before_send hook: every answer it gives is marked nosniff, and every HTML page
     gets the Content-Security-Policy and Referrer-Policy. The pixel's answers are its own
-    (app/pixel.py), identical under both fronts, and untouched."""
+    (app/http/pixel.py), identical under both fronts, and untouched."""
     if message["type"] != "http.response.start":
         return
     # raw_path: the pixel's mount has already cut "/p" off scope["path"].

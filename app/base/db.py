@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import ColumnElement, DateTime, MetaData, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -134,3 +134,9 @@ def migrate(database_url: str) -> None:
             # (SQLite gives its -wal and -shm files the database file's mode).
             Path(path).touch(mode=0o600, exist_ok=True)
     command.upgrade(alembic_config(database_url), "head")
+
+
+def day_of(session: AsyncSession, column: Any) -> ColumnElement[Any]:
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", column))
+    return func.date(column)

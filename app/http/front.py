@@ -18,9 +18,9 @@ from granian.rsgi import Scope as RSGIScope
 from litestar import Litestar
 from litestar.types import Message, Receive
 
-from app.context import Context
-from app.pipeline import REPEATED_HIT_HEADERS, Arrival, HitHeaders, single_hit_headers
-from app.pixel import (
+from app.hits.steps import REPEATED_HIT_HEADERS, Arrival, HitHeaders, single_hit_headers
+from app.http.context import Context
+from app.http.pixel import (
     GIF,
     MAX_BODY,
     PIXEL_HEADERS,
@@ -58,7 +58,7 @@ class Front:
             await asgi_call(self._app, scope, proto, self._lifespan.state)
 
     async def _pixel(self, path: str, scope: RSGIScope, proto: HTTPProtocol) -> None:
-        """The same answers as app/pixel.py serve_pixel gives over ASGI."""
+        """The same answers as app/http/pixel.py serve_pixel gives over ASGI."""
         site, action = pixel_route(path[2:])
         method = scope.method
         if method == "GET" and action == "pixel.gif":

@@ -4,12 +4,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.ingest import Ingest
-from app.metrics import Metrics
-from app.pseudonym import KeyRing
-from app.ratelimit import RateLimiter
-from app.settings import Settings
-from app.sites import SiteDirectory
+from app.base.keys import KeyRing
+from app.base.metrics import Metrics
+from app.base.settings import Settings
+from app.base.sites import SiteDirectory
+from app.hits.queue import Ingest
+from app.http.ratelimit import RateLimiter
 from consent.cache import ConsentCache
 from consent.policy import Policy
 from consent.receipts import Signer

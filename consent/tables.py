@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Index, Integer, PrimaryKeyConstraint, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, UTCDateTime
+from app.base.db import Base, UTCDateTime
 
 
 class ConsentLedger(Base):

@@ -5,7 +5,7 @@ executemany (SQLite). When the database is unreachable (or refuses every write),
 to the spool, pseudonymised, and are replayed in order once it takes them again. A row the
 database refuses for its content is dropped, counted as `invalid`, and never spooled: the
 rows are split until it is alone, so the others land. `pixelgate serve` runs it in
-a process of its own (app/writer_process.py), fed by the queue in app/ingest.py.
+a process of its own (app/hits/writer_process.py), fed by the queue in app/hits/queue.py.
 """
 
 import asyncio
@@ -25,10 +25,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.db import dialect_insert, driver_connection
-from app.metrics import Tally
-from app.models import Event
-from app.pipeline import (
+from app.base.db import dialect_insert, driver_connection
+from app.base.keys import KeyRing
+from app.base.metrics import Tally
+from app.base.sites import SiteDirectory, SiteOut
+from app.base.tables import Event
+from app.hits.spool import Frame, Spool
+from app.hits.steps import (
     Arrival,
     Dropped,
     EventRow,
@@ -39,9 +42,6 @@ from app.pipeline import (
     registries_met,
     settle,
 )
-from app.pseudonym import KeyRing
-from app.sites import SiteDirectory, SiteOut
-from app.spool import Frame, Spool
 from consent import store
 from consent.cache import ConsentCache
 from consent.decide import Record

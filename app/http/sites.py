@@ -7,11 +7,13 @@ from litestar import Request, get, patch
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import require_key
-from app.context import Context
-from app.problems import Problem
-from app.sites import EMAIL, SiteDetails, site_or_404, site_out, update_site
+from app.base.sites import EMAIL, SLUG, SiteDetails, get_site, site_out, update_site
+from app.base.tables import Site
+from app.http.auth import require_key
+from app.http.context import Context
+from app.http.problems import Problem
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, pattern=EMAIL)]
@@ -20,9 +22,17 @@ Phone = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
 Homepage = Annotated[str, msgspec.Meta(min_length=8, max_length=2048, pattern="^https?://")]
 
 
+async def site_or_404(session: AsyncSession, slug: str) -> Site:
+    # A slug no site can have (one with a NUL, say) is not looked up: PostgreSQL refuses it.
+    site = await get_site(session, slug) if SLUG.fullmatch(slug) else None
+    if site is None:
+        raise Problem(404, f"unknown site {slug!r}")
+    return site
+
+
 class ControllerIn(msgspec.Struct, forbid_unknown_fields=True):
     """Any subset of the controller's identity; a field left out keeps its value. The limits
-    are the columns'; app.sites.check_controller also refuses control characters."""
+    are the columns'; app.base.sites.check_controller also refuses control characters."""
 
     controller: Name | msgspec.UnsetType = msgspec.UNSET
     contact_email: Email | msgspec.UnsetType = msgspec.UNSET

@@ -6,17 +6,9 @@ import functools
 import re
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-__all__ = ["is_storable", "page_utm", "referrer_host", "scrub_page", "scrub_text"]
+from app.base.tables import is_storable
 
-# PostgreSQL refuses NUL in text, UTF-8 has no lone surrogates, and no other C0 control but
-# tab belongs in a label or a path.
-_UNSTORABLE = re.compile("[\x00-\x08\x0a-\x1f\ud800-\udfff]")
-
-
-def is_storable(text: str) -> bool:
-    """Whether text can be stored as it is, in any column, on both databases."""
-    return _UNSTORABLE.search(text) is None
-
+__all__ = ["page_utm", "referrer_host", "scrub_page", "scrub_text"]
 
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|//")
 _EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)+")

@@ -14,17 +14,17 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import bearer, require_admin_or_subject, require_key
-from app.context import Context
-from app.db import utcnow
-from app.models import DsarExport, DsarRequest, Site
-from app.problems import Problem
-from app.ratelimit import client_of
-from app.sites import site_or_404
+from app.base.db import utcnow
+from app.base.keys import audit_hash
+from app.base.tables import DsarExport, DsarRequest, Site
+from app.http.auth import bearer, require_admin_or_subject, require_key
+from app.http.consent import MAX_SUBJECT, consent_proof, cors_headers
+from app.http.context import Context
+from app.http.problems import Problem
+from app.http.ratelimit import client_of
+from app.http.sites import site_or_404
 from consent import store
-from consent.api import MAX_SUBJECT, consent_proof, cors_headers
 from consent.policy import Policy
-from retention.dsar import audit_hash
 
 Kind = Literal["access", "erasure", "opt_out"]
 Regulation = Literal["gdpr", "ccpa"]

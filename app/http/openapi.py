@@ -22,7 +22,7 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
-from app.problems import TITLES
+from app.http.problems import TITLES
 
 PROBLEM = Schema(
     type=OpenAPIType.OBJECT,

@@ -1,8 +1,8 @@
 """The pixel and collect edges, and the debug endpoint that explains them.
 
 The pixel is the hot path: it queues the request as it came (an Arrival, in memory only) and
-answers; the writer (app/ingest.py) reads it. Under `pixelgate serve` the pixel is answered
-before litestar sees the request (app/front.py); elsewhere by the ASGI route here.
+answers; the writer (app/hits/queue.py) reads it. Under `pixelgate serve` the pixel is answered
+before litestar sees the request (app/http/front.py); elsewhere by the ASGI route here.
 """
 
 import base64
@@ -30,11 +30,9 @@ from litestar.params import FromPath
 from litestar.types import HTTPScope, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.auth import bearer, require_key
-from app.context import Context
-from app.db import utcnow
-from app.dsar import open_and_overdue
-from app.pipeline import (
+from app.base.db import utcnow
+from app.base.settings import Settings
+from app.hits.steps import (
     Arrival,
     HitHeaders,
     Outcome,
@@ -43,14 +41,16 @@ from app.pipeline import (
     hit_values,
     read_hit,
 )
-from app.problems import Problem
-from app.ratelimit import client_address, is_allowed
-from app.settings import Settings
-from app.sites import site_or_404
+from app.http.auth import bearer, require_key
+from app.http.context import Context
+from app.http.dsar import open_and_overdue
+from app.http.problems import Problem
+from app.http.ratelimit import client_address, is_allowed
+from app.http.sites import site_or_404
 
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 CACHE_CONTROL = "no-store, no-cache, must-revalidate, max-age=0"
-# The pixel's and the beacon's response headers, as granian's RSGI takes them (app/front.py)
+# The pixel's and the beacon's response headers, as granian's RSGI takes them (app/http/front.py)
 # and, encoded, as ASGI messages.
 PIXEL_HEADERS = [
     ("content-type", "image/gif"),
@@ -212,7 +212,7 @@ async def serve_pixel(ctx: Context, path: str, scope: Scope, receive: Receive, s
 
 # The pixel as a litestar route (a raw ASGI mount: litestar cannot route an ASGI handler with a
 # path parameter), wherever the app runs as ASGI (embedded, the tests). `pixelgate serve`
-# answers the pixel before litestar sees it instead (app/front.py).
+# answers the pixel before litestar sees it instead (app/http/front.py).
 @asgi("/p", is_mount=True, copy_scope=False, include_in_schema=False)
 async def pixel_edge(scope: Scope, receive: Receive, send: Send) -> None:
     await serve_pixel(scope["litestar_app"].state.ctx, scope["path"], scope, receive, send)
@@ -228,7 +228,7 @@ async def debug(
         values = hit_values(request.query_params.items())
         region = ctx.settings.region_header
         hit = read_hit(site, values, hit_headers(request.scope["headers"], region), region)
-        return await evaluate(session, ctx, hit, utcnow())
+        return await evaluate(session, ctx.sites, ctx.policies, ctx.keyring, hit, utcnow())
 
 
 def may_read_metrics(request: Request[Any, Any, Any], settings: Settings) -> bool:

@@ -1,0 +1,1 @@
+"""Reports: read-only queries over events and their rollups."""
