@@ -223,9 +223,9 @@ def hear_changes(sessions: async_sessionmaker[AsyncSession], hearer: Hearer) -> 
 async def _announce(
     session: AsyncSession, site: str, subject: str, *, erasure: bool = False
 ) -> None:
-    """Tell every process (at commit) to forget this subject's cached consent: by NOTIFY on
-    PostgreSQL, by a consent_changes row on SQLite, and this process's hearers. The row of
-    an `erasure` names the site only: nothing under the pseudonym may outlive it."""
+    """Tell every process (at commit) to forget this subject's cached consent: others by
+    NOTIFY on PostgreSQL or a consent_changes row on SQLite, this one through its hearers.
+    The row of an `erasure` names the site only: nothing under the pseudonym may outlive it."""
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(
             text("SELECT pg_notify(:channel, :payload)"),
