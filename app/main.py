@@ -108,7 +108,7 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
         await ctx.ingest.start()
         jobs, stop_jobs = None, asyncio.Event()
         if settings.jobs:
-            job_context = JobContext(engine, sessions, policies, forget=consent.invalidate)
+            job_context = JobContext(engine, sessions, policies)
             jobs = asyncio.create_task(
                 scheduler(job_context, utcnow, stop_jobs), name="pixelgate-jobs"
             )

@@ -282,7 +282,6 @@ async def give_consent(
         )
         minted = subject if data.subject is None else None
         out = _receipt(ctx, entry, policy, found, minted)
-    ctx.consent.invalidate(site, entry.subject)
     return Response(out, status_code=201, headers=cors)
 
 
@@ -382,7 +381,6 @@ async def withdraw_consent(
             now=utcnow(),
         )
         out = _receipt(ctx, entry, policy, found)
-    ctx.consent.invalidate(site, pseudonym)
     return Response(out, headers=cors_headers(found, request.headers.get("origin")))
 
 
