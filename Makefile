@@ -7,13 +7,31 @@ STAMP := $(VENV)/.installed
 # Test processes: the suite is mostly waiting, so more than the 2 cores pays.
 TEST_WORKERS ?= 4
 
-.PHONY: serve test lint typecheck pytest bench clean
+LOCK := requirements-lock.txt
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+.PHONY: serve test lint typecheck pytest bench clean lock
+
+# Every package, pip and setuptools included, comes from the lock at its pinned version and hash:
+# pip-sync installs exactly what it names and removes the rest, then pixelgate itself is built
+# with the locked setuptools. pip check fails if the lock misses a requirement of pixelgate's.
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/pip-sync
+	$(BIN)/pip-sync --quiet $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
+
+# pip-tools (pip-sync, pip-compile) comes from the lock too, with the rest of it.
+$(BIN)/pip-sync:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+
+# Re-resolves runtime + dev (and the build backend) from pyproject.toml for this Python (3.11,
+# linux x86_64), keeping the pins that still fit; LOCK_ARGS=--upgrade takes the newest releases.
+# It needs only pip-compile, not a .venv that already matches pyproject.toml.
+lock: | $(BIN)/pip-sync
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --extra dev --all-build-deps \
+	    --allow-unsafe --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+	    --output-file $(LOCK) $(LOCK_ARGS) pyproject.toml
 
 serve: $(STAMP)
 	$(BIN)/pixelgate serve

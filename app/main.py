@@ -19,8 +19,8 @@ from app.base.metrics import Metrics
 from app.base.settings import Settings, load_settings
 from app.base.sites import SiteDirectory
 from app.hits.queue import BatchWriter, Ingest
-from app.hits.spool import Spool, lock_directory
-from app.hits.writer import Writer
+from app.hits.spool import lock_directory
+from app.hits.writer import writer_for
 from app.hits.writer_process import WriterProcess
 from app.http import consent as consent_api
 from app.http import dsar, events, health, links, openapi, pixel, reports, web
@@ -38,14 +38,15 @@ log = logging.getLogger("pixelgate.app")
 
 
 async def _stopped(task: asyncio.Task[None] | None, seconds: float = 10) -> None:
-    """Cancel a background task and let it finish, for a while: a job unlocks and gives back
-    its connection before the engine goes (else the event loop may be left with a task
-    waiting on a connection that no longer exists, and never close)."""
-    if task is not None:
+    """Wait for a background task told to stop, for a while, then cancel it: a job unlocks
+    and gives back its connection before the engine goes (else the event loop may be left
+    with a task waiting on a connection that no longer exists, and never close)."""
+    if task is None:
+        return
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        log.warning("%s still running %.0f s after it was told to stop", task.get_name(), seconds)
         task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=seconds)
-        if not done:
-            log.warning("%s still running %.0f s after it was cancelled", task.get_name(), seconds)
 
 
 def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
@@ -64,16 +65,7 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
     if writer_process:
         writer = WriterProcess(settings, consent)
     else:
-        writer = Writer(
-            engine=engine,
-            sessions=sessions,
-            policies=policies,
-            sites=sites,
-            keyring=keyring,
-            consent=consent,
-            spool=Spool(settings.spool_dir),
-            region_header=settings.region_header,
-        )
+        writer = writer_for(settings, engine, sessions, sites, consent)
     ctx = Context(
         settings=settings,
         engine=engine,
@@ -114,15 +106,20 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
             )
             await asyncio.wait_for(ready.wait(), timeout=10)
         await ctx.ingest.start()
-        jobs = None
+        jobs, stop_jobs = None, asyncio.Event()
         if settings.jobs:
-            job_context = JobContext(engine, sessions, policies, forget=consent.invalidate)
-            jobs = asyncio.create_task(scheduler(job_context, utcnow), name="pixelgate-jobs")
+            job_context = JobContext(engine, sessions, policies)
+            jobs = asyncio.create_task(
+                scheduler(job_context, utcnow, stop_jobs), name="pixelgate-jobs"
+            )
         try:
             yield
         finally:
+            stop_jobs.set()  # a job under way runs to its end
             await _stopped(jobs)
             await ctx.ingest.close()  # consent changes still reach the cache while it drains
+            if listener is not None:
+                listener.cancel()  # it listens until told otherwise
             await _stopped(listener)
             await engine.dispose()
 

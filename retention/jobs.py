@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.base.db import day_of
+from app.base.event_fields import DIMENSIONS
 from app.base.tables import DsarExport, Event, EventId, RollupDaily, RollupDetail, Site
 from consent.policy import Policy
 from consent.tables import ConsentChange, ConsentLedger, ConsentState
@@ -33,10 +34,6 @@ log = logging.getLogger("pixelgate.retention")
 BATCH = 10_000
 MONTHS_AHEAD = 2
 EVENT_ID_DAYS = 7  # SPEC §4.6: a repeated event_id is counted once for at least this long
-DIMENSIONS = (
-    "page", "campaign", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term",
-    "referrer", "device", "browser", "os", "machine",
-)  # fmt: skip
 Progress = Callable[[int], None]
 
 

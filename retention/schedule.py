@@ -5,6 +5,7 @@ database (servers, `pixelgate jobs run` from cron), one runs a given job at a ti
 """
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -29,7 +30,6 @@ class JobContext:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     policies: dict[str, Policy]
-    forget: Callable[[str, str], None] | None = None  # drop a subject from a consent cache
     progress: Callable[[int], None] | None = None  # told how many events each batch deleted
 
 
@@ -41,7 +41,7 @@ class Job:
 
 
 async def _dsar(ctx: JobContext, now: datetime, dry_run: bool) -> msgspec.Struct:
-    return await run_dsar(ctx.sessions, ctx.policies, now, dry_run=dry_run, forget=ctx.forget)
+    return await run_dsar(ctx.sessions, ctx.policies, now, dry_run=dry_run)
 
 
 async def _retention(ctx: JobContext, now: datetime, dry_run: bool) -> msgspec.Struct:
@@ -82,11 +82,17 @@ async def run_job(ctx: JobContext, job: Job, now: datetime, dry_run: bool = Fals
             await connection.commit()
 
 
-async def scheduler(ctx: JobContext, clock: Callable[[], datetime], tick: float = 5.0) -> None:
-    """Run each job when it is due, for as long as the server lives."""
+async def scheduler(
+    ctx: JobContext, clock: Callable[[], datetime], stop: asyncio.Event, tick: float = 5.0
+) -> None:
+    """Run each job when it is due, until `stop` is set. A job under way when it is set runs
+    to its end, so that it commits (or rolls back) and gives its connection back before the
+    server disposes of its engine."""
     last: dict[str, float] = {}
-    while True:
+    while not stop.is_set():
         for job in JOBS:
+            if stop.is_set():
+                return
             if time.monotonic() - last.get(job.name, -1e9) < job.every.total_seconds():
                 continue
             last[job.name] = time.monotonic()
@@ -97,4 +103,5 @@ async def scheduler(ctx: JobContext, clock: Callable[[], datetime], tick: float 
                 continue
             done = "held by another process" if counts is None else msgspec.json.encode(counts)
             log.info("job %s: %s", job.name, done if isinstance(done, str) else done.decode())
-        await asyncio.sleep(tick)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), tick)

@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     subject_token_days: int = 400  # how long a subject token opens the person's data
     # Not in the environment contract: tests and operators tune it by building Settings.
     consent_rate_limit: int = 60  # public consent posts per client per minute
+    write_retry_seconds: float = 1.0  # how long the writer waits before retrying the database
 
     @property
     def is_sqlite(self) -> bool:

@@ -15,7 +15,7 @@ from collections import deque
 from typing import Protocol
 
 from app.base.metrics import Metrics, Tally
-from app.hits.steps import Arrival
+from app.hits.arrival import Arrival
 
 log = logging.getLogger("pixelgate.ingest")
 
@@ -37,8 +37,9 @@ class BatchWriter(Protocol):
 class Ingest:
     """Batches of up to 5,000 hits or 50 ms: a batch's fixed costs (a transaction, a COPY, a
     consent lookup, a trip to the writer process) spread over more hits, and the writer
-    takes less of the machine the pixel shares with it (10 ms and 1,000 gave 13-20 % fewer
-    consented hits a second); 50 ms is still far below what a person could notice."""
+    takes less of the machine the pixel shares with it (smaller batches recorded fewer
+    consented hits a second: bench/README.md); 50 ms is still far below what a person could
+    notice."""
 
     def __init__(
         self,
@@ -75,8 +76,8 @@ class Ingest:
             await self._room.wait()
 
     def offer(self, arrival: Arrival) -> bool:
-        """submit() without the wait, for the pixel (a coroutine a hit cost the thread it
-        answers on about 0.7 µs more): False, and nothing done, when the queue is full."""
+        """submit() without the wait, for the pixel (a coroutine a hit costs the thread it
+        answers on more): False, and nothing done, when the queue is full."""
         if self._drained:
             # A request the server let in after the drain (or held back by a full queue until
             # then): no writer is left for it. Counted, never silently kept.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from app.hits.steps import EventRow, Pending
+from app.hits.event import EventRow, Pending
 
 HEADER = struct.Struct(">I")
 LOCK_FILE = "server.lock"

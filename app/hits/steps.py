@@ -1,26 +1,47 @@
-"""The hit path as ordered named steps; each yields the next value or a drop reason.
+"""The hit path as ordered, named steps: each returns the next value or drops the hit by
+raising Dropped with a Reason (so that the common case costs no wrapping).
 
-Raw identifiers (subject id, user agent) live only in the Arrival and the Hit, in memory;
-what leaves is an EventRow, pseudonymised and reduced.
-"""
+prepare_at_site() runs steps 1-7 in this order; the writer runs settle() on a batch:
+
+  step                 does                                          drops as
+  1 known_site         the site and its policy                       unknown_site
+  2 valid_input        lengths, kind, value, a signed token          invalid
+  3 signed_if_required a signed pixel where the policy asks for one  unsigned
+  4 not_bot            the user agent's family                       bot
+  5 pseudonymise       HMAC of the subject under the site's key
+  6 read_signals       GPC, DNT, TCF, the jurisdiction
+  7 to_event           the row as stored, which must fit its columns invalid
+  8 settle             the consent decision as of the hit's arrival  no_consent, erased
+
+Each step is cheaper than the next and needs only what came before; nothing raw is left after
+step 7, so a Pending hit is safe to keep. docs/architecture.md says why consent comes last."""
 
 import random
 import re
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from typing import Any
-from urllib.parse import parse_qsl
 
 import msgspec
 from sqlalchemy import Numeric, String
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.base.keys import KeyRing, audit_hash
+from app.base.event_fields import ATTRIBUTION_FIELDS, UTM_FIELDS
+from app.base.keys import KeyRing
 from app.base.sites import SiteDirectory, SiteOut, jurisdiction_of
 from app.base.tables import Event, is_storable
+from app.hits.arrival import Hit
+from app.hits.event import (
+    EventRow,
+    Pending,
+    PublisherSeen,
+    RestrictionSeen,
+    SignalsSeen,
+    TCFSeen,
+    VendorSeen,
+)
 from app.hits.scrub import page_utm, referrer_host, scrub_page, scrub_text
 from app.hits.signed_pixels import PixelClaim, read_pixel
 from app.hits.useragent import Agent, classify
@@ -30,14 +51,43 @@ from consent.policy import Policy
 from consent.tcf import RESTRICTION_NAMES, TCFError, TCString
 from consent.tcf import decode as decode_tcf
 
+
+class Reason(StrEnum):
+    """What became of a hit: recorded, or why not. The writer counts hits by it, /metrics
+    labels them with it, the debug endpoint and the events API answer with it."""
+
+    RECORDED = "recorded"
+    UNKNOWN_SITE = "unknown_site"
+    INVALID = "invalid"
+    UNSIGNED = "unsigned"
+    BOT = "bot"
+    NO_CONSENT = "no_consent"
+    ERASED = "erased"
+
+
+class Outcome(msgspec.Struct, gc=False):
+    """What the pipeline decided; the debug endpoint returns it, the pixel records its event."""
+
+    would_record: bool
+    reason: Reason
+    decision: Decision | None = None
+    signals: SignalsSeen | None = None
+    event: EventRow | None = None
+
+
+class Dropped(Exception):
+    def __init__(self, reason: Reason) -> None:
+        self.reason = reason
+
+
 KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 MAX_ID = 256
 MAX_TEXT = 128
 MAX_URL = 2048
 MAX_TC_STRING = 4096  # real ones are a few hundred characters
-MAX_QUERY = 8192
-# What the events table can hold (app/base/tables.py): a hit it could not is invalid, never written.
+# What the events table can hold (app/base/tables.py): a hit it could not is invalid, never
+# written.
 TEXT_COLUMNS = tuple(
     (column.name, column.type.length or 0)
     for column in Event.__table__.columns
@@ -47,236 +97,50 @@ _VALUE = Event.__table__.c["value"].type
 assert isinstance(_VALUE, Numeric) and _VALUE.precision and _VALUE.scale is not None
 VALUE_SCALE = _VALUE.scale
 VALUE_LIMIT = 10 ** (_VALUE.precision - _VALUE.scale)  # values are below this in magnitude
-UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
-# The pixel's query parameters and the Hit fields they fill.
-QUERY_FIELDS = {
-    "k": "kind",
-    "u": "subject",
-    "p": "page",
-    "c": "campaign",
-    "r": "referrer",
-    "v": "value",
-    "cur": "currency",
-    "t": "token",
-    "gdpr": "gdpr",
-    "gdpr_consent": "gdpr_consent",
-    **{f: f for f in UTM_FIELDS},
-}
-
-# (name in lower case, value) of each header read_hit() reads: text, as granian gives headers
-# (app/http/front.py), where ASGI's bytes would be encoded only to be decoded again in the writer.
-HitHeaders = tuple[tuple[str, str], ...]
+UNKNOWN_AGENT = Agent("other", "Other", "Other", is_bot=False, mail_proxy=False)
 
 
-class Arrival(msgspec.Struct, gc=False, array_like=True):
-    """A pixel request as it came in, kept only in memory until the writer reads it.
+async def prepare(
+    sites: SiteDirectory,
+    policies: dict[str, Policy],
+    keyring: KeyRing,
+    hit: Hit,
+    now: datetime,
+    server: bool = False,
+) -> Pending:
+    """Every step but the consent decision; raises Dropped. After this, nothing raw is left.
 
-    The pixel answers after queueing this and nothing more: reading, pseudonymising and
-    deciding happen in the writer, a batch at a time. Holds raw values, like a Hit.
-
-    Batches of these cross the pipe to the writer process as msgpack arrays, without field
-    names: 15 % fewer bytes, and half the writer's decoding time (0.48 -> 0.24 µs a hit)."""
-
-    site: str
-    query: str  # the raw query string, or "" when `values` are given
-    headers: HitHeaders
-    at: float  # time.time() when it arrived
-    values: dict[str, str] | None = None  # hit_values() of a beacon or link, instead of query
-
-
-class Hit(msgspec.Struct, kw_only=True, frozen=True, gc=False):
-    """A request as read by the writer. Holds raw values: never stored, logged or returned.
-
-    Hot-path structs are `gc=False`: they hold no cycles, and thousands are made a second
-    (Pending ones may also wait in a spool frame) for the garbage collector to walk. Frozen,
-    so that a hit without its subject can key the Shapes it shares with others."""
-
-    site: str
-    kind: str = "pageview"
-    subject: str | None = None
-    page: str | None = None
-    campaign: str | None = None
-    utm_source: str | None = None
-    utm_medium: str | None = None
-    utm_campaign: str | None = None
-    utm_content: str | None = None
-    utm_term: str | None = None
-    referrer: str | None = None
-    value: str | None = None
-    currency: str | None = None
-    gdpr: str | None = None
-    gdpr_consent: str | None = None
-    token: str | None = None
-    user_agent: str = ""
-    gpc: bool = False
-    dnt: bool = False
-    region: str | None = None
+    `server`: an authenticated server-side event, which needs no signed pixel and may come
+    without a user agent of the person's browser."""
+    site, policy = known_site(await sites.get(hit.site), policies)
+    return prepare_at_site(keyring, site, policy, hit, now, server)
 
 
-class EventRow(msgspec.Struct, kw_only=True, gc=False):
-    """An event as stored: pseudonymised and reduced."""
-
-    site: str
-    occurred_at: datetime
-    id: uuid.UUID
-    kind: str
-    subject: str | None
-    page: str | None
-    campaign: str | None
-    utm_source: str | None
-    utm_medium: str | None
-    utm_campaign: str | None
-    utm_content: str | None
-    utm_term: str | None
-    referrer: str | None
-    device: str
-    browser: str
-    os: str
-    jurisdiction: str
-    value: Decimal | None
-    currency: str | None
-    machine: bool
-    basis: dict[str, str]
+def prepare_at_site(
+    keyring: KeyRing,
+    site: SiteOut,
+    policy: Policy,
+    hit: Hit,
+    now: datetime,
+    server: bool = False,
+) -> Pending:
+    """prepare() once the site is known: no I/O, for the writer's batches."""
+    hit, value, claim = valid_input(keyring, hit)
+    if not server:
+        signed_if_required(policy, hit)
+    agent = UNKNOWN_AGENT if server and not hit.user_agent else not_bot(hit)
+    subject = pseudonymise(keyring, hit, claim)
+    signals, seen = read_signals(hit, site, policy)
+    event = to_event(hit, site, subject, agent, value, seen.jurisdiction, now)
+    check_storable(event)
+    return Pending(policy=policy.name, event=event, signals=signals, seen=seen)
 
 
-class RestrictionSeen(msgspec.Struct, gc=False):
-    purpose: int
-    type: str  # not_allowed, require_consent, require_li
-
-
-class VendorSeen(msgspec.Struct, gc=False):
-    """What the string says of the vendor the policy names (`[tcf] vendor_id`)."""
-
-    id: int
-    consent: bool
-    legitimate_interest: bool
-    restrictions: list[RestrictionSeen]
-
-
-class PublisherSeen(msgspec.Struct, gc=False):
-    """The Publisher TC segment: what decides for a first party (`vendor_id = 0`)."""
-
-    purposes_consent: list[int]
-    purposes_li: list[int]
-    custom_consent: list[int]
-    custom_li: list[int]
-
-
-class TCFSeen(msgspec.Struct, gc=False):
-    valid: bool
-    error: str | None = None
-    cmp_id: int | None = None
-    purposes_consent: list[int] = []
-    purposes_li: list[int] = []
-    vendor_consents: int = 0  # how many vendors have consent
-    vendor: VendorSeen | None = None  # None in first-party mode
-    publisher: PublisherSeen | None = None  # None when the string has no such segment
-    # An invalid string: every field read before it failed (all of them when a TCF 2.2 rule
-    # refused it), vendor sets as counts.
-    read: dict[str, Any] | None = None
-
-
-class SignalsSeen(msgspec.Struct, gc=False):
-    gpc: bool
-    dnt: bool
-    gdpr_applies: bool
-    tcf: TCFSeen | None
-    jurisdiction: str
-
-
-class Outcome(msgspec.Struct, gc=False):
-    """What the pipeline decided; the debug endpoint returns it, the pixel records its event."""
-
-    would_record: bool
-    reason: str  # "recorded" or the drop reason: unknown_site, invalid, unsigned, bot,
-    # no_consent, erased
-    decision: Decision | None = None
-    signals: SignalsSeen | None = None
-    event: EventRow | None = None
-
-
-class Pending(msgspec.Struct, gc=False):
-    """A hit reduced and pseudonymised, its consent not decided yet. Safe to keep or spool."""
-
-    policy: str
-    event: EventRow  # basis still empty
-    signals: Signals
-    seen: SignalsSeen
-
-
-class Dropped(Exception):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def hit_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """The pixel's parameters among `pairs`, by the Hit field they fill; blanks left out."""
-    return {QUERY_FIELDS[k]: v for k, v in pairs if k in QUERY_FIELDS and v != ""}
-
-
-def parse_query(query: str) -> dict[str, str]:
-    """hit_values() of a raw query string. Most pixel queries have nothing escaped: those are
-    split here, several times faster than parse_qsl, with the same result."""
-    text = query[:MAX_QUERY]
-    if "%" in text or "+" in text:
-        return hit_values(parse_qsl(text))
-    values = {}
-    for pair in text.split("&"):
-        key, _, value = pair.partition("=")
-        if value and key in QUERY_FIELDS:
-            values[QUERY_FIELDS[key]] = value
-    return values
-
-
-# The headers read_hit() reads, besides the configured region header, and the only ones a hit
-# keeps. Sec-GPC may come more than once.
-HIT_HEADERS = ("user-agent", "referer", "dnt")
-REPEATED_HIT_HEADERS = ("sec-gpc",)
-
-
-def single_hit_headers(region_header: str | None) -> tuple[str, ...]:
-    """The names of the headers a hit keeps one of: HIT_HEADERS and the region header."""
-    return (*HIT_HEADERS, region_header.lower()) if region_header else HIT_HEADERS
-
-
-def hit_headers(raw: Iterable[tuple[bytes, bytes]], region_header: str | None) -> HitHeaders:
-    """The headers a hit keeps, out of an ASGI request's (names already in lower case)."""
-    names = (*single_hit_headers(region_header), *REPEATED_HIT_HEADERS)
-    return tuple(
-        (name, value.decode("latin-1"))
-        for key, value in raw
-        if (name := key.decode("latin-1")) in names
-    )
-
-
-def read_hit(
-    site: str,
-    values: dict[str, str],
-    headers: HitHeaders,
-    region_header: str | None,
-) -> Hit:
-    """`values`: a fresh dict from hit_values() or parse_query() (the Referer header may be
-    added to it); the request's headers give the rest."""
-    user_agent, gpc, dnt, region = "", False, False, None
-    region_name = region_header.lower() if region_header else None
-    for name, value in headers:
-        if name == "user-agent":
-            user_agent = value
-        elif name == "referer":
-            values.setdefault("referrer", value)
-        elif name == "sec-gpc":
-            # Only exactly "1" counts, in any one of several headers (or a comma-joined one).
-            gpc = gpc or any(part.strip() == "1" for part in value.split(","))
-        elif name == "dnt":
-            dnt = value.strip() == "1"
-        elif name == region_name:
-            region = value
-    return Hit(site=site, **values, user_agent=user_agent, gpc=gpc, dnt=dnt, region=region)
-
-
-def check_subject(subject: str | None) -> None:
-    if subject is not None and not 0 < len(subject.strip()) <= MAX_ID:
-        raise Dropped("invalid")
+def known_site(site: SiteOut | None, policies: dict[str, Policy]) -> tuple[SiteOut, Policy]:
+    """The site and its policy; a hit for a site (or policy) not known is dropped."""
+    if site is None or site.policy not in policies:
+        raise Dropped(Reason.UNKNOWN_SITE)
+    return site, policies[site.policy]
 
 
 def valid_input(keyring: KeyRing, hit: Hit) -> tuple[Hit, Decimal | None, PixelClaim | None]:
@@ -285,63 +149,59 @@ def valid_input(keyring: KeyRing, hit: Hit) -> tuple[Hit, Decimal | None, PixelC
     if hit.token:
         claim = read_pixel(keyring, hit.site, hit.token)
         if claim is None:
-            raise Dropped("invalid")
+            raise Dropped(Reason.INVALID)
         hit = msgspec.structs.replace(
             hit, kind=claim.kind, subject=None, campaign=claim.campaign, page=claim.page
         )
     if not KIND.match(hit.kind):
-        raise Dropped("invalid")
+        raise Dropped(Reason.INVALID)
     check_subject(hit.subject)
-    attribution = (hit.campaign, hit.utm_source, hit.utm_medium, hit.utm_campaign)
-    for text in (*attribution, hit.utm_content, hit.utm_term):
+    for name in ATTRIBUTION_FIELDS:
+        text = getattr(hit, name)
         if text is not None and len(text) > MAX_TEXT:
-            raise Dropped("invalid")
+            raise Dropped(Reason.INVALID)
     if len(hit.gdpr_consent or "") > MAX_TC_STRING or len(hit.referrer or "") > MAX_URL:
-        raise Dropped("invalid")
+        raise Dropped(Reason.INVALID)
     value = None
     if hit.value:
         try:
             value = Decimal(hit.value)
         except InvalidOperation:
-            raise Dropped("invalid") from None
+            raise Dropped(Reason.INVALID) from None
         value = storable_value(value)
     if hit.currency is not None and not CURRENCY.match(hit.currency):
-        raise Dropped("invalid")
+        raise Dropped(Reason.INVALID)
     return hit, value, claim
+
+
+def check_subject(subject: str | None) -> None:
+    if subject is not None and not 0 < len(subject.strip()) <= MAX_ID:
+        raise Dropped(Reason.INVALID)
 
 
 def storable_value(value: Decimal) -> Decimal:
     """The value as its column stores it (rounded to its scale), or Dropped if it cannot."""
     if not value.is_finite() or abs(value) >= VALUE_LIMIT:
-        raise Dropped("invalid")
+        raise Dropped(Reason.INVALID)
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -VALUE_SCALE:
         # Rounded here as the database would, and so that no driver meets a value with
         # thousands of decimals; rounding may reach the limit.
         value = value.quantize(Decimal(1).scaleb(-VALUE_SCALE))
         if abs(value) >= VALUE_LIMIT:
-            raise Dropped("invalid")
+            raise Dropped(Reason.INVALID)
     return value
-
-
-def check_storable(event: EventRow) -> None:
-    """Every text of the row as it will be stored fits its column on both databases:
-    scrubbing decodes escapes, so a `%2500` becomes a NUL only now."""
-    for name, length in TEXT_COLUMNS:
-        text = getattr(event, name)
-        if text is not None and (len(text) > length or not is_storable(text)):
-            raise Dropped("invalid")
 
 
 def signed_if_required(policy: Policy, hit: Hit) -> None:
     if hit.kind in policy.file.require_signed_pixels and not hit.token:
-        raise Dropped("unsigned")
+        raise Dropped(Reason.UNSIGNED)
 
 
 def not_bot(hit: Hit) -> Agent:
     agent = classify(hit.user_agent)
     if agent.is_bot:
-        raise Dropped("bot")
+        raise Dropped(Reason.BOT)
     return agent
 
 
@@ -456,6 +316,15 @@ def attribution(hit: Hit) -> dict[str, str | None]:
     return found
 
 
+def check_storable(event: EventRow) -> None:
+    """Every text of the row as it will be stored fits its column on both databases:
+    scrubbing decodes escapes, so a `%2500` becomes a NUL only now."""
+    for name, length in TEXT_COLUMNS:
+        text = getattr(event, name)
+        if text is not None and (len(text) > length or not is_storable(text)):
+            raise Dropped(Reason.INVALID)
+
+
 def new_event_id() -> uuid.UUID:
     """A random (version 4) id. Event ids need to be unique, not unguessable: Python's own
     generator (reseeded in every forked worker) costs a fraction of a read of os.urandom.
@@ -468,134 +337,6 @@ def new_event_id() -> uuid.UUID:
     return event_id
 
 
-UNKNOWN_AGENT = Agent("other", "Other", "Other", is_bot=False, mail_proxy=False)
-
-
-async def prepare(
-    sites: SiteDirectory,
-    policies: dict[str, Policy],
-    keyring: KeyRing,
-    hit: Hit,
-    now: datetime,
-    server: bool = False,
-) -> Pending:
-    """Every step but the consent decision; raises Dropped. After this, nothing raw is left.
-
-    `server`: an authenticated server-side event, which needs no signed pixel and may come
-    without a user agent of the person's browser."""
-    site, policy = known_site(await sites.get(hit.site), policies)
-    return prepare_at_site(keyring, site, policy, hit, now, server)
-
-
-def known_site(site: SiteOut | None, policies: dict[str, Policy]) -> tuple[SiteOut, Policy]:
-    """The site and its policy; a hit for a site (or policy) not known is dropped."""
-    if site is None or site.policy not in policies:
-        raise Dropped("unknown_site")
-    return site, policies[site.policy]
-
-
-def prepare_at_site(
-    keyring: KeyRing,
-    site: SiteOut,
-    policy: Policy,
-    hit: Hit,
-    now: datetime,
-    server: bool = False,
-) -> Pending:
-    """prepare() once the site is known: no I/O, for the writer's batches."""
-    hit, value, claim = valid_input(keyring, hit)
-    if not server:
-        signed_if_required(policy, hit)
-    agent = UNKNOWN_AGENT if server and not hit.user_agent else not_bot(hit)
-    subject = pseudonymise(keyring, hit, claim)
-    signals, seen = read_signals(hit, site, policy)
-    event = to_event(hit, site, subject, agent, value, seen.jurisdiction, now)
-    check_storable(event)
-    return Pending(policy=policy.name, event=event, signals=signals, seen=seen)
-
-
-Said = str | tuple[tuple[str, str], ...]  # what a hit says besides its subject: see said_by()
-
-
-def said_by(arrival: Arrival) -> tuple[str | None, Said]:
-    """An arrival's subject, and the rest of what it says, not read yet: the rest of its
-    query, or its values as pairs. Most queries are split without being read; one with
-    escapes is read whole (its `u` may be escaped)."""
-    if arrival.values is not None:
-        values = dict(arrival.values)
-        return values.pop("subject", None), tuple(values.items())
-    text = arrival.query[:MAX_QUERY]
-    if "%" in text or "+" in text:
-        values = parse_query(text)
-        return values.pop("subject", None), tuple(values.items())
-    if "u=" not in text:
-        return None, text
-    subject, rest = None, []
-    for pair in text.split("&"):
-        if pair.startswith("u="):
-            subject = pair[2:] or subject  # as parse_query(): the last one not blank
-        else:
-            rest.append(pair)
-    return subject, "&".join(rest)
-
-
-class Shapes:
-    """What hits of one shape share, read once.
-
-    Most hits repeat an earlier one but for who sent it and when: the opens of a newsletter
-    (one message id and campaign, fetched by a handful of mail proxies), the views of a
-    popular page from the common browsers. A hit's shape is the hit without its subject:
-    what the rest of its query (or values) and its headers say. Reading, checking it,
-    classifying its user agent, reading its signals and reducing its fields are done once a
-    shape and kept, and each hit adds its pseudonym, id and time. The keys hold raw values
-    other than the subject, in memory only, like the hits themselves."""
-
-    def __init__(self, max_entries: int = 4096) -> None:
-        self._max = max_entries
-        # An OrderedDict, whose oldest entry is dropped in constant time (a dict's first key,
-        # after many deletions, is found by scanning past them).
-        self._shapes: OrderedDict[tuple[str, str, str, Said, HitHeaders], Pending | str]
-        self._shapes = OrderedDict()
-
-    def prepare(
-        self,
-        keyring: KeyRing,
-        site: SiteOut,
-        policy: Policy,
-        arrival: Arrival,
-        region_header: str | None,
-        now: datetime,
-    ) -> Pending:
-        """prepare_at_site() of the hit that came as `arrival`, at `site`; raises Dropped."""
-        subject, said = said_by(arrival)
-        key = (site.slug, site.policy, site.jurisdiction, said, arrival.headers)
-        shared = self._shapes.get(key)
-        if shared is None:
-            values = parse_query(said) if isinstance(said, str) else dict(said)
-            shape = read_hit(site.slug, values, arrival.headers, region_header)
-            if shape.token:
-                # A signed pixel names its own subject (any `u` is ignored) and is one of a kind.
-                return prepare_at_site(keyring, site, policy, shape, now)
-            try:
-                shared = prepare_at_site(keyring, site, policy, shape, now)
-            except Dropped as exc:
-                shared = exc.reason
-            if len(self._shapes) >= self._max:
-                self._shapes.popitem(last=False)  # the oldest
-            self._shapes[key] = shared
-        check_subject(subject)  # as valid_input() does, before anything that drops a shape
-        if isinstance(shared, str):
-            raise Dropped(shared)
-        event = msgspec.structs.replace(
-            shared.event,
-            subject=keyring.pseudonym(site.slug, subject) if subject else None,
-            occurred_at=now,
-            id=new_event_id(),
-            basis={},
-        )
-        return Pending(shared.policy, event, shared.signals, shared.seen)
-
-
 def settle(policy: Policy, pending: Pending, registry: dict[str, Record] | None) -> Outcome:
     """The consent decision (SPEC §4.1), as of the moment of the hit.
 
@@ -603,7 +344,7 @@ def settle(policy: Policy, pending: Pending, registry: dict[str, Record] | None)
     sent with a past `occurred_at`): `registry` is the one the hit met (registries_met()),
     None when its subject has been erased since; then nothing of the hit may be written."""
     if registry is None:
-        return Outcome(would_record=False, reason="erased", signals=pending.seen)
+        return Outcome(would_record=False, reason=Reason.ERASED, signals=pending.seen)
     event = pending.event
     decision = decide(
         policy,
@@ -630,81 +371,11 @@ def settle(policy: Policy, pending: Pending, registry: dict[str, Record] | None)
         event.basis = decision.basis  # the pending hit is used once: no copy needed
     return Outcome(
         would_record=decision.record,
-        reason="recorded" if decision.record else "no_consent",
+        reason=Reason.RECORDED if decision.record else Reason.NO_CONSENT,
         decision=decision,
         signals=pending.seen,
         event=event,
     )
-
-
-Key = tuple[str, str]  # (site, pseudonym)
-# Whether a subject's consent may have changed at or after a moment (a hit's arrival).
-MayHaveChanged = Callable[[Key, datetime], bool]
-
-
-async def registries_met(
-    session: AsyncSession,
-    keyring: KeyRing,
-    batch: Sequence[Pending],
-    current: dict[Key, dict[str, Record]],
-    may_have_changed: MayHaveChanged,
-) -> list[dict[str, Record] | None]:
-    """The registry each hit of `batch` met when it arrived, for settle(); None for a hit
-    whose subject has been erased since. `current`: the registries now (the cache's).
-
-    Most hits met the registry as it is now. One whose subject's registry changed after it
-    arrived gets the registry as it was then, rebuilt from the ledger. An erasure leaves
-    the registry empty (or newer than the hit, if consent was given again since), so the
-    erasures' audit record is asked only for a hit whose registry is newer, or empty while
-    `may_have_changed` (the cache heard of a change since the hit, or knows nothing).
-    Hits that need neither cost no query."""
-    past: set[store.Moment] = set()
-    erasable: list[EventRow] = []
-    for pending in batch:
-        event = pending.event
-        if event.subject is None:
-            continue
-        key = (event.site, event.subject)
-        registry = current.get(key)
-        changed = False
-        for record in registry.values() if registry else ():
-            if record.updated_at is not None and record.updated_at > event.occurred_at:
-                changed = True
-                break
-        if changed:
-            past.add((event.site, event.subject, event.occurred_at))
-        if changed or (not registry and may_have_changed(key, event.occurred_at)):
-            erasable.append(event)
-    erased = await erased_since(session, keyring, erasable) if erasable else set()
-    rebuilt = await store.registries_at(session, past) if past else {}
-    met: list[dict[str, Record] | None] = []
-    for pending in batch:
-        event = pending.event
-        if event.subject is None:
-            met.append({})
-        elif event.id in erased:
-            met.append(None)
-        else:
-            moment = (event.site, event.subject, event.occurred_at)
-            found = rebuilt.get(moment)
-            met.append(found if found is not None else current.get(moment[:2], {}))
-    return met
-
-
-async def erased_since(
-    session: AsyncSession, keyring: KeyRing, events: Iterable[EventRow]
-) -> set[uuid.UUID]:
-    """The ids of the events whose subject has been erased at or after the event: what an
-    erasure leaves is its audit record, which names the subject by a keyed hash."""
-    by_site: dict[str, list[tuple[str, EventRow]]] = {}
-    for event in events:
-        if event.subject is not None:
-            by_site.setdefault(event.site, []).append((audit_hash(keyring, event.subject), event))
-    found: set[uuid.UUID] = set()
-    for site, hashed in by_site.items():
-        erased = await store.erased_at(session, site, {h for h, _ in hashed})
-        found.update(e.id for h, e in hashed if h in erased and erased[h] >= e.occurred_at)
-    return found
 
 
 async def evaluate(

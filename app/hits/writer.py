@@ -28,24 +28,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.base.db import dialect_insert, driver_connection
 from app.base.keys import KeyRing
 from app.base.metrics import Tally
+from app.base.settings import Settings
 from app.base.sites import SiteDirectory, SiteOut
 from app.base.tables import Event
+from app.hits.arrival import Arrival
+from app.hits.event import EventRow, Pending
+from app.hits.registries import erased_since, registries_met
+from app.hits.shapes import Shapes
 from app.hits.spool import Frame, Spool
-from app.hits.steps import (
-    Arrival,
-    Dropped,
-    EventRow,
-    Pending,
-    Shapes,
-    erased_since,
-    known_site,
-    registries_met,
-    settle,
-)
+from app.hits.steps import Dropped, Reason, known_site, settle
 from consent import store
 from consent.cache import ConsentCache
 from consent.decide import Record
-from consent.policy import Policy
+from consent.policy import Policy, load_policies
 
 log = logging.getLogger("pixelgate.writer")
 # COPY talks to asyncpg directly, so its errors come unwrapped. Besides a lost connection,
@@ -70,7 +65,8 @@ REFUSED_ROWS = (
 )
 # The writer that has failed to write for this many retry periods in a row says so in /readyz.
 STALLED_PERIODS = 3
-EVENT_COLUMNS = list(EventRow.__struct_fields__)  # basis last, as JSON text
+EVENT_COLUMNS = list(EventRow.__struct_fields__)
+BASIS = EVENT_COLUMNS.index("basis")  # COPY takes it as JSON text
 PLACEHOLDERS = ", ".join("?" * len(EVENT_COLUMNS))
 INSERT_EVENTS = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({PLACEHOLDERS})"  # noqa: S608
 # In process, the writer shares the event loop with the pixel: it lets the pixel answer
@@ -101,7 +97,7 @@ def _compact_json(value: dict[str, str]) -> str:
 
 
 # SQLAlchemy's own binders for these two cost more than the rest of a row: the same text for
-# the timestamp (tests/app/test_ingest.py checks), compact JSON for the basis (read back the
+# the timestamp (tests/app/hits/test_ingest.py checks), compact JSON for the basis (read back the
 # same).
 SQLITE_BINDERS: dict[str, Callable[[Any], str]] = {
     "occurred_at": _sqlite_timestamp,
@@ -118,7 +114,11 @@ async def write_events(
         return
     if not skip_existing and session.get_bind().dialect.name == "postgresql":
         # COPY takes the rows as they are, without SQLAlchemy's per-value processing.
-        records = [(*msgspec.structs.astuple(row)[:-1], _compact_json(row.basis)) for row in rows]
+        records = []
+        for row in rows:
+            record = list(msgspec.structs.astuple(row))
+            record[BASIS] = _compact_json(row.basis)
+            records.append(record)
         driver = await driver_connection(session)
         await driver.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
         return
@@ -289,10 +289,10 @@ class Writer:
                 return first + rest
             log.warning("an event the database refuses is dropped: %s", type(exc).__name__)
             site = rows[0].site
-            self._tally.count_hits({(site, "invalid"): 1})
+            self._tally.count_hits({(site, Reason.INVALID): 1})
             counted = self._tally.hits.get(site, {})
-            if decided_here and counted.get("recorded", 0) > 0:
-                counted["recorded"] -= 1
+            if decided_here and counted.get(Reason.RECORDED, 0) > 0:
+                counted[Reason.RECORDED] -= 1
             return 0
         return len(rows)
 
@@ -358,7 +358,7 @@ class Writer:
             else:
                 denied[pending.event.site, outcome.reason] += 1
         recorded = Counter[str](map(attrgetter("site"), rows))  # in C, not in the loop above
-        self._tally.count_hits({(site, "recorded"): n for site, n in recorded.items()})
+        self._tally.count_hits({(site, Reason.RECORDED): n for site, n in recorded.items()})
         self._tally.count_hits(denied)
         return rows
 
@@ -426,7 +426,7 @@ class Writer:
                 erased = await erased_since(session, self._keyring, decided_before)
             gone = Counter(row.site for row in decided_before if row.id in erased)
             decided_before = [row for row in decided_before if row.id not in erased]
-            self._tally.count_hits({(site, "erased"): n for site, n in gone.items()})
+            self._tally.count_hits({(site, Reason.ERASED): n for site, n in gone.items()})
         decided_here: list[EventRow] = []
         if frame.pending:
             # The registry itself, not the cache: notifications may have been lost meanwhile.
@@ -456,3 +456,24 @@ def _anything_may_have_changed(_key: tuple[str, str], _at: datetime) -> bool:
 def _subject_keys(batch: Sequence[Pending]) -> list[tuple[str, str]]:
     """The (site, pseudonym) of each hit that has a subject."""
     return [(p.event.site, p.event.subject) for p in batch if p.event.subject]
+
+
+def writer_for(
+    settings: Settings,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    sites: SiteDirectory,
+    consent: ConsentCache,
+) -> Writer:
+    """The writer a server (or its writer process) runs, as its settings say."""
+    return Writer(
+        engine=engine,
+        sessions=sessions,
+        policies=load_policies(settings.policies_dir),
+        sites=sites,
+        keyring=KeyRing(settings.secret_key),
+        consent=consent,
+        spool=Spool(settings.spool_dir),
+        region_header=settings.region_header,
+        retry_seconds=settings.write_retry_seconds,
+    )

@@ -1,8 +1,8 @@
 """The writer in a process of its own, fed through a pipe.
 
 Under `pixelgate serve` every worker starts one: its Python work (reading, pseudonymising,
-deciding and writing about 13 µs a hit) would otherwise share the worker's one thread with
-the pixel, and the pixel would answer at half the rate. The worker sends each batch down the
+deciding and writing) would otherwise share the worker's one thread with the pixel, and the
+pixel would answer at about half the rate (bench/README.md). The worker sends each batch down the
 child's stdin and waits for its report on stdout before sending the next, so nothing queues
 anywhere but in app/hits/queue.py's bounded queue, and a drained queue means written hits.
 
@@ -30,21 +30,18 @@ import msgspec
 import uvloop
 
 from app.base.db import make_engine, make_sessionmaker
-from app.base.keys import KeyRing
 from app.base.metrics import Tally
 from app.base.settings import Settings
 from app.base.sites import SiteDirectory
-from app.hits.spool import Spool
-from app.hits.steps import Arrival
-from app.hits.writer import UNREACHABLE, Writer
+from app.hits.arrival import Arrival
+from app.hits.writer import UNREACHABLE, Writer, writer_for
 from consent.cache import ConsentCache, Key
-from consent.policy import load_policies
 
 log = logging.getLogger("pixelgate.writer")
 HEADER = struct.Struct(">I")
 # Each hit inserts into the events' subject index at a place of its own: with SQLite's
-# default 2 MiB page cache most of those pages are read again from the file at every batch
-# (1,000 subjects, 5,000-hit batches: 64 MiB took inserting from 29 to 23 µs a hit).
+# default 2 MiB page cache most of those pages are read again from the file at every batch;
+# 64 MiB keeps them (bench/README.md has the figures).
 WRITER_SQLITE_CACHE_MIB = 64
 
 
@@ -189,16 +186,7 @@ async def run_child(stdin: asyncio.StreamReader, report: Callable[[Report], None
     sessions = make_sessionmaker(engine)
     consent = ConsentCache(sessions)
     sites = SiteDirectory(sessions)
-    writer = Writer(
-        engine=engine,
-        sessions=sessions,
-        policies=load_policies(settings.policies_dir),
-        sites=sites,
-        keyring=KeyRing(settings.secret_key),
-        consent=consent,
-        spool=Spool(settings.spool_dir),
-        region_header=settings.region_header,
-    )
+    writer = writer_for(settings, engine, sessions, sites, consent)
     try:
         await sites.load()
     except UNREACHABLE as exc:

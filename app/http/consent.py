@@ -2,7 +2,6 @@
 
 import ipaddress
 import secrets
-import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -29,8 +28,9 @@ from app.http.context import Context
 from app.http.problems import Problem
 from app.http.ratelimit import client_address, client_of
 from app.http.sites import site_or_404
-from consent import receipts, store
+from consent import ledger, receipts, store
 from consent.decide import Signals, decide_purpose
+from consent.ledger import LedgerEntry
 from consent.policy import Policy
 from consent.tables import ConsentLedger
 
@@ -78,20 +78,6 @@ class StateOut(msgspec.Struct):
     subject: str  # the pseudonym
     policy_version: str
     purposes: dict[str, PurposeState]
-
-
-class LedgerEntry(msgspec.Struct):
-    id: uuid.UUID
-    recorded_at: datetime
-    action: str
-    purposes: dict[str, bool]
-    policy_version: str
-    policy_sha256: str
-    source: str
-    ip_prefix: str | None
-    ua_family: str | None
-    jurisdiction: str
-    expires_at: datetime | None
 
 
 class HistoryOut(msgspec.Struct):
@@ -296,7 +282,6 @@ async def give_consent(
         )
         minted = subject if data.subject is None else None
         out = _receipt(ctx, entry, policy, found, minted)
-    ctx.consent.invalidate(site, entry.subject)
     return Response(out, status_code=201, headers=cors)
 
 
@@ -364,7 +349,7 @@ async def consent_history(
         entries = await store.history(session, site, pseudonym)
     out = HistoryOut(
         subject=pseudonym,
-        entries=[msgspec.convert(e, LedgerEntry, from_attributes=True) for e in entries],
+        entries=ledger.entries(entries),
     )
     return Response(out, headers=cors_headers(found, request.headers.get("origin")))
 
@@ -396,7 +381,6 @@ async def withdraw_consent(
             now=utcnow(),
         )
         out = _receipt(ctx, entry, policy, found)
-    ctx.consent.invalidate(site, pseudonym)
     return Response(out, headers=cors_headers(found, request.headers.get("origin")))
 
 

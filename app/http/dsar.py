@@ -176,8 +176,6 @@ async def file_request(
             row.status, row.completed_at, row.subject = "completed", now, None
             row.counts = {"purposes_denied": len(denied)}
         session.add(row)
-    if data.type == "opt_out":
-        ctx.consent.invalidate(site, pseudonym)
     return Response(dsar_out(row, now), status_code=202)
 
 

@@ -13,18 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.db import dialect_insert, utcnow
+from app.base.event_fields import ATTRIBUTION_FIELDS, Attribution
 from app.base.tables import EventId, is_storable
+from app.hits.arrival import Hit
+from app.hits.event import EventRow, Pending
+from app.hits.registries import registries_met
 from app.hits.signed_pixels import PixelClaim, sign_pixel
-from app.hits.steps import (
-    MAX_TEXT,
-    Dropped,
-    EventRow,
-    Hit,
-    Pending,
-    prepare,
-    registries_met,
-    settle,
-)
+from app.hits.steps import MAX_TEXT, Dropped, Reason, prepare, settle
 from app.hits.writer import write_events
 from app.http.auth import require_key
 from app.http.context import Context
@@ -37,17 +32,11 @@ MAX_PIXEL_URLS = 10_000
 MAX_FUTURE = timedelta(minutes=5)  # clocks drift; an event from further ahead is a mistake
 
 
-class ServerEvent(msgspec.Struct, forbid_unknown_fields=True):
+class ServerEvent(Attribution, forbid_unknown_fields=True, kw_only=True):
     kind: str = "pageview"
     subject: str | None = None
     email: str | None = None
     page: str | None = None
-    campaign: str | None = None
-    utm_source: str | None = None
-    utm_medium: str | None = None
-    utm_campaign: str | None = None
-    utm_content: str | None = None
-    utm_term: str | None = None
     value: Decimal | None = None
     currency: str | None = None
     occurred_at: datetime | None = None
@@ -61,7 +50,7 @@ class EventsIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class Rejected(msgspec.Struct):
     index: int
-    reason: str  # no_consent | invalid | bot
+    reason: Reason  # no_consent, invalid or bot
 
 
 class EventsOut(msgspec.Struct):
@@ -76,24 +65,19 @@ def _storable_id(event_id: str) -> bool:
 def _hit(site: str, event: ServerEvent) -> Hit:
     texts = [v for v in msgspec.structs.astuple(event) if isinstance(v, str)]
     if not all(is_storable(text) for text in texts):
-        raise Dropped("invalid")  # a NUL or other control character in any field
+        raise Dropped(Reason.INVALID)  # a NUL or other control character in any field
     if event.event_id is not None and not _storable_id(event.event_id):
-        raise Dropped("invalid")
+        raise Dropped(Reason.INVALID)
     if event.subject is not None and event.email is not None:
-        raise Dropped("invalid")  # one identifier per event
+        raise Dropped(Reason.INVALID)  # one identifier per event
     if event.email is not None and ("@" not in event.email or len(event.email) > 254):
-        raise Dropped("invalid")
+        raise Dropped(Reason.INVALID)
     return Hit(
         site=site,
         kind=event.kind,
         subject=event.subject if event.subject is not None else event.email,
         page=event.page,
-        campaign=event.campaign,
-        utm_source=event.utm_source,
-        utm_medium=event.utm_medium,
-        utm_campaign=event.utm_campaign,
-        utm_content=event.utm_content,
-        utm_term=event.utm_term,
+        **{name: getattr(event, name) for name in ATTRIBUTION_FIELDS},
         value=str(event.value) if event.value is not None else None,
         currency=event.currency,
         user_agent=event.user_agent or "",
@@ -192,7 +176,7 @@ async def post_events(
             occurred = event.occurred_at or now
             try:
                 if occurred.tzinfo is None or occurred > now + MAX_FUTURE:
-                    raise Dropped("invalid")
+                    raise Dropped(Reason.INVALID)
                 pending.append(
                     (
                         index,
@@ -214,7 +198,7 @@ async def post_events(
             if outcome.would_record and outcome.event is not None:
                 recorded.append((hashes[index], outcome.event))
             else:
-                rejected.append(Rejected(index, "no_consent"))
+                rejected.append(Rejected(index, Reason.NO_CONSENT))
         rows = await _first_times(session, site, recorded, now)
         await write_events(session, rows)
     ctx.metrics.flushed.inc(len(rows))

@@ -18,7 +18,7 @@ from granian.rsgi import Scope as RSGIScope
 from litestar import Litestar
 from litestar.types import Message, Receive
 
-from app.hits.steps import REPEATED_HIT_HEADERS, Arrival, HitHeaders, single_hit_headers
+from app.hits.arrival import REPEATED_HIT_HEADERS, Arrival, HitHeaders, single_hit_headers
 from app.http.context import Context
 from app.http.pixel import (
     GIF,
@@ -88,9 +88,8 @@ class Front:
     def _headers(self, scope: RSGIScope) -> HitHeaders:
         """Only the headers the writer reads. (granian leaves out headers whose value is not
         visible ASCII: a user agent with é in it comes as none.) Asked for by name, as text:
-        3.7-4.0 µs of the thread the pixel answers on, where taking them all to pick from
-        cost 3.9 µs and encoding them to bytes as ASGI would 5.5-6.3 µs (timed inside the
-        served pixel under load)."""
+        cheaper on the thread the pixel answers on than taking them all to pick from, or
+        encoding them to bytes as ASGI would (bench/README.md)."""
         headers = scope.headers
         picked = [
             (name, value) for name in self._hit_headers if (value := headers.get(name)) is not None

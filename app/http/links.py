@@ -15,7 +15,8 @@ from sqlalchemy import and_, select
 
 from app.base.db import dialect_insert, utcnow
 from app.base.tables import Campaign, Link, is_storable
-from app.hits.steps import MAX_TEXT, hit_values
+from app.hits.arrival import hit_values
+from app.hits.steps import MAX_TEXT
 from app.http.auth import require_key
 from app.http.context import Context
 from app.http.pixel import CACHE_CONTROL, asgi_headers, queue_hit

@@ -31,16 +31,10 @@ from litestar.types import HTTPScope, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.base.db import utcnow
+from app.base.event_fields import UTM_FIELDS, Utm
 from app.base.settings import Settings
-from app.hits.steps import (
-    Arrival,
-    HitHeaders,
-    Outcome,
-    evaluate,
-    hit_headers,
-    hit_values,
-    read_hit,
-)
+from app.hits.arrival import Arrival, HitHeaders, hit_headers, hit_values, read_hit
+from app.hits.steps import Outcome, evaluate
 from app.http.auth import bearer, require_key
 from app.http.context import Context
 from app.http.dsar import open_and_overdue
@@ -80,7 +74,7 @@ EMPTY_BODY = {"type": "http.response.body", "body": b""}
 MAX_BODY = 16384
 
 
-class CollectBody(msgspec.Struct, kw_only=True):
+class CollectBody(Utm, kw_only=True):
     """POST /p/{site}/collect: the pixel's query fields as a JSON object (sendBeacon)."""
 
     k: str | None = None
@@ -93,11 +87,6 @@ class CollectBody(msgspec.Struct, kw_only=True):
     t: str | None = None
     gdpr: str | int | None = None
     gdpr_consent: str | None = None
-    utm_source: str | None = None
-    utm_medium: str | None = None
-    utm_campaign: str | None = None
-    utm_content: str | None = None
-    utm_term: str | None = None
 
 
 COLLECT_DECODER = msgspec.json.Decoder(CollectBody)
@@ -284,8 +273,7 @@ PIXEL_PARAMETERS = [
     _query("u", "subject identifier (pseudonymised at once, never stored)"),
     _query("p", "page path or message id"),
     _query("c", "campaign id"),
-    *(_query(f, "attribution") for f in ("utm_source", "utm_medium", "utm_campaign")),
-    *(_query(f, "attribution") for f in ("utm_content", "utm_term")),
+    *(_query(f, "attribution") for f in UTM_FIELDS),
     _query("r", "referrer override (else the Referer header)"),
     _query("v", "conversion value (decimal)"),
     _query("cur", "ISO 4217 currency"),

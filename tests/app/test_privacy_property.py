@@ -24,10 +24,10 @@ from litestar.testing import TestClient
 
 from app.base.metrics import Metrics
 from app.base.settings import Settings
-from app.hits.steps import Arrival
+from app.hits.arrival import Arrival
 from app.main import create_app
-from tests.app.test_dsar import run_job
-from tests.app.test_ingest import NOWHERE, ingest_for, known_sites
+from tests.app.hits.test_ingest import NOWHERE, ingest_for, known_sites
+from tests.app.http.test_dsar import run_job
 from tests.conftest import LOGS
 from tests.factories import CHROME, IPHONE, auth, dump_database, make_key, make_site, raw, run
 from tests.factories import settings_for as base_settings

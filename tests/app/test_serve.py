@@ -19,7 +19,7 @@ from app.base.db import migrate
 from app.hits.spool import SpoolInUse
 from app.http.pixel import GIF
 from app.main import create_app
-from tests.app.test_web import assert_page_headers, references
+from tests.app.http.test_web import assert_page_headers, references
 from tests.factories import (
     CHROME,
     POLICIES,

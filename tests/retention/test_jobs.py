@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 
 from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.base.tables import DsarExport, EventId
-from app.hits.steps import EventRow
+from app.hits.event import EventRow
 from app.hits.writer import write_events
 from app.main import create_app
 from app.reports.summary import summary_of

@@ -60,12 +60,14 @@ async def test_a_failed_run_is_logged_and_the_loop_goes_on(
     monkeypatch.setattr(schedule, "JOBS", jobs)
     engine = make_engine(database_url)
     context = JobContext(engine, make_sessionmaker(engine), POLICY_SET)
-    task = asyncio.create_task(scheduler(context, utcnow, tick=0.01))
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler(context, utcnow, stop, tick=0.01))
     for _ in range(300):
         if 'job flaky: {"times":2}' in caplog.text:
             break
         await asyncio.sleep(0.01)
-    task.cancel()
+    stop.set()
+    await asyncio.wait_for(task, 5)  # it returns once told to stop
     await engine.dispose()
     assert len(calls) >= 2
     assert "job flaky failed: RuntimeError" in caplog.text

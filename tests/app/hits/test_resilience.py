@@ -19,7 +19,7 @@ from app.base.keys import KeyRing
 from app.main import _stopped, create_app
 from consent import store
 from consent.policy import load_policies
-from tests.app.test_ingest import events_table_gone, readyz_until
+from tests.app.hits.test_ingest import events_table_gone, readyz_until
 from tests.factories import (
     CHROME,
     POLICIES,

@@ -10,20 +10,11 @@ import pytest
 
 from app.base.keys import KeyRing
 from app.base.sites import SiteOut
+from app.hits.arrival import Arrival, HitHeaders, hit_headers, hit_values, parse_query, read_hit
+from app.hits.event import Pending
+from app.hits.shapes import Shapes
 from app.hits.signed_pixels import PixelClaim, sign_pixel
-from app.hits.steps import (
-    Arrival,
-    Dropped,
-    HitHeaders,
-    Pending,
-    Shapes,
-    hit_headers,
-    hit_values,
-    new_event_id,
-    parse_query,
-    prepare_at_site,
-    read_hit,
-)
+from app.hits.steps import Dropped, new_event_id, prepare_at_site
 from consent.policy import load_policies
 from tests.factories import CHROME, GMAIL_PROXY, GOOGLEBOT, IPHONE, POLICIES, SECRET
 

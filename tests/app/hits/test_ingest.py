@@ -20,10 +20,11 @@ from app.base.keys import KeyRing
 from app.base.metrics import Metrics
 from app.base.sites import SiteDirectory
 from app.base.tables import Event
+from app.hits.arrival import Arrival
+from app.hits.event import EventRow, Pending, SignalsSeen
 from app.hits.queue import Ingest
 from app.hits.spool import HEADER, Frame, Spool
-from app.hits.steps import Arrival, EventRow, Pending, SignalsSeen
-from app.hits.writer import SQLITE_BINDERS, Writer
+from app.hits.writer import SQLITE_BINDERS, Writer, writer_for
 from app.hits.writer_process import WRITER_SQLITE_CACHE_MIB
 from app.main import create_app
 from consent import store
@@ -33,6 +34,7 @@ from consent.policy import load_policies
 from tests.factories import (
     CHROME,
     POLICIES,
+    SECRET,
     make_site,
     run,
     settings_for,
@@ -42,7 +44,7 @@ from tests.factories import (
 )
 
 POLICY_SET = load_policies(POLICIES)
-KEYRING = KeyRing(b"k" * 32)
+KEYRING = KeyRing(SECRET)  # the test settings'
 NOWHERE = "postgresql+asyncpg://postgres@127.0.0.1:9/nothing-listens-here"
 
 
@@ -86,16 +88,9 @@ def ingest_for(
     database goes away); by default one that asks `url`."""
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
-    writer = Writer(
-        engine=engine,
-        sessions=sessions,
-        policies=POLICY_SET,
-        sites=sites or SiteDirectory(sessions),
-        keyring=KEYRING,
-        consent=ConsentCache(sessions),
-        spool=Spool(spool),
-        retry_seconds=0.05,
-    )
+    settings = settings_for(url, spool_dir=spool, write_retry_seconds=0.05)
+    sites = sites or SiteDirectory(sessions)
+    writer = writer_for(settings, engine, sessions, sites, ConsentCache(sessions))
     return Ingest(writer, metrics), engine
 
 
@@ -226,7 +221,7 @@ def test_a_batch_that_fails_for_another_reason_is_counted_lost_and_the_writer_go
 def test_a_hit_spooled_before_the_consent_is_not_recorded_at_replay(
     database_url: str, tmp_path: Path
 ) -> None:
-    """Decided as of its arrival, when nothing allowed it (tests/app/test_arrival.py)."""
+    """Decided as of its arrival, when nothing allowed it (tests/app/hits/test_registries.py)."""
     site = make_site(settings_for(database_url))
     subject = KEYRING.pseudonym(site, subject_id())
     Spool(tmp_path).append(Frame(pending=[pending(site, subject, seconds_ago=60)]))
