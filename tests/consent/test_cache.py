@@ -125,7 +125,7 @@ async def test_cached_registries_give_the_garbage_collector_nothing_to_walk(
     sessions: Any,
 ) -> None:
     """Full collections walk every tracked object: a cache of a million registries that the
-    collector tracks paused the pixel for up to 80 ms at a time (bench/pixel.py, 1M)."""
+    collector tracks paused the pixel for up to 80 ms at a time (bench/pixel_throughput.py, 1M)."""
     keys = [("cache-gc", f"p-{n}") for n in range(1000)]
     for key in keys[:100]:
         await grant(sessions, *key)
