@@ -286,7 +286,7 @@ WHO_READS = (
 
 @get(
     "/v1/sites/{site:str}/consent/{subject:str}",
-    guards=[admin_or_path_subject],
+    dependencies=admin_or_path_subject(),
     summary="Current consent per purpose",
     description=WHO_READS,
 )
@@ -318,7 +318,7 @@ async def read_consent(
 
 @get(
     "/v1/sites/{site:str}/consent/{subject:str}/history",
-    guards=[admin_or_path_subject],
+    dependencies=admin_or_path_subject(),
     summary="The consent ledger",
     description=WHO_READS,
 )
@@ -342,7 +342,7 @@ async def consent_history(
 @delete(
     "/v1/sites/{site:str}/consent/{subject:str}",
     status_code=200,
-    guards=[admin_or_path_subject],
+    dependencies=admin_or_path_subject(),
     summary="Withdraw every purpose",
     description=WHO_READS + " The answer carries a fresh subject token.",
 )

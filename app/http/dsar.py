@@ -239,11 +239,12 @@ async def download_export(
 
 @get(
     "/v1/sites/{site:str}/dsar",
-    guards=[requires("admin")],
+    dependencies=requires("admin"),
     summary="Data subject requests, with overdue flags",
 )
 async def list_requests(
     site: FromPath[str],
+    site_row: NamedDependency[Site],
     session: NamedDependency[AsyncSession],
     status: Annotated[str | None, QueryParameter(schema_extra={"enum": list(STATUSES)})] = None,
 ) -> DsarList:

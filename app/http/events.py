@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.db import dialect_insert, utcnow
-from app.base.tables import EventId, is_storable
+from app.base.tables import EventId, Site, is_storable
 from app.hits.signed_pixels import PixelClaim, sign_pixel
 from app.hits.steps import (
     MAX_TEXT,
@@ -161,13 +161,14 @@ decided afresh when it is sent again."""
 
 @post(
     "/v1/sites/{site:str}/events",
-    guards=[requires("ingest")],
+    dependencies=requires("ingest"),
     status_code=200,
     summary="Server-side events",
     description=EVENTS_DESCRIPTION,
 )
 async def post_events(
     site: FromPath[str],
+    site_row: NamedDependency[Site],
     data: JSONBody[EventsIn],
     ctx: NamedDependency[Context],
     session: NamedDependency[AsyncSession],
@@ -231,12 +232,13 @@ class PixelUrlsOut(msgspec.Struct):
 
 @post(
     "/v1/sites/{site:str}/pixel-urls",
-    guards=[requires("ingest")],
+    dependencies=requires("ingest"),
     status_code=200,
     summary="Signed pixel URLs",
 )
 async def pixel_urls(
     site: FromPath[str],
+    site_row: NamedDependency[Site],
     data: JSONBody[PixelUrlsIn],
     ctx: NamedDependency[Context],
 ) -> PixelUrlsOut:

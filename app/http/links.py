@@ -15,7 +15,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.db import dialect_insert, utcnow
-from app.base.tables import Campaign, Link, is_storable
+from app.base.tables import Campaign, Link, Site, is_storable
 from app.hits.steps import MAX_TEXT, hit_values
 from app.http.context import Context
 from app.http.guards import requires
@@ -61,11 +61,12 @@ class CampaignOut(msgspec.Struct):
 
 @put(
     "/v1/sites/{site:str}/campaigns/{campaign:str}",
-    guards=[requires("admin")],
+    dependencies=requires("admin"),
     summary="Create or update a campaign",
 )
 async def put_campaign(
     site: FromPath[str],
+    site_row: NamedDependency[Site],
     campaign: FromPath[str],
     data: JSONBody[CampaignIn],
     session: NamedDependency[AsyncSession],
@@ -162,12 +163,13 @@ def _location(destination: str) -> str:
 
 @post(
     "/v1/sites/{site:str}/links",
-    guards=[requires("admin")],
+    dependencies=requires("admin"),
     status_code=201,
     summary="Create a tracked link",
 )
 async def create_link(
     site: FromPath[str],
+    site_row: NamedDependency[Site],
     data: JSONBody[LinkIn],
     ctx: NamedDependency[Context],
     session: NamedDependency[AsyncSession],

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.db import utcnow
 from app.base.settings import Settings
+from app.base.tables import Site
 from app.hits.steps import (
     Arrival,
     HitHeaders,
@@ -221,12 +222,13 @@ async def pixel_edge(scope: Scope, receive: Receive, send: Send) -> None:
 
 @get(
     "/v1/sites/{site:str}/debug",
-    guards=[requires("read")],
+    dependencies=requires("read"),
     summary="Explain what the pixel would do (records nothing)",
 )
 async def debug(
     request: Request[Any, Any, State],
     site: FromPath[str],
+    site_row: NamedDependency[Site],
     ctx: NamedDependency[Context],
     session: NamedDependency[AsyncSession],
 ) -> Outcome:

@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.base.tables import is_storable
+from app.base.tables import Site, is_storable
 from app.http.guards import requires
 from app.http.problems import Problem
 from app.reports.summary import summary_of
@@ -54,12 +54,13 @@ def _csv(rows: list[list[object]]) -> Response[str]:
 
 @get(
     "/v1/sites/{site:str}/reports/summary",
-    guards=[requires("read")],
+    dependencies=requires("read"),
     summary="Hits, subjects and hits by kind",
 )
 async def summary(
     request: Request[Any, Any, State],
     site: FromPath[str],
+    site_row: NamedDependency[Site],
     session: NamedDependency[AsyncSession],
     start: Annotated[str, QueryParameter(name="from", schema_extra={"format": "date"})],
     end: Annotated[str, QueryParameter(name="to", schema_extra={"format": "date"})],

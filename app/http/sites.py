@@ -33,7 +33,7 @@ class ControllerIn(msgspec.Struct, forbid_unknown_fields=True):
 
 @get(
     "/v1/sites/{site:str}",
-    guards=[requires("admin")],
+    dependencies=requires("admin"),
     summary="A site, with its controller",
     description="Admin key.",
 )
@@ -43,7 +43,7 @@ async def read_site(site_row: NamedDependency[Site]) -> SiteDetails:
 
 @patch(
     "/v1/sites/{site:str}",
-    guards=[requires("admin")],
+    dependencies=requires("admin"),
     summary="Set the site's controller",
     description=(
         "Admin key. The organisation responsible for the site's processing, named by its "
@@ -53,7 +53,10 @@ async def read_site(site_row: NamedDependency[Site]) -> SiteDetails:
     ),
 )
 async def update_controller(
-    site: FromPath[str], data: JSONBody[ControllerIn], session: NamedDependency[AsyncSession]
+    site: FromPath[str],
+    site_row: NamedDependency[Site],
+    data: JSONBody[ControllerIn],
+    session: NamedDependency[AsyncSession],
 ) -> SiteDetails:
     fields = {
         name: value
