@@ -49,9 +49,10 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# Each scenario is a module of bench/ (bench/README.md), run from the repository root.
 bench: $(STAMP)
-	$(BIN)/python bench/pixel.py
-	$(BIN)/python bench/retention.py
+	$(BIN)/python -m bench.pixel_throughput
+	$(BIN)/python -m bench.retention_purge
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

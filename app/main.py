@@ -23,7 +23,7 @@ from app.hits.spool import lock_directory
 from app.hits.writer import writer_for
 from app.hits.writer_process import WriterProcess
 from app.http import consent as consent_api
-from app.http import dsar, events, health, links, openapi, pixel, reports, web
+from app.http import deps, dsar, events, health, links, openapi, pixel, reports, web
 from app.http import sites as sites_api
 from app.http.context import Context
 from app.http.front import Front
@@ -108,7 +108,7 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
         await ctx.ingest.start()
         jobs, stop_jobs = None, asyncio.Event()
         if settings.jobs:
-            job_context = JobContext(engine, sessions, policies, forget=consent.invalidate)
+            job_context = JobContext(engine, sessions, policies)
             jobs = asyncio.create_task(
                 scheduler(job_context, utcnow, stop_jobs), name="pixelgate-jobs"
             )
@@ -152,7 +152,11 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
             health.healthz,
             health.readyz,
         ],
-        dependencies={"ctx": Provide(lambda: ctx, sync_to_thread=False)},
+        dependencies={
+            "ctx": Provide(lambda: ctx, sync_to_thread=False),
+            "session": Provide(deps.provide_session),
+            "site_row": Provide(deps.provide_site),
+        },
         exception_handlers={HTTPException: on_http_exception, Exception: on_unexpected},
         request_class=ApiRequest,
         before_send=[web.security_headers],

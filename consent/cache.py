@@ -1,6 +1,8 @@
 """The registry as the hot path sees it: a bounded cache, emptied of a subject the moment
-their consent changes, in this process and in every other (PostgreSQL: LISTEN/NOTIFY;
-SQLite: the consent_changes rows a writer reads before each batch, catch_up()).
+their consent changes: in this process when the change commits (consent.store tells the
+cache, which hears the sessionmaker it is given), in every other through the database
+(PostgreSQL: LISTEN/NOTIFY; SQLite: the consent_changes rows a writer reads before each
+batch, catch_up()).
 
 It also remembers when it last heard of each change, so that the writer can tell which of
 the hits it holds arrived before a change to their subject (changed_since())."""
@@ -59,6 +61,7 @@ class ConsentCache:
         self._known_from = EPOCH
         self._last_change: int | None = None  # the consent_changes row read last (SQLite)
         self._feed: bool | None = None  # whether there are rows to read: known once asked
+        store.hear_changes(sessions, self.invalidate)
 
     def invalidate(self, site: str, subject: str) -> None:
         key = (site, subject)

@@ -1,13 +1,19 @@
-"""The consent registry: record, read, withdraw. Functions taking the session first."""
+"""The consent registry: record, read, withdraw, erase. Functions taking the session first.
+
+Every change is announced once its transaction commits: to other processes by NOTIFY
+(PostgreSQL) or a consent_changes row (SQLite), and in this process to whatever asked
+hear_changes() of the sessionmaker (the consent cache). Nothing else changes a registry, so
+no caller has a cache to empty."""
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, event, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction
 
 from app.base.db import dialect_insert, driver_connection
 from app.base.tables import DsarRequest
@@ -16,6 +22,11 @@ from consent.policy import Policy
 from consent.tables import ConsentChange, ConsentLedger, ConsentState
 
 CHANNEL = "pixelgate_consent"  # NOTIFY payload: "site:pseudonym" of a changed registry
+# In a sessionmaker's info (so in each of its sessions'): told of each committed change.
+HEARERS = "pixelgate.consent.hearers"
+# In a session's info: the (site, pseudonym) its open transaction changed.
+CHANGED = "pixelgate.consent.changed"
+Hearer = Callable[[str, str], None]  # (site, pseudonym)
 # The writer's lookups, a Record's columns. The database writes record_id as the text a
 # Record keeps, for less than Python would (SQLite stores it as 32 hex digits).
 REGISTRIES_SQL = (
@@ -69,7 +80,7 @@ async def record(
 ) -> ConsentLedger:
     """Append to the ledger and make it the current state of each purpose named."""
     granted_ttls = [policy.file.purposes[p].consent_ttl_days for p, ok in purposes.items() if ok]
-    await notify_change(session, site, subject)
+    await _announce(session, site, subject)
     entry = ConsentLedger(
         site=site,
         id=uuid.uuid4(),
@@ -184,23 +195,70 @@ async def registries(
     return found
 
 
-async def notify_change(
+async def erase(session: AsyncSession, site: str, subject: str) -> dict[str, int]:
+    """Delete everything of consent kept under the pseudonym (its state, its ledger, and the
+    announcements of its earlier changes, which name it) and announce the erasure. Returns
+    how many rows of state and of ledger went."""
+    counts = {}
+    for name, table in (("consent_state", ConsentState), ("consent_ledger", ConsentLedger)):
+        result = await session.execute(
+            delete(table).where(table.site == site, table.subject == subject)
+        )
+        counts[name] = int(getattr(result, "rowcount", 0))
+    await session.execute(
+        delete(ConsentChange).where(ConsentChange.site == site, ConsentChange.subject == subject)
+    )
+    await _announce(session, site, subject, erasure=True)
+    return counts
+
+
+def hear_changes(sessions: async_sessionmaker[AsyncSession], hearer: Hearer) -> None:
+    """Have `hearer(site, pseudonym)` called when a session of `sessions` commits a change
+    to that subject's consent (a record, a withdrawal, an erasure); never for one rolled
+    back. The hearers live in the sessionmaker's info, which each session it opens copies."""
+    info = sessions.kw.setdefault("info", {})
+    info.setdefault(HEARERS, []).append(hearer)
+
+
+async def _announce(
     session: AsyncSession, site: str, subject: str, *, erasure: bool = False
 ) -> None:
-    """Tell every process (at commit) to forget this subject's cached consent: by NOTIFY on
-    PostgreSQL, by a consent_changes row on SQLite. The row of an `erasure` names the site
-    only: nothing under the pseudonym may outlive it."""
+    """Tell every process (at commit) to forget this subject's cached consent: others by
+    NOTIFY on PostgreSQL or a consent_changes row on SQLite, this one through its hearers.
+    The row of an `erasure` names the site only: nothing under the pseudonym may outlive it."""
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(
             text("SELECT pg_notify(:channel, :payload)"),
             {"channel": CHANNEL, "payload": f"{site}:{subject}"},
         )
-        return
-    await session.execute(
-        insert(ConsentChange).values(
-            site=site, subject=None if erasure else subject, changed_at=datetime.now(UTC)
+    else:
+        await session.execute(
+            insert(ConsentChange).values(
+                site=site, subject=None if erasure else subject, changed_at=datetime.now(UTC)
+            )
         )
-    )
+    if not session.info.get(HEARERS):
+        return  # nobody in this process listens (`pixelgate jobs run`, a test)
+    sync_session = session.sync_session
+    if not event.contains(sync_session, "after_commit", _committed):
+        event.listen(sync_session, "after_commit", _committed)
+        event.listen(sync_session, "after_transaction_end", _ended)
+    session.info.setdefault(CHANGED, []).append((site, subject))
+
+
+def _committed(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: nothing is out before the transaction commits
+    for site, subject in session.info.pop(CHANGED, ()):
+        for hearer in session.info[HEARERS]:
+            hearer(site, subject)
+
+
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    """Forget what a transaction changed once it is over, committed (and told) or not. A
+    savepoint rolled back leaves its changes listed: at worst a cache reloads a subject."""
+    if transaction.parent is None:
+        session.info.pop(CHANGED, None)
 
 
 async def changes_after(

@@ -7,7 +7,6 @@ writer at a time), so it is never fulfilled twice.
 """
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,6 @@ from app.base.tables import DsarExport, DsarRequest, Event, Site
 from consent import ledger, store
 from consent.ledger import LedgerEntry
 from consent.policy import Policy
-from consent.tables import ConsentChange, ConsentLedger, ConsentState
 
 SCHEMA_VERSION = 2  # 2: about explains the controller, purposes and every field
 
@@ -335,43 +333,27 @@ async def _export(
 
 
 async def _erase(session: AsyncSession, request: DsarRequest, subject: str) -> dict[str, int]:
-    """Everything under the pseudonym, in this one transaction."""
+    """Everything under the pseudonym, in this one transaction; its consent through the
+    registry, which announces the erasure once this commits."""
     site = request.site
-    counts = {}
-    for name, statement in (
-        ("events", delete(Event).where(Event.site == site, Event.subject == subject)),
-        (
-            "consent_state",
-            delete(ConsentState).where(ConsentState.site == site, ConsentState.subject == subject),
-        ),
-        (
-            "consent_ledger",
-            delete(ConsentLedger).where(
-                ConsentLedger.site == site, ConsentLedger.subject == subject
-            ),
-        ),
-        (
-            "exports",
-            delete(DsarExport).where(
-                DsarExport.site == site, DsarExport.subject_hash == request.subject_hash
-            ),
-        ),
-    ):
-        result = await session.execute(statement)
-        counts[name] = int(getattr(result, "rowcount", 0))
-    counts["audience_memberships"] = 0  # no audiences yet
-    # Announcements of this person's earlier changes (SQLite) name the pseudonym too; the
-    # erasure's own names only the site.
-    await session.execute(
-        delete(ConsentChange).where(ConsentChange.site == site, ConsentChange.subject == subject)
+    events = await session.execute(
+        delete(Event).where(Event.site == site, Event.subject == subject)
     )
+    counts = {"events": int(getattr(events, "rowcount", 0))}
+    counts.update(await store.erase(session, site, subject))
+    exports = await session.execute(
+        delete(DsarExport).where(
+            DsarExport.site == site, DsarExport.subject_hash == request.subject_hash
+        )
+    )
+    counts["exports"] = int(getattr(exports, "rowcount", 0))
+    counts["audience_memberships"] = 0  # no audiences yet
     # Other requests of the same person keep their audit record, without the pseudonym.
     await session.execute(
         update(DsarRequest)
         .where(DsarRequest.site == site, DsarRequest.subject_hash == request.subject_hash)
         .values(subject=None)
     )
-    await store.notify_change(session, site, subject, erasure=True)
     return counts
 
 
@@ -399,9 +381,8 @@ async def _claim(session: AsyncSession) -> DsarRequest | None:
 
 async def fulfil_one(
     session: AsyncSession, policies: dict[str, Policy], now: datetime
-) -> tuple[DsarRequest, str] | None:
-    """Claim the oldest pending request and fulfil it; the caller's transaction commits.
-    Returns the request and the pseudonym it was about (no longer stored with it)."""
+) -> DsarRequest | None:
+    """Claim the oldest pending request and fulfil it; the caller's transaction commits."""
     request = await _claim(session)
     if request is None:
         return None
@@ -429,7 +410,7 @@ async def fulfil_one(
         request.status = "completed"
     request.completed_at = now
     request.subject = None  # the audit record keeps only the keyed hash
-    return request, subject
+    return request
 
 
 async def run_dsar(
@@ -438,7 +419,6 @@ async def run_dsar(
     now: datetime,
     *,
     dry_run: bool = False,
-    forget: Callable[[str, str], None] | None = None,
 ) -> JobCounts:
     """Fulfil every pending request, one transaction each."""
     counts = JobCounts()
@@ -452,10 +432,7 @@ async def run_dsar(
         return counts
     while True:
         async with sessions() as session, session.begin():
-            done = await fulfil_one(session, policies, now)
-        if done is None:
+            request = await fulfil_one(session, policies, now)
+        if request is None:
             return counts
-        request, subject = done
-        if request.type == "erasure" and forget is not None:
-            forget(request.site, subject)  # after the commit: no cache may reload the old rows
         setattr(counts, request.type, getattr(counts, request.type) + 1)

@@ -30,7 +30,6 @@ class JobContext:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     policies: dict[str, Policy]
-    forget: Callable[[str, str], None] | None = None  # drop a subject from a consent cache
     progress: Callable[[int], None] | None = None  # told how many events each batch deleted
 
 
@@ -42,7 +41,7 @@ class Job:
 
 
 async def _dsar(ctx: JobContext, now: datetime, dry_run: bool) -> msgspec.Struct:
-    return await run_dsar(ctx.sessions, ctx.policies, now, dry_run=dry_run, forget=ctx.forget)
+    return await run_dsar(ctx.sessions, ctx.policies, now, dry_run=dry_run)
 
 
 async def _retention(ctx: JobContext, now: datetime, dry_run: bool) -> msgspec.Struct:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +17,8 @@ from app.base.tables import ApiKey
 from app.http.context import Context
 from consent.store import erased_at
 
-AnyRequest = Request[Any, Any, Any]
+# A request or the connection a guard is given: only its headers are read.
+AnyRequest = ASGIConnection[Any, Any, Any, Any]
 SCOPES = ("admin", "read", "ingest")
 # admin ⊃ read and ingest; read and ingest are separate.
 GRANTS = {"admin": {"admin", "read", "ingest"}, "read": {"read"}, "ingest": {"ingest"}}

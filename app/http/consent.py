@@ -17,24 +17,18 @@ from app.base.keys import truncate_ip
 from app.base.sites import jurisdiction_of
 from app.base.tables import Site, is_storable
 from app.hits.useragent import classify
-from app.http.auth import (
-    bearer,
-    live_subject_claim,
-    require_admin_or_subject,
-    require_key,
-    subject_token,
-)
+from app.http.auth import bearer, live_subject_claim, require_key, subject_token
 from app.http.context import Context
+from app.http.deps import Subject, cors_headers
+from app.http.guards import admin_or_path_subject
 from app.http.problems import Problem
 from app.http.ratelimit import client_address, client_of
-from app.http.sites import site_or_404
 from consent import ledger, receipts, store
 from consent.decide import Signals, decide_purpose
 from consent.ledger import LedgerEntry
 from consent.policy import Policy
 from consent.tables import ConsentLedger
 
-MAX_SUBJECT = 256
 # A label, not free text: it is kept in the ledger and the receipt for as long as they live.
 SOURCE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 GPC_HANDLING_SINCE = "2026-11-29"  # when pixelgate's handling of Sec-GPC last changed
@@ -52,7 +46,7 @@ class ProofIn(msgspec.Struct, forbid_unknown_fields=True):
 class ConsentIn(msgspec.Struct, forbid_unknown_fields=True):
     purposes: Annotated[dict[str, bool], msgspec.Meta(min_length=1)]
     # Absent on the public path: the server mints a visitor id.
-    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SUBJECT)] | None = None
+    subject: Subject | None = None
     policy_version: str | None = None
     source: Annotated[str, msgspec.Meta(pattern=SOURCE)] = "api"
     # Only with a key: on the public path the request itself is the person's proof.
@@ -83,19 +77,6 @@ class StateOut(msgspec.Struct):
 class HistoryOut(msgspec.Struct):
     subject: str
     entries: list[LedgerEntry]
-
-
-def cors_headers(site: Site, origin: str | None) -> dict[str, str]:
-    """CORS for the site's own origins only; others get no grant (and a 403 on POST)."""
-    if not origin or origin.lower() not in site.origins:
-        return {"Vary": "Origin"}
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-        "Access-Control-Allow-Headers": "Content-Type, X-Subject-Token",
-        "Access-Control-Max-Age": "600",
-        "Vary": "Origin",
-    }
 
 
 def consent_proof(
@@ -163,8 +144,6 @@ def _policy_url(ctx: Context, site: str) -> str:
 
 
 def _check_body(body: ConsentIn, policy: Policy, by_key: bool) -> None:
-    if body.subject is not None and not 0 < len(body.subject.strip()) <= MAX_SUBJECT:
-        raise Problem(422, f"subject must be 1 to {MAX_SUBJECT} characters")
     if body.proof is not None:
         if not by_key:
             raise Problem(
@@ -187,11 +166,9 @@ def _check_body(body: ConsentIn, policy: Policy, by_key: bool) -> None:
     include_in_schema=False,
 )
 async def consent_preflight(
-    request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
+    request: Request[Any, Any, State], site_row: NamedDependency[Site]
 ) -> Response[None]:
-    async with ctx.sessions() as session:
-        found = await site_or_404(session, site)
-    cors = cors_headers(found, request.headers.get("origin"))
+    cors = cors_headers(site_row, request.headers.get("origin"))
     return Response(None, status_code=204, headers=cors)
 
 
@@ -258,43 +235,31 @@ async def give_consent(
     site: FromPath[str],
     data: JSONBody[ConsentIn],
     ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
+    site_row: NamedDependency[Site],
 ) -> Response[ConsentOut]:
-    origin = request.headers.get("origin")
-    async with ctx.sessions() as session, session.begin():
-        found = await site_or_404(session, site)
-        cors = cors_headers(found, origin)
-        by_key = bearer(request) is not None
-        if by_key:
-            await require_key(request, session, ctx.keyring, site, "admin")
-        else:
-            await _public_caller(request, session, ctx, found, data, cors)
-        policy = ctx.policies[found.policy]
-        _check_body(data, policy, by_key)
-        subject = mint_visitor_id() if data.subject is None else data.subject
-        entry = await store.record(
-            session,
-            site=site,
-            subject=ctx.keyring.pseudonym(site, subject),
-            purposes=data.purposes,
-            policy=policy,
-            proof=consent_proof(request, found, ctx, data.source, by_key=by_key, given=data.proof),
-            now=utcnow(),
-        )
-        minted = subject if data.subject is None else None
-        out = _receipt(ctx, entry, policy, found, minted)
-    ctx.consent.invalidate(site, entry.subject)
+    cors = cors_headers(site_row, request.headers.get("origin"))
+    # Who may give it depends on the body (a subject or none), so it is decided here.
+    by_key = bearer(request) is not None
+    if by_key:
+        await require_key(request, session, ctx.keyring, site, "admin")
+    else:
+        await _public_caller(request, session, ctx, site_row, data, cors)
+    policy = ctx.policies[site_row.policy]
+    _check_body(data, policy, by_key)
+    subject = mint_visitor_id() if data.subject is None else data.subject
+    entry = await store.record(
+        session,
+        site=site,
+        subject=ctx.keyring.pseudonym(site, subject),
+        purposes=data.purposes,
+        policy=policy,
+        proof=consent_proof(request, site_row, ctx, data.source, by_key=by_key, given=data.proof),
+        now=utcnow(),
+    )
+    minted = subject if data.subject is None else None
+    out = _receipt(ctx, entry, policy, site_row, minted)
     return Response(out, status_code=201, headers=cors)
-
-
-async def _subject_access(
-    request: Request[Any, Any, Any], session: AsyncSession, ctx: Context, site: str, subject: str
-) -> tuple[Site, str]:
-    """An admin key of the site, or the subject's own token; returns the site and pseudonym."""
-    found = await site_or_404(session, site)
-    pseudonym = ctx.keyring.pseudonym(site, subject)
-    cors = cors_headers(found, request.headers.get("origin"))
-    await require_admin_or_subject(request, session, ctx, site, pseudonym.__eq__, cors)
-    return found, pseudonym
 
 
 WHO_READS = (
@@ -306,6 +271,7 @@ WHO_READS = (
 
 @get(
     "/v1/sites/{site:str}/consent/{subject:str}",
+    dependencies=admin_or_path_subject(),
     summary="Current consent per purpose",
     description=WHO_READS,
 )
@@ -314,16 +280,17 @@ async def read_consent(
     site: FromPath[str],
     subject: FromPath[str],
     ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
+    site_row: NamedDependency[Site],
 ) -> Response[StateOut]:
-    async with ctx.sessions() as session:
-        found, pseudonym = await _subject_access(request, session, ctx, site, subject)
-        rows = {row.purpose: row for row in await store.current(session, site, pseudonym)}
-    policy, now = ctx.policies[found.policy], utcnow()
+    pseudonym = ctx.keyring.pseudonym(site, subject)
+    rows = {row.purpose: row for row in await store.current(session, site, pseudonym)}
+    policy, now = ctx.policies[site_row.policy], utcnow()
     purposes = {}
     for name in policy.file.purposes:
         row = rows.get(name)
         record = store.as_record(row) if row else None
-        decided = decide_purpose(policy, name, record, Signals(), found.jurisdiction, now)
+        decided = decide_purpose(policy, name, record, Signals(), site_row.jurisdiction, now)
         purposes[name] = PurposeState(
             allowed=decided.allowed,
             reason=decided.reason,
@@ -331,11 +298,12 @@ async def read_consent(
             expires_at=row.expires_at if row else None,
         )
     out = StateOut(subject=pseudonym, policy_version=policy.version, purposes=purposes)
-    return Response(out, headers=cors_headers(found, request.headers.get("origin")))
+    return Response(out, headers=cors_headers(site_row, request.headers.get("origin")))
 
 
 @get(
     "/v1/sites/{site:str}/consent/{subject:str}/history",
+    dependencies=admin_or_path_subject(),
     summary="The consent ledger",
     description=WHO_READS,
 )
@@ -344,20 +312,22 @@ async def consent_history(
     site: FromPath[str],
     subject: FromPath[str],
     ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
+    site_row: NamedDependency[Site],
 ) -> Response[HistoryOut]:
-    async with ctx.sessions() as session:
-        found, pseudonym = await _subject_access(request, session, ctx, site, subject)
-        entries = await store.history(session, site, pseudonym)
+    pseudonym = ctx.keyring.pseudonym(site, subject)
+    entries = await store.history(session, site, pseudonym)
     out = HistoryOut(
         subject=pseudonym,
         entries=ledger.entries(entries),
     )
-    return Response(out, headers=cors_headers(found, request.headers.get("origin")))
+    return Response(out, headers=cors_headers(site_row, request.headers.get("origin")))
 
 
 @delete(
     "/v1/sites/{site:str}/consent/{subject:str}",
     status_code=200,
+    dependencies=admin_or_path_subject(),
     summary="Withdraw every purpose",
     description=WHO_READS + " The answer carries a fresh subject token.",
 )
@@ -366,37 +336,35 @@ async def withdraw_consent(
     site: FromPath[str],
     subject: FromPath[str],
     ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
+    site_row: NamedDependency[Site],
 ) -> Response[ConsentOut]:
-    async with ctx.sessions() as session, session.begin():
-        found, pseudonym = await _subject_access(request, session, ctx, site, subject)
-        policy = ctx.policies[found.policy]
-        entry = await store.withdraw(
-            session,
-            site=site,
-            subject=pseudonym,
-            policy=policy,
-            # Without a subject token, the admin key let the site's server in.
-            proof=consent_proof(
-                request, found, ctx, "withdrawal", by_key="x-subject-token" not in request.headers
-            ),
-            now=utcnow(),
-        )
-        out = _receipt(ctx, entry, policy, found)
-    ctx.consent.invalidate(site, pseudonym)
-    return Response(out, headers=cors_headers(found, request.headers.get("origin")))
+    pseudonym = ctx.keyring.pseudonym(site, subject)
+    policy = ctx.policies[site_row.policy]
+    entry = await store.withdraw(
+        session,
+        site=site,
+        subject=pseudonym,
+        policy=policy,
+        # Without a subject token, the admin key let the site's server in.
+        proof=consent_proof(
+            request, site_row, ctx, "withdrawal", by_key="x-subject-token" not in request.headers
+        ),
+        now=utcnow(),
+    )
+    out = _receipt(ctx, entry, policy, site_row)
+    return Response(out, headers=cors_headers(site_row, request.headers.get("origin")))
 
 
 @get("/.well-known/jwks.json", summary="Public keys that verify consent receipts")
-async def jwks(ctx: NamedDependency[Context]) -> dict[str, list[dict[str, Any]]]:
-    async with ctx.sessions() as session:
-        return await receipts.jwks(session)
+async def jwks(session: NamedDependency[AsyncSession]) -> dict[str, list[dict[str, Any]]]:
+    return await receipts.jwks(session)
 
 
 @head("/.well-known/jwks.json", summary="The headers of the JWKS, without it")
-async def jwks_head(ctx: NamedDependency[Context]) -> Response[None]:
+async def jwks_head(session: NamedDependency[AsyncSession]) -> Response[None]:
     # The length GET would send: caches and probes compare it.
-    async with ctx.sessions() as session:
-        body = msgspec.json.encode(await receipts.jwks(session))
+    body = msgspec.json.encode(await receipts.jwks(session))
     return Response(None, media_type=MediaType.JSON, headers={"Content-Length": str(len(body))})
 
 
@@ -418,13 +386,13 @@ def responsible(site: Site) -> str:
 
 
 @get("/v1/sites/{site:str}/policy", media_type="text/markdown", summary="The privacy notice")
-async def policy_notice(site: FromPath[str], ctx: NamedDependency[Context]) -> Response[str]:
-    async with ctx.sessions() as session:
-        found = await site_or_404(session, site)
-    policy = ctx.policies[found.policy]
+async def policy_notice(
+    site_row: NamedDependency[Site], ctx: NamedDependency[Context]
+) -> Response[str]:
+    policy = ctx.policies[site_row.policy]
     headers = {"X-Policy-Version": policy.version, "X-Policy-SHA256": policy.sha256}
     # Appended after the notice file, which stays exactly what X-Policy-SHA256 versions.
-    text = "\n".join(part for part in (policy.notice_text, responsible(found)) if part)
+    text = "\n".join(part for part in (policy.notice_text, responsible(site_row)) if part)
     return Response(text, media_type="text/markdown", headers=headers)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.base.db import utcnow
 from app.base.keys import audit_hash
 from app.base.tables import DsarExport, DsarRequest, Site
-from app.http.auth import bearer, require_admin_or_subject, require_key
-from app.http.consent import MAX_SUBJECT, consent_proof, cors_headers
+from app.http.auth import bearer, require_admin_or_subject
+from app.http.consent import consent_proof
 from app.http.context import Context
+from app.http.deps import Subject, cors_headers
+from app.http.guards import requires
 from app.http.problems import Problem
 from app.http.ratelimit import client_of
-from app.http.sites import site_or_404
 from consent import store
 from consent.policy import Policy
 
@@ -35,7 +36,7 @@ CCPA_DAYS = 45
 
 class DsarIn(msgspec.Struct, forbid_unknown_fields=True):
     type: Kind
-    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SUBJECT)]
+    subject: Subject
     regulation: Regulation = "gdpr"
 
 
@@ -123,115 +124,107 @@ async def file_request(
     site: FromPath[str],
     data: JSONBody[DsarIn],
     ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
+    site_row: NamedDependency[Site],
 ) -> Response[DsarOut]:
-    if not 0 < len(data.subject.strip()) <= MAX_SUBJECT:
-        raise Problem(422, f"subject must be 1 to {MAX_SUBJECT} characters")
     now = utcnow()
     pseudonym = ctx.keyring.pseudonym(site, data.subject)
     owner = audit_hash(ctx.keyring, pseudonym)
-    async with ctx.sessions() as session, session.begin():
-        found = await site_or_404(session, site)
-        anonymous = data.type == "opt_out" and not bearer(request)
-        if anonymous and "x-subject-token" not in request.headers:
-            # CCPA: an opt-out needs no identity check, only a brake on floods.
-            client = client_of(request, ctx.settings.trusted_proxies)
-            cors = cors_headers(found, request.headers.get("origin"))
-            ctx.consent_limiter.check(site, client, cors)
-        else:
-            await _authorise(request, session, ctx, found, owner)
-        policy = ctx.policies[found.policy]
-        row = DsarRequest(
-            site=site,
-            id=uuid.uuid4(),
-            type=data.type,
-            regulation=data.regulation,
-            status="pending",
-            subject=pseudonym,
-            subject_hash=owner,
-            received_at=now,
-            due_at=due_at(now, data.regulation, policy),
-            counts={},
-        )
-        if data.type == "opt_out":
-            # Takes effect at once: a denial of every sale/share purpose in the registry.
-            denied = policy.sale_or_share()
-            if denied:
-                await store.record(
-                    session,
-                    site=site,
-                    subject=pseudonym,
-                    purposes=dict.fromkeys(denied, False),
-                    policy=policy,
-                    proof=consent_proof(
-                        request,
-                        found,
-                        ctx,
-                        "opt-out-request",
-                        # The admin key, not a subject token, let the site's server in.
-                        by_key=bearer(request) is not None
-                        and "x-subject-token" not in request.headers,
-                    ),
-                    now=now,
-                )
-            row.status, row.completed_at, row.subject = "completed", now, None
-            row.counts = {"purposes_denied": len(denied)}
-        session.add(row)
+    anonymous = data.type == "opt_out" and not bearer(request)
+    if anonymous and "x-subject-token" not in request.headers:
+        # CCPA: an opt-out needs no identity check, only a brake on floods.
+        client = client_of(request, ctx.settings.trusted_proxies)
+        cors = cors_headers(site_row, request.headers.get("origin"))
+        ctx.consent_limiter.check(site, client, cors)
+    else:
+        await _authorise(request, session, ctx, site_row, owner)
+    policy = ctx.policies[site_row.policy]
+    row = DsarRequest(
+        site=site,
+        id=uuid.uuid4(),
+        type=data.type,
+        regulation=data.regulation,
+        status="pending",
+        subject=pseudonym,
+        subject_hash=owner,
+        received_at=now,
+        due_at=due_at(now, data.regulation, policy),
+        counts={},
+    )
     if data.type == "opt_out":
-        ctx.consent.invalidate(site, pseudonym)
+        # Takes effect at once: a denial of every sale/share purpose in the registry.
+        denied = policy.sale_or_share()
+        if denied:
+            await store.record(
+                session,
+                site=site,
+                subject=pseudonym,
+                purposes=dict.fromkeys(denied, False),
+                policy=policy,
+                proof=consent_proof(
+                    request,
+                    site_row,
+                    ctx,
+                    "opt-out-request",
+                    # The admin key, not a subject token, let the site's server in.
+                    by_key=bearer(request) is not None and "x-subject-token" not in request.headers,
+                ),
+                now=now,
+            )
+        row.status, row.completed_at, row.subject = "completed", now, None
+        row.counts = {"purposes_denied": len(denied)}
+    session.add(row)
     return Response(dsar_out(row, now), status_code=202)
 
 
-async def _find(session: AsyncSession, site: str, request_id: str) -> DsarRequest:
+async def provide_request(
+    request: Request[Any, Any, State],
+    request_id: FromPath[str],
+    ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
+    site_row: NamedDependency[Site],
+) -> DsarRequest:
+    """The path's request, for an admin key or its own subject's token: 404 for an unknown
+    request before any check of who asks, as for an unknown site."""
     try:
         key = uuid.UUID(request_id)
     except ValueError:
         raise Problem(404, "unknown request") from None
-    row = await session.get(DsarRequest, (site, key))
+    row = await session.get(DsarRequest, (site_row.slug, key))
     if row is None:
         raise Problem(404, "unknown request")
+    await _authorise(request, session, ctx, site_row, row.subject_hash)
     return row
 
 
 @get(
     "/v1/sites/{site:str}/dsar/{request_id:str}",
+    dependencies={"dsar_request": Provide(provide_request)},
     summary="A data subject request's status",
     description=WHO,
 )
-async def read_request(
-    request: Request[Any, Any, State],
-    site: FromPath[str],
-    request_id: FromPath[str],
-    ctx: NamedDependency[Context],
-) -> DsarOut:
-    async with ctx.sessions() as session:
-        found = await site_or_404(session, site)
-        row = await _find(session, site, request_id)
-        await _authorise(request, session, ctx, found, row.subject_hash)
-    return dsar_out(row, utcnow())
+async def read_request(dsar_request: NamedDependency[DsarRequest]) -> DsarOut:
+    return dsar_out(dsar_request, utcnow())
 
 
 @get(
     "/v1/sites/{site:str}/dsar/{request_id:str}/export",
+    dependencies={"dsar_request": Provide(provide_request)},
     media_type="application/json",
     summary="Download an access request's export",
     description=WHO,
 )
 async def download_export(
-    request: Request[Any, Any, State],
     site: FromPath[str],
-    request_id: FromPath[str],
-    ctx: NamedDependency[Context],
+    dsar_request: NamedDependency[DsarRequest],
+    session: NamedDependency[AsyncSession],
 ) -> Response[bytes]:
-    now = utcnow()
-    async with ctx.sessions() as session:
-        found = await site_or_404(session, site)
-        row = await _find(session, site, request_id)
-        await _authorise(request, session, ctx, found, row.subject_hash)
-        if row.type != "access":
-            raise Problem(404, f"a {row.type} request has no export")
-        if row.status in OPEN:
-            raise Problem(404, "the export is not ready: the request is still pending")
-        export = await session.get(DsarExport, (site, row.id))
+    now, row = utcnow(), dsar_request
+    if row.type != "access":
+        raise Problem(404, f"a {row.type} request has no export")
+    if row.status in OPEN:
+        raise Problem(404, "the export is not ready: the request is still pending")
+    export = await session.get(DsarExport, (site, row.id))
     if export is None or export.expires_at <= now:
         raise Problem(404, "the export has expired or was erased; file a new access request")
     filename = f"pixelgate-export-{site}-{row.id}.json"
@@ -242,24 +235,25 @@ async def download_export(
     )
 
 
-@get("/v1/sites/{site:str}/dsar", summary="Data subject requests, with overdue flags")
+@get(
+    "/v1/sites/{site:str}/dsar",
+    dependencies=requires("admin"),
+    summary="Data subject requests, with overdue flags",
+)
 async def list_requests(
-    request: Request[Any, Any, State],
     site: FromPath[str],
-    ctx: NamedDependency[Context],
+    site_row: NamedDependency[Site],
+    session: NamedDependency[AsyncSession],
     status: Annotated[str | None, QueryParameter(schema_extra={"enum": list(STATUSES)})] = None,
 ) -> DsarList:
-    async with ctx.sessions() as session:
-        await site_or_404(session, site)
-        await require_key(request, session, ctx.keyring, site, "admin")
-        query = select(DsarRequest).where(DsarRequest.site == site)
-        if status is not None and status not in STATUSES:
-            raise Problem(422, f"status must be one of {', '.join(STATUSES)}")
-        if status is not None:
-            query = query.where(DsarRequest.status == status)
-        rows = await session.scalars(query.order_by(DsarRequest.received_at))
-        now = utcnow()
-        return DsarList(requests=[dsar_out(row, now) for row in rows])
+    if status is not None and status not in STATUSES:
+        raise Problem(422, f"status must be one of {', '.join(STATUSES)}")
+    query = select(DsarRequest).where(DsarRequest.site == site)
+    if status is not None:
+        query = query.where(DsarRequest.status == status)
+    rows = await session.scalars(query.order_by(DsarRequest.received_at))
+    now = utcnow()
+    return DsarList(requests=[dsar_out(row, now) for row in rows])
 
 
 async def open_and_overdue(session: AsyncSession, now: datetime) -> tuple[int, int]:

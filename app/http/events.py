@@ -2,11 +2,9 @@
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, post
-from litestar.datastructures import State
+from litestar import post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
@@ -14,17 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.db import dialect_insert, utcnow
 from app.base.event_fields import ATTRIBUTION_FIELDS, Attribution
-from app.base.tables import EventId, is_storable
+from app.base.tables import EventId, Site, is_storable
 from app.hits.arrival import Hit
 from app.hits.event import EventRow, Pending
 from app.hits.registries import registries_met
 from app.hits.signed_pixels import PixelClaim, sign_pixel
 from app.hits.steps import MAX_TEXT, Dropped, Reason, prepare, settle
 from app.hits.writer import write_events
-from app.http.auth import require_key
 from app.http.context import Context
+from app.http.deps import Subject
+from app.http.guards import requires
 from app.http.problems import Problem
-from app.http.sites import site_or_404
 from consent import store
 
 MAX_EVENTS = 1000
@@ -147,67 +145,66 @@ decided afresh when it is sent again."""
 
 @post(
     "/v1/sites/{site:str}/events",
+    dependencies=requires("ingest"),
     status_code=200,
     summary="Server-side events",
     description=EVENTS_DESCRIPTION,
 )
 async def post_events(
-    request: Request[Any, Any, State],
     site: FromPath[str],
+    site_row: NamedDependency[Site],
     data: JSONBody[EventsIn],
     ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
 ) -> EventsOut:
     """Decided like pixel hits, but written before the answer, all or nothing."""
     if len(data.events) > MAX_EVENTS:
         raise Problem(413, f"at most {MAX_EVENTS} events per request, got {len(data.events)}")
     now = utcnow()
-    async with ctx.sessions() as session, session.begin():
-        await site_or_404(session, site)
-        await require_key(request, session, ctx.keyring, site, "ingest")
-        rejected: list[Rejected] = []
-        pending: list[tuple[int, Pending]] = []
-        hashes = _id_hashes(ctx, site, data.events)
-        seen = await _seen(session, site, hashes)
-        repeats = 0
-        for index, event in enumerate(data.events):
-            if hashes[index] in seen:
-                repeats += 1
-                continue
-            occurred = event.occurred_at or now
-            try:
-                if occurred.tzinfo is None or occurred > now + MAX_FUTURE:
-                    raise Dropped(Reason.INVALID)
-                pending.append(
-                    (
-                        index,
-                        await prepare(
-                            ctx.sites, ctx.policies, ctx.keyring, _hit(site, event), occurred, True
-                        ),
-                    )
+    rejected: list[Rejected] = []
+    pending: list[tuple[int, Pending]] = []
+    hashes = _id_hashes(ctx, site, data.events)
+    seen = await _seen(session, site, hashes)
+    repeats = 0
+    for index, event in enumerate(data.events):
+        if hashes[index] in seen:
+            repeats += 1
+            continue
+        occurred = event.occurred_at or now
+        try:
+            if occurred.tzinfo is None or occurred > now + MAX_FUTURE:
+                raise Dropped(Reason.INVALID)
+            pending.append(
+                (
+                    index,
+                    await prepare(
+                        ctx.sites, ctx.policies, ctx.keyring, _hit(site, event), occurred, True
+                    ),
                 )
-            except Dropped as dropped:
-                rejected.append(Rejected(index, dropped.reason))
-        keys = list({(site, p.event.subject) for _, p in pending if p.event.subject})
-        registries = await store.registries(session, keys)
-        # As of each event's occurred_at; one from before the request may meet an erasure.
-        batch = [one for _, one in pending]
-        met = await registries_met(session, ctx.keyring, batch, registries, lambda _, at: at < now)
-        recorded = []
-        for (index, one), registry in zip(pending, met, strict=True):
-            outcome = settle(ctx.policies[one.policy], one, registry)
-            if outcome.would_record and outcome.event is not None:
-                recorded.append((hashes[index], outcome.event))
-            else:
-                rejected.append(Rejected(index, Reason.NO_CONSENT))
-        rows = await _first_times(session, site, recorded, now)
-        await write_events(session, rows)
+            )
+        except Dropped as dropped:
+            rejected.append(Rejected(index, dropped.reason))
+    keys = list({(site, p.event.subject) for _, p in pending if p.event.subject})
+    registries = await store.registries(session, keys)
+    # As of each event's occurred_at; one from before the request may meet an erasure.
+    batch = [one for _, one in pending]
+    met = await registries_met(session, ctx.keyring, batch, registries, lambda _, at: at < now)
+    recorded = []
+    for (index, one), registry in zip(pending, met, strict=True):
+        outcome = settle(ctx.policies[one.policy], one, registry)
+        if outcome.would_record and outcome.event is not None:
+            recorded.append((hashes[index], outcome.event))
+        else:
+            rejected.append(Rejected(index, Reason.NO_CONSENT))
+    rows = await _first_times(session, site, recorded, now)
+    await write_events(session, rows)
     ctx.metrics.flushed.inc(len(rows))
     accepted = repeats + len(recorded)
     return EventsOut(accepted=accepted, rejected=sorted(rejected, key=lambda r: r.index))
 
 
 class PixelUrlsIn(msgspec.Struct, forbid_unknown_fields=True):
-    subjects: list[Annotated[str, msgspec.Meta(min_length=1, max_length=256)]]
+    subjects: list[Subject]
     kind: str = "open"
     campaign: str | None = None
     page: str | None = None
@@ -217,19 +214,21 @@ class PixelUrlsOut(msgspec.Struct):
     urls: dict[str, str]
 
 
-@post("/v1/sites/{site:str}/pixel-urls", status_code=200, summary="Signed pixel URLs")
+@post(
+    "/v1/sites/{site:str}/pixel-urls",
+    dependencies=requires("ingest"),
+    status_code=200,
+    summary="Signed pixel URLs",
+)
 async def pixel_urls(
-    request: Request[Any, Any, State],
     site: FromPath[str],
+    site_row: NamedDependency[Site],
     data: JSONBody[PixelUrlsIn],
     ctx: NamedDependency[Context],
 ) -> PixelUrlsOut:
     """One URL per recipient; its token carries the pseudonym, never the recipient's id."""
     if len(data.subjects) > MAX_PIXEL_URLS:
         raise Problem(413, f"at most {MAX_PIXEL_URLS} subjects per request")
-    async with ctx.sessions() as session:
-        await site_or_404(session, site)
-        await require_key(request, session, ctx.keyring, site, "ingest")
     probe = Hit(site=site, kind=data.kind, campaign=data.campaign, page=data.page)
     try:
         prepared = await prepare(ctx.sites, ctx.policies, ctx.keyring, probe, utcnow(), server=True)
@@ -238,8 +237,6 @@ async def pixel_urls(
     base = f"{ctx.settings.base_url}/p/{site}/pixel.gif?t="
     urls = {}
     for subject in data.subjects:
-        if not 0 < len(subject.strip()) <= 256:
-            raise Problem(422, "each subject must be 1 to 256 characters")
         claim = PixelClaim(
             site=site,
             subject=ctx.keyring.pseudonym(site, subject),

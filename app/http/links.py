@@ -12,16 +12,16 @@ from litestar.datastructures import ResponseHeader, State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy import and_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.db import dialect_insert, utcnow
-from app.base.tables import Campaign, Link, is_storable
+from app.base.tables import Campaign, Link, Site, is_storable
 from app.hits.arrival import hit_values
 from app.hits.steps import MAX_TEXT
-from app.http.auth import require_key
 from app.http.context import Context
+from app.http.guards import requires
 from app.http.pixel import CACHE_CONTROL, asgi_headers, queue_hit
 from app.http.problems import Problem
-from app.http.sites import site_or_404
 
 Channel = Literal["email", "influencer", "ads", "other"]
 MAX_SENDS = 2**31 - 1  # campaigns.sends is a 32-bit integer on PostgreSQL
@@ -60,13 +60,17 @@ class CampaignOut(msgspec.Struct):
     updated_at: datetime
 
 
-@put("/v1/sites/{site:str}/campaigns/{campaign:str}", summary="Create or update a campaign")
+@put(
+    "/v1/sites/{site:str}/campaigns/{campaign:str}",
+    dependencies=requires("admin"),
+    summary="Create or update a campaign",
+)
 async def put_campaign(
-    request: Request[Any, Any, State],
     site: FromPath[str],
+    site_row: NamedDependency[Site],
     campaign: FromPath[str],
     data: JSONBody[CampaignIn],
-    ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
 ) -> CampaignOut:
     if not 0 < len(campaign) <= MAX_TEXT or "/" in campaign or not is_storable(campaign):
         raise Problem(
@@ -84,16 +88,13 @@ async def put_campaign(
         "sends": data.sends,
         "updated_at": now,
     }
-    async with ctx.sessions() as session, session.begin():
-        await site_or_404(session, site)
-        await require_key(request, session, ctx.keyring, site, "admin")
-        statement = dialect_insert(session)(Campaign).values(values)
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["site", "id"],
-                set_={k: statement.excluded[k] for k in values if k not in ("site", "id")},
-            )
+    statement = dialect_insert(session)(Campaign).values(values)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["site", "id"],
+            set_={k: statement.excluded[k] for k in values if k not in ("site", "id")},
         )
+    )
     return CampaignOut(campaign, data.name, data.channel, data.influencer, data.sends, now)
 
 
@@ -161,30 +162,33 @@ def _location(destination: str) -> str:
         return quote(_STRAY_PERCENT.sub("%25", destination), safe=_URI_SAFE, errors="replace")
 
 
-@post("/v1/sites/{site:str}/links", status_code=201, summary="Create a tracked link")
+@post(
+    "/v1/sites/{site:str}/links",
+    dependencies=requires("admin"),
+    status_code=201,
+    summary="Create a tracked link",
+)
 async def create_link(
-    request: Request[Any, Any, State],
     site: FromPath[str],
+    site_row: NamedDependency[Site],
     data: JSONBody[LinkIn],
     ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
 ) -> LinkOut:
     destination = _check_destination(data.destination)
     _check_text("campaign", data.campaign)
     _check_text("influencer", data.influencer)
     code = secrets.token_urlsafe(9)  # 72 random bits: not guessable, not enumerable
-    async with ctx.sessions() as session, session.begin():
-        await site_or_404(session, site)
-        await require_key(request, session, ctx.keyring, site, "admin")
-        session.add(
-            Link(
-                site=site,
-                code=code,
-                destination=destination,
-                campaign=data.campaign,
-                influencer=data.influencer,
-                created_at=utcnow(),
-            )
+    session.add(
+        Link(
+            site=site,
+            code=code,
+            destination=destination,
+            campaign=data.campaign,
+            influencer=data.influencer,
+            created_at=utcnow(),
         )
+    )
     return LinkOut(code=code, url=f"{ctx.settings.base_url}/l/{code}")
 
 

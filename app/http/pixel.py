@@ -29,18 +29,20 @@ from litestar.openapi.spec import (
 from litestar.params import FromPath
 from litestar.types import HTTPScope, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.db import utcnow
 from app.base.event_fields import UTM_FIELDS, Utm
 from app.base.settings import Settings
+from app.base.tables import Site
 from app.hits.arrival import Arrival, HitHeaders, hit_headers, hit_values, read_hit
 from app.hits.steps import Outcome, evaluate
-from app.http.auth import bearer, require_key
+from app.http.auth import bearer
 from app.http.context import Context
 from app.http.dsar import open_and_overdue
+from app.http.guards import requires
 from app.http.problems import Problem
 from app.http.ratelimit import client_address, is_allowed
-from app.http.sites import site_or_404
 
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 CACHE_CONTROL = "no-store, no-cache, must-revalidate, max-age=0"
@@ -207,17 +209,22 @@ async def pixel_edge(scope: Scope, receive: Receive, send: Send) -> None:
     await serve_pixel(scope["litestar_app"].state.ctx, scope["path"], scope, receive, send)
 
 
-@get("/v1/sites/{site:str}/debug", summary="Explain what the pixel would do (records nothing)")
+@get(
+    "/v1/sites/{site:str}/debug",
+    dependencies=requires("read"),
+    summary="Explain what the pixel would do (records nothing)",
+)
 async def debug(
-    request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
+    request: Request[Any, Any, State],
+    site: FromPath[str],
+    site_row: NamedDependency[Site],
+    ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
 ) -> Outcome:
-    async with ctx.sessions() as session:
-        await site_or_404(session, site)
-        await require_key(request, session, ctx.keyring, site, "read")
-        values = hit_values(request.query_params.items())
-        region = ctx.settings.region_header
-        hit = read_hit(site, values, hit_headers(request.scope["headers"], region), region)
-        return await evaluate(session, ctx.sites, ctx.policies, ctx.keyring, hit, utcnow())
+    values = hit_values(request.query_params.items())
+    region = ctx.settings.region_header
+    hit = read_hit(site, values, hit_headers(request.scope["headers"], region), region)
+    return await evaluate(session, ctx.sites, ctx.policies, ctx.keyring, hit, utcnow())
 
 
 def may_read_metrics(request: Request[Any, Any, Any], settings: Settings) -> bool:

@@ -9,12 +9,11 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.base.tables import is_storable
-from app.http.auth import require_key
-from app.http.context import Context
+from app.base.tables import Site, is_storable
+from app.http.guards import requires
 from app.http.problems import Problem
-from app.http.sites import site_or_404
 from app.reports.summary import summary_of
 
 MAX_DAYS = 3660
@@ -53,11 +52,16 @@ def _csv(rows: list[list[object]]) -> Response[str]:
     return Response(out.getvalue(), media_type="text/csv")
 
 
-@get("/v1/sites/{site:str}/reports/summary", summary="Hits, subjects and hits by kind")
+@get(
+    "/v1/sites/{site:str}/reports/summary",
+    dependencies=requires("read"),
+    summary="Hits, subjects and hits by kind",
+)
 async def summary(
     request: Request[Any, Any, State],
     site: FromPath[str],
-    ctx: NamedDependency[Context],
+    site_row: NamedDependency[Site],
+    session: NamedDependency[AsyncSession],
     start: Annotated[str, QueryParameter(name="from", schema_extra={"format": "date"})],
     end: Annotated[str, QueryParameter(name="to", schema_extra={"format": "date"})],
     kind: FromQuery[str | None] = None,
@@ -65,10 +69,7 @@ async def summary(
 ) -> Response[Any]:
     first, last = _period(start, end)
     kind, campaign = _filter("kind", kind), _filter("campaign", campaign)
-    async with ctx.sessions() as session:
-        await site_or_404(session, site)
-        await require_key(request, session, ctx.keyring, site, "read")
-        result = await summary_of(session, site, first, last, kind, campaign)
+    result = await summary_of(session, site, first, last, kind, campaign)
     if "text/csv" in request.headers.get("accept", ""):
         rows: list[list[object]] = [["kind", "hits"], *([k, v] for k, v in result.by_kind.items())]
         return _csv([*rows, ["total", result.hits], ["subjects", result.subjects]])

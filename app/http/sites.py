@@ -1,18 +1,16 @@
 """A site over the admin API: read it, and set who is responsible for its processing."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
-from litestar import Request, get, patch
-from litestar.datastructures import State
+from litestar import get, patch
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.base.sites import EMAIL, SLUG, SiteDetails, get_site, site_out, update_site
+from app.base.sites import EMAIL, SiteDetails, site_out, update_site
 from app.base.tables import Site
-from app.http.auth import require_key
-from app.http.context import Context
+from app.http.guards import requires
 from app.http.problems import Problem
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -20,14 +18,6 @@ Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, pattern=EMAIL)
 Address = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 Phone = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
 Homepage = Annotated[str, msgspec.Meta(min_length=8, max_length=2048, pattern="^https?://")]
-
-
-async def site_or_404(session: AsyncSession, slug: str) -> Site:
-    # A slug no site can have (one with a NUL, say) is not looked up: PostgreSQL refuses it.
-    site = await get_site(session, slug) if SLUG.fullmatch(slug) else None
-    if site is None:
-        raise Problem(404, f"unknown site {slug!r}")
-    return site
 
 
 class ControllerIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -41,18 +31,19 @@ class ControllerIn(msgspec.Struct, forbid_unknown_fields=True):
     homepage: Homepage | msgspec.UnsetType = msgspec.UNSET
 
 
-@get("/v1/sites/{site:str}", summary="A site, with its controller", description="Admin key.")
-async def read_site(
-    request: Request[Any, Any, State], site: FromPath[str], ctx: NamedDependency[Context]
-) -> SiteDetails:
-    async with ctx.sessions() as session:
-        found = await site_or_404(session, site)
-        await require_key(request, session, ctx.keyring, site, "admin")
-        return site_out(found)
+@get(
+    "/v1/sites/{site:str}",
+    dependencies=requires("admin"),
+    summary="A site, with its controller",
+    description="Admin key.",
+)
+async def read_site(site_row: NamedDependency[Site]) -> SiteDetails:
+    return site_out(site_row)
 
 
 @patch(
     "/v1/sites/{site:str}",
+    dependencies=requires("admin"),
     summary="Set the site's controller",
     description=(
         "Admin key. The organisation responsible for the site's processing, named by its "
@@ -62,21 +53,18 @@ async def read_site(
     ),
 )
 async def update_controller(
-    request: Request[Any, Any, State],
     site: FromPath[str],
+    site_row: NamedDependency[Site],
     data: JSONBody[ControllerIn],
-    ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
 ) -> SiteDetails:
     fields = {
         name: value
         for name in ControllerIn.__struct_fields__
         if (value := getattr(data, name)) is not msgspec.UNSET
     }
-    async with ctx.sessions() as session, session.begin():
-        await site_or_404(session, site)
-        await require_key(request, session, ctx.keyring, site, "admin")
-        try:
-            found = await update_site(session, site, fields)
-        except ValueError as exc:
-            raise Problem(422, str(exc)) from None
-        return site_out(found)
+    try:
+        found = await update_site(session, site, fields)
+    except ValueError as exc:
+        raise Problem(422, str(exc)) from None
+    return site_out(found)

@@ -42,14 +42,37 @@ async def grant(sessions: Any, site: str, subject: str, granted: bool = True) ->
         )
 
 
+def elsewhere(sessions: Any) -> Any:
+    """Sessions of the same database that no cache hears: as another process's are."""
+    return make_sessionmaker(sessions.kw["bind"])
+
+
 async def test_a_loaded_registry_is_served_until_invalidated(sessions: Any) -> None:
     cache = ConsentCache(sessions)
     key = ("cache-a", "p-1")
     await grant(sessions, *key)
     assert (await cache.registries([key]))[key]["analytics"].granted is True
-    await grant(sessions, *key, granted=False)  # behind the cache's back
+    await grant(elsewhere(sessions), *key, granted=False)  # behind the cache's back
     assert (await cache.registries([key]))[key]["analytics"].granted is True
     cache.invalidate(*key)
+    assert (await cache.registries([key]))[key]["analytics"].granted is False
+
+
+async def test_a_change_committed_through_the_caches_sessions_reaches_it_at_once(
+    sessions: Any,
+) -> None:
+    """No caller empties the cache by hand: the registry tells it, once the change commits."""
+    cache = ConsentCache(sessions)
+    key = ("cache-a", "p-2")
+    await grant(sessions, *key)
+    await cache.registries([key])
+    started = utcnow()
+    async with transaction(sessions) as session:
+        await store.withdraw(
+            session, site=key[0], subject=key[1], policy=POLICY, proof=PROOF, now=utcnow()
+        )
+        assert key in cache._entries  # not yet committed: nothing to hear
+    assert key not in cache._entries and cache.changed_since(key, started)
     assert (await cache.registries([key]))[key]["analytics"].granted is False
 
 
@@ -102,7 +125,7 @@ async def test_cached_registries_give_the_garbage_collector_nothing_to_walk(
     sessions: Any,
 ) -> None:
     """Full collections walk every tracked object: a cache of a million registries that the
-    collector tracks paused the pixel for up to 80 ms at a time (bench/pixel.py, 1M)."""
+    collector tracks paused the pixel for up to 80 ms at a time (bench/pixel_throughput.py, 1M)."""
     keys = [("cache-gc", f"p-{n}") for n in range(1000)]
     for key in keys[:100]:
         await grant(sessions, *key)
@@ -127,7 +150,7 @@ async def test_a_notification_from_another_process_invalidates(postgresql_url: s
         key = ("cache-e", "p-1")
         await grant(sessions, *key)
         await cache.registries([key])
-        await grant(sessions, *key, granted=False)  # another process would notify the same
+        await grant(elsewhere(sessions), *key, granted=False)  # as another process would
         for _ in range(100):
             if key not in cache._entries:
                 break
@@ -270,9 +293,9 @@ async def test_changes_committed_by_other_processes_reach_the_cache_on_sqlite(
     await cache.catch_up()
     await cache.registries(keys)
     started = utcnow()
-    await grant(sessions, *keys[0], granted=False)  # another process withdraws
-    async with transaction(sessions) as session:  # and another erases someone
-        await store.notify_change(session, "cache-h", "p-2", erasure=True)
+    await grant(elsewhere(sessions), *keys[0], granted=False)  # another process withdraws
+    async with transaction(elsewhere(sessions)) as session:  # and another erases someone
+        await store.erase(session, "cache-h", "p-2")
     await cache.catch_up()
     await cache.catch_up()  # nothing new: nothing more forgotten
     if not sqlite:

@@ -5,12 +5,15 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from litestar.testing import TestClient
-from sqlalchemy import update
+from sqlalchemy import event, update
 
-from app.base.db import make_engine, make_sessionmaker, utcnow
+from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.keys import KeyRing
 from app.base.tables import Site
 from app.main import create_app
+from consent import store
 from consent.policy import load_policies
 from retention.dsar import FIELDS, Export, JobCounts, run_dsar
 from tests.factories import (
@@ -190,3 +193,61 @@ def test_an_export_names_each_legal_basis_and_the_exemption_and_admits_what_is_m
     event = documents[True]["events"][0]
     assert event["basis"] == {"analytics": "default:lenient@1"}
     assert documents[True]["consent"] == []
+
+
+def test_an_erasure_deletes_consent_rows_only_through_the_registry(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """consent.store alone deletes a subject's consent (and so alone announces it): every
+    statement of the erasure that deletes from a consent table runs inside store.erase()."""
+    settings = settings_for(database_url)
+    site = make_site(settings)
+    person = subject_id()
+    pseudonym = KeyRing(settings.secret_key).pseudonym(site, person)
+    with TestClient(create_app(settings)) as client:
+        body = {"type": "erasure", "subject": person}
+        filed = client.post(
+            f"/v1/sites/{site}/dsar", json=body, headers=auth(make_key(settings, site))
+        )
+        assert filed.status_code == 202
+    real, inside = store.erase, list[bool]()
+
+    async def erase(*args: Any, **kwargs: Any) -> dict[str, int]:
+        inside.append(True)
+        try:
+            return await real(*args, **kwargs)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(store, "erase", erase)
+    deletes: list[tuple[str, bool]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE") and "consent_" in statement:
+            deletes.append((statement.split("WHERE")[0].strip(), bool(inside)))
+
+    async def work() -> None:
+        engine = make_engine(database_url)
+        sessions = make_sessionmaker(engine)
+        async with transaction(sessions) as session:
+            await store.record(
+                session,
+                site=site,
+                subject=pseudonym,
+                purposes={"analytics": True},
+                policy=POLICY_SET["gdpr-strict"],
+                proof=store.Proof(source="test", ip_prefix=None, ua_family=None, jurisdiction="eu"),
+                now=utcnow(),
+            )
+        event.listen(engine.sync_engine, "before_cursor_execute", seen)
+        await run_dsar(sessions, POLICY_SET, utcnow())
+        await engine.dispose()
+
+    run(work())
+    assert {table for table, _ in deletes} >= {
+        "DELETE FROM consent_state",
+        "DELETE FROM consent_ledger",
+    }
+    assert all(by_registry for _, by_registry in deletes)
+    for table in ("consent_state", "consent_ledger"):
+        assert table_rows(settings, table, site=site, subject=pseudonym) == []

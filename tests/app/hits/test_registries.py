@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -107,14 +107,14 @@ async def request_erasure(sessions: Sessions, site: str, subject: str) -> None:
 
 
 async def erase(
-    database_url: str, site: str, subject: str, forget: Callable[[str, str], None] | None = None
+    database_url: str, site: str, subject: str, sessions: Sessions | None = None
 ) -> None:
-    """File an erasure and run the dsar job, as `pixelgate jobs run` (without `forget`) or
-    the server's own scheduler (which tells its consent cache) would."""
+    """File an erasure and run the dsar job, as `pixelgate jobs run` would or, given the
+    `sessions` of a consent cache, the server's own scheduler (whose cache hears it)."""
     engine = make_engine(database_url)
-    sessions = make_sessionmaker(engine)
+    sessions = sessions or make_sessionmaker(engine)
     await request_erasure(sessions, site, subject)
-    await run_dsar(sessions, POLICY_SET, utcnow(), forget=forget)
+    await run_dsar(sessions, POLICY_SET, utcnow())
     await engine.dispose()
 
 
@@ -169,12 +169,11 @@ def test_a_hit_queued_while_consent_was_granted_is_recorded_though_withdrawn_bef
     subject = pseudonym(site, person)
 
     async def work() -> tuple[str, Tally]:
-        async with writer_on(database_url, tmp_path) as (writer, cache):
+        async with writer_on(database_url, tmp_path) as (writer, _):
             grant = await give(writer._sessions, site, subject)
             await writer.write([arrival(site, person)])  # the grant is now in the cache
             queued = arrival(site, person)
-            await take_back(writer._sessions, site, subject)
-            cache.invalidate(site, subject)  # as the consent API does after its commit
+            await take_back(writer._sessions, site, subject)  # the cache hears it at commit
             await writer.write([queued, arrival(site, person)])  # the second came after it
             return grant, writer.take_tally()
 
@@ -191,11 +190,10 @@ def test_a_hit_queued_before_the_grant_is_not_recorded(database_url: str, tmp_pa
     subject = pseudonym(site, person)
 
     async def work() -> Tally:
-        async with writer_on(database_url, tmp_path) as (writer, cache):
+        async with writer_on(database_url, tmp_path) as (writer, _):
             await writer.write([arrival(site, person)])  # no consent yet: cached as such
             queued = arrival(site, person)
             await give(writer._sessions, site, subject)
-            cache.invalidate(site, subject)
             await writer.write([queued, arrival(site, person)])
             return writer.take_tally()
 
@@ -222,7 +220,7 @@ def test_queued_hits_of_a_subject_erased_before_their_batch_are_not_written_and_
                 await writer.write([arrival(site, person)])  # written, and cached
                 queued = [arrival(site, person) for _ in range(3)]
                 started = utcnow()
-                await erase(database_url, site, subject, cache.invalidate if in_server else None)
+                await erase(database_url, site, subject, writer._sessions if in_server else None)
                 if database_url.startswith("postgresql"):
                     await heard(cache, site, subject, started)
                 writer.take_tally()

@@ -20,6 +20,7 @@ from app.base.settings import Settings
 from app.base.tables import DsarExport, DsarRequest, Site
 from app.http.dsar import add_calendar_month, due_at
 from app.main import create_app
+from consent import store
 from consent.policy import load_policies
 from retention.dsar import run_dsar
 from tests.factories import (
@@ -42,7 +43,7 @@ Client = TestClient[Any]
 POLICY_SET = load_policies(POLICIES)
 
 
-FORGOTTEN: list[tuple[str, str]] = []  # what the job told the consent cache to drop
+FORGOTTEN: list[tuple[str, str]] = []  # what the job told a consent cache to drop
 
 
 def run_job(settings: Settings) -> Any:
@@ -50,9 +51,8 @@ def run_job(settings: Settings) -> Any:
         engine = make_engine(settings.database_url)
         try:
             sessions = make_sessionmaker(engine)
-            return await run_dsar(
-                sessions, POLICY_SET, utcnow(), forget=lambda *key: FORGOTTEN.append(key)
-            )
+            store.hear_changes(sessions, lambda *key: FORGOTTEN.append(key))
+            return await run_dsar(sessions, POLICY_SET, utcnow())
         finally:
             await engine.dispose()
 

@@ -1,7 +1,7 @@
--- wrk script for bench/pixel.py: every request asks for the pixel of one site for a random
--- subject "<prefix><n>", n drawn uniformly from [first, first + count).
+-- wrk script for the benches (bench/lib/wrk.py): every request asks for the pixel of one
+-- site for a random subject "<prefix><n>", n drawn uniformly from [first, first + count).
 --
---   wrk ... -s bench/wrk_subjects.lua -- <site> <prefix> <first> <count>
+--   wrk ... -s bench/lib/wrk_subjects.lua -- <site> <prefix> <first> <count>
 --
 -- count = 0 sends no `u` at all (an anonymous visitor). done() prints one line,
 -- "WRK_JSON {...}", with latency percentiles in microseconds, the summary counters, and how

@@ -1,13 +1,15 @@
 """How long does the retention purge take on a big events table, and does the pixel keep up?
 
-    .venv/bin/python bench/retention.py [--events 1000000] [--database sqlite|postgresql|both]
-        [--duration SECONDS] [--connections 32] [--subjects 10000]
+    .venv/bin/python -m bench.retention_purge [--events 1000000]
+        [--database sqlite|postgresql|both] [--duration SECONDS] [--connections 32]
+        [--subjects 10000]
 
 What runs, per database (a SQLite file in a temp dir, or a throwaway PostgreSQL database):
 
 1. Migrate, create one site under `gdpr-strict` with --subjects consented subjects (the
-   seeding of bench/pixel.py), and on PostgreSQL create the monthly partitions of `events`
-   for the whole span of the data (ensure_partitions at now - 395 days and at now).
+   pixel throughput bench's seeding, bench.lib.databases.seed), and on PostgreSQL create the
+   monthly partitions of `events` for the whole span of the data (ensure_partitions at
+   now - 395 days and at now).
 2. Load --events pageviews, occurred_at uniform over the last 790 days, in time order as a
    live site writes them: pageviews are kept 395 days, so about half are expired. A few
    hundred pages (a few popular, many rare), a few campaigns with their utm_*, some
@@ -20,7 +22,7 @@ What runs, per database (a SQLite file in a temp dir, or a throwaway PostgreSQL 
    Checked: rows left = events - expired, sum(hits) in rollup_daily (and rollup_detail)
    = expired. A second purge must find nothing.
 4. The pixel: a real `pixelgate serve` (1 worker, PIXELGATE_JOBS=off) on that database,
-   driven by wrk (bench/wrk_subjects.lua: a random consented subject per request), twice
+   driven by wrk (bench/lib/wrk_subjects.lua: a random consented subject per request), twice
    for the same time: once alone, and once while the bench process runs purge_events again
    against the same database, started 0.5 s after wrk. Before those runs the expired half
    is loaded again (same rows) and the roll-ups of step 3 are removed, so that this purge
@@ -57,16 +59,8 @@ show; the events written/s lines show its writer waiting for the database.
 
 Needs wrk (Debian's `apt-get install wrk`) and PostgreSQL at PIXELGATE_TEST_PG
 (postgres@127.0.0.1:5432 by default, trust auth). Every process, temp dir and database it
-made is removed on exit, Ctrl-C and errors included. Seeding and process helpers come from
-bench/pixel.py.
+made is removed on exit, Ctrl-C and errors included.
 """
-
-import sys
-from pathlib import Path
-
-# Run as `python bench/retention.py`, bench/ is on sys.path, where this file's own name would
-# hide the `retention` package: the repository root goes before it.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import asyncio
@@ -76,19 +70,17 @@ import math
 import os
 import random
 import resource
-import secrets
 import shutil
-import signal
 import sqlite3
-import tempfile
 import threading
 import time
 import traceback
 import uuid
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -99,24 +91,10 @@ from sqlalchemy.orm import Session
 from app.base.db import make_engine, make_sessionmaker, migrate, utcnow
 from app.base.keys import KeyRing
 from app.base.tables import Event, RollupDaily, RollupDetail
-from bench.pixel import (
-    BENCH,
-    PG_HOST,
-    POLICIES,
-    POLICY,
-    SECRET,
-    Server,
-    WrkRun,
-    cpu_seconds,
-    log_problems,
-    parse_wrk,
-    pg_admin,
-    read_metrics,
-    seed,
-    start_pixelgate,
-    stop,
-    wait_for_writer,
-)
+from bench.lib import cpu, databases, harness, pixelgate, wrk
+from bench.lib.databases import LABELS
+from bench.lib.pixelgate import POLICIES, POLICY, SECRET
+from bench.lib.servers import Server, stop
 from consent.policy import load_policies
 from retention import jobs
 
@@ -134,7 +112,6 @@ WRK_TIMEOUT = "2s"  # a pixel slower than that is as good as lost: wrk counts a 
 TARGET_EXPIRED = 500_000
 TARGET_SECONDS = {"postgresql": 10.0, "sqlite": 60.0}
 TARGET_RATIO = 0.7
-LABELS = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
 PHASES = ("ensure_partitions", "_expired_groups", "_roll_up", "_drop_expired_partitions",
           "_delete_expired")  # fmt: skip
 POLICY_SET = load_policies(POLICIES)
@@ -230,17 +207,6 @@ def bench_subjects() -> list[str]:
 
 
 # --- databases -----------------------------------------------------------------------------
-
-
-def create_database(database: str, workdir: Path, cleanup: contextlib.ExitStack) -> str:
-    if database == "sqlite":
-        return f"sqlite+aiosqlite:///{workdir / 'retention.db'}"
-    name = f"pixelgate_bench_{secrets.token_hex(4)}"
-    asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
-    cleanup.callback(
-        lambda: asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    )
-    return f"postgresql+asyncpg://{PG_HOST}/{name}"
 
 
 async def make_partitions(engine: AsyncEngine, now: datetime) -> int:
@@ -450,9 +416,9 @@ class PurgeRun:
     started: float = 0.0  # perf_counter
     finished: float = 0.0
 
-    def phases(self, start: float = -math.inf, end: float = math.inf) -> Counter[str]:
+    def phases(self, start: float = -math.inf, end: float = math.inf) -> dict[str, float]:
         """Seconds of each phase, within [start, end]."""
-        spent: Counter[str] = Counter()
+        spent: defaultdict[str, float] = defaultdict(float)
         for name, began, ended in self.spans:
             spent[name] += max(0.0, min(end, ended) - max(start, began))
         return spent
@@ -525,12 +491,12 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.is_set():
-            metrics = read_metrics(self.server)
+            metrics = pixelgate.read_metrics(self.server)
             if "pixelgate_events_queued_total" in metrics:
                 taken = metrics["pixelgate_events_queued_total"]
                 written = metrics.get("pixelgate_events_flushed_total", 0.0)
-                cpu = cpu_seconds(self.server.proc.pid)
-                self.samples.append((time.perf_counter(), taken, written, cpu))
+                spent = cpu.seconds(self.server.proc.pid)
+                self.samples.append((time.perf_counter(), taken, written, spent))
             self.done.wait(SAMPLE_SECONDS)
 
     def rates(self, start: float, end: float) -> Rates:
@@ -546,7 +512,7 @@ class Sampler(threading.Thread):
 
 @dataclass
 class PixelRun:
-    wrk: WrkRun
+    wrk: wrk.WrkRun
     started: float  # perf_counter when wrk was started
     seconds: int
     sampler: Sampler
@@ -569,13 +535,19 @@ async def drive_pixel(
     """wrk for `seconds`; `during` (the purge) starts PURGE_DELAY s in. pixelgate's own count
     is taken over the part of wrk's window the purge ran in, or from PURGE_DELAY on without
     one."""
-    argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s", "--timeout", WRK_TIMEOUT,
-            "-s", str(BENCH / "wrk_subjects.lua"), f"http://127.0.0.1:{server.port}", "--",
-            SITE, "s-", "0", str(args.subjects)]  # fmt: skip
+    argv = wrk.command(
+        server.port,
+        SITE,
+        args.subjects,
+        seconds,
+        connections=args.connections,
+        threads=1,
+        timeout=WRK_TIMEOUT,
+    )
     sampler = Sampler(server)
     sampler.start()
     started = time.perf_counter()
-    wrk = await asyncio.create_subprocess_exec(
+    running = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     purge = None
@@ -583,31 +555,30 @@ async def drive_pixel(
         await asyncio.sleep(PURGE_DELAY)
         if during is not None:
             purge = await during()
-        out, err = await wrk.communicate()
+        out, err = await running.communicate()
     finally:
         sampler.done.set()
-        if wrk.returncode is None:
-            wrk.kill()
-            await wrk.wait()
+        if running.returncode is None:
+            running.kill()
+            await running.wait()
     sampler.join()
-    if wrk.returncode != 0:
-        raise RuntimeError(f"wrk failed ({wrk.returncode}): {err.decode() or out.decode()}")
+    if running.returncode != 0:
+        raise RuntimeError(f"wrk failed ({running.returncode}): {err.decode() or out.decode()}")
     end = started + seconds
     window = (started + PURGE_DELAY, end)
     if purge is not None:
         window = (max(window[0], purge.started), min(end, purge.finished))
     whole = sampler.rates(started, end)
     run = PixelRun(
-        parse_wrk(out.decode()), started, seconds, sampler, whole, sampler.rates(*window)
+        wrk.parse(out.decode()), started, seconds, sampler, whole, sampler.rates(*window)
     )
-    run.backlog, run.drain_seconds = wait_for_writer(server)
+    run.backlog, run.drain_seconds = pixelgate.wait_for_writer(server)
     return run, purge
 
 
 def wrk_seconds(first: PurgeRun) -> int:
-    """Long enough for the purge under load to end within wrk's window (it ran 1.2 to 1.7
-    times as long as alone in our runs: the share of it wrk saw is printed), MIN_WRK_SECONDS
-    at least."""
+    """Long enough for the purge under load, which takes longer than alone, to end within
+    wrk's window (the share of it wrk saw is printed), MIN_WRK_SECONDS at least."""
     return max(MIN_WRK_SECONDS, min(MAX_WRK_SECONDS, math.ceil(1.5 * first.seconds + 5)))
 
 
@@ -703,7 +674,7 @@ async def run_database(
     now = utcnow()
     before = jobs.cutoff(now, POLICY_SET[POLICY].retention_days(KIND))
     say(database, f"seeding the site and {args.subjects:,} consented subjects ...")
-    await seed(url, {SITE: args.subjects})
+    await databases.seed(url, {SITE: args.subjects})
     subjects = bench_subjects()
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
@@ -773,7 +744,7 @@ async def run_database(
         check(report, (total, expired_again) == (n, x), f"back to {n:,} events, {x:,} expired")
 
         say(database, "starting pixelgate ...")
-        server = start_pixelgate(workdir, database, url, jobs="off")  # the only purge is ours
+        server = pixelgate.start(workdir, database, url, jobs="off")  # the only purge is ours
         cleanup.callback(stop, server)
         await drive_pixel(server, WARMUP_SECONDS, args)
         seconds = args.duration or wrk_seconds(first)
@@ -788,7 +759,7 @@ async def run_database(
         print("\n".join(describe_purge(loaded)), flush=True)
         print("\n".join(describe_pixel_runs(report)), flush=True)
 
-        metrics = read_metrics(server)
+        metrics = pixelgate.read_metrics(server)
         say(database, "stopping pixelgate (SIGTERM: it drains its queue) ...")
         exit_code = stop(server)
         _, expired_left = await count_events(sessions, before)
@@ -807,7 +778,7 @@ async def run_database(
             not any(lost.values()),
             f"pixelgate spilled {lost['spilled']:.0f}, dropped {lost['dropped']:.0f} events",
         )
-        for count, line in log_problems(server):
+        for count, line in pixelgate.log_problems(server):
             report.notes.append(f"pixelgate log: {count} x {line[:160]}")
     finally:
         await engine.dispose()
@@ -817,7 +788,7 @@ async def run_database(
 def bench_database(
     database: str, args: argparse.Namespace, workdir: Path, cleanup: contextlib.ExitStack
 ) -> Report:
-    url = create_database(database, workdir, cleanup)
+    url = databases.create(database, workdir / "retention.db", cleanup)
     say(database, "migrating ...")
     migrate(url)
     return asyncio.run(run_database(database, url, args, workdir, cleanup))
@@ -882,9 +853,9 @@ def table(reports: list[Report], args: argparse.Namespace) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--database", choices=[*databases.NAMES, "both"], default="both")
     parser.add_argument(
         "--duration", type=int, help="seconds per wrk run (default: long enough for the purge)"
     )
@@ -898,18 +869,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Ctrl-C (even when started in the background, which ignores it) and SIGTERM unwind
-    # through the cleanup below.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install -y wrk")
-    databases = ["postgresql", "sqlite"] if args.database == "both" else [args.database]
+    names = list(databases.NAMES) if args.database == "both" else [args.database]
     reports = []
     with contextlib.ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="pixelgate-retention-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        for database in databases:
+        workdir = harness.temp_dir(cleanup, "pixelgate-retention-")
+        for database in names:
             try:
                 with contextlib.ExitStack() as per_database:  # its server and database
                     reports.append(bench_database(database, args, workdir, per_database))
@@ -922,8 +888,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted (everything started was stopped and removed)", file=sys.stderr)
-        sys.exit(130)
+    harness.run(main)

@@ -1,9 +1,10 @@
 """The floor for a litestar app on granian: one handler answering the pixel with nothing else.
 
-bench/pixel.py serves it with `granian --interface asgi --loop uvloop bench.bare_app:app
---workers 1`, the same server, loop and worker count as `pixelgate serve`, to tell the
-framework's own cost apart from pixelgate's. It sends app/http/pixel.py's own GIF and
-Cache-Control header (pixel.py checks that all the servers it compares answer the same bytes).
+bench/pixel_throughput.py serves it with `granian --interface asgi --loop uvloop
+bench.references.bare:app --workers 1`, the same server, loop and worker count as
+`pixelgate serve`, to tell the framework's own cost apart from pixelgate's. It sends
+app/http/pixel.py's own GIF and Cache-Control header (the bench checks that all the servers it
+compares answer the same bytes).
 """
 
 from litestar import Litestar, Response, get

@@ -1,10 +1,11 @@
 """The floor for any Python app on granian: an RSGI app answering every request with the
 pixel, and nothing else (no routing, no framework, nothing recorded).
 
-bench/pixel.py serves it with `granian --interface rsgi --loop uvloop bench.floor_app:app
---workers 1`, the interface, loop and worker count `pixelgate serve` answers its pixel in
-(app/http/front.py): what is left between it and nginx is the cost of handing each request from
-granian's Rust to Python and back, which no code of ours can remove.
+bench/pixel_throughput.py serves it with `granian --interface rsgi --loop uvloop
+bench.references.floor:app --workers 1`, the interface, loop and worker count `pixelgate
+serve` answers its pixel in (app/http/front.py): what is left between it and nginx is the cost
+of handing each request from granian's Rust to Python and back, which no code of ours can
+remove.
 """
 
 from typing import Any
