@@ -45,6 +45,7 @@ class Front:
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         if not loop.run_until_complete(self._lifespan.startup()):
+            _flush_log_queues()
             sys.exit(1)  # as granian does when an ASGI app's start-up fails
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -170,6 +171,16 @@ async def asgi_call(
     await app(asgi_scope, cast(Receive, receive), send)  # type: ignore[arg-type]
     if stream is None and not finished.is_set():
         proto.response_empty(status, headers)  # the app ended without a body
+
+
+def _flush_log_queues() -> None:
+    """litestar logs through a queue written by a thread; a forked granian worker ends with
+    os._exit, which would skip writing out what is queued (the reason its start-up failed)."""
+    for name in ("", "litestar"):
+        for handler in logging.getLogger(name).handlers:
+            listener = getattr(handler, "listener", None)
+            if listener is not None:
+                listener.stop()
 
 
 class Lifespan:

@@ -109,3 +109,27 @@ async def test_every_job_of_the_schedule_runs_as_a_dry_run(database_url: str) ->
             assert await run_job(context, job, utcnow(), dry_run=True) is not None, job.name
     finally:
         await engine.dispose()
+
+
+async def test_a_job_under_way_when_told_to_stop_runs_to_its_end_and_no_other_starts(
+    monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    stop, ran = asyncio.Event(), []
+
+    async def first(ctx: JobContext, now: Any, dry_run: bool) -> msgspec.Struct:
+        stop.set()  # the server stops while this job runs
+        await asyncio.sleep(0.05)
+        ran.append("first")
+        return Ran(1)
+
+    async def second(ctx: JobContext, now: Any, dry_run: bool) -> msgspec.Struct:
+        ran.append("second")
+        return Ran(2)
+
+    jobs = [Job("first", timedelta(0), first), Job("second", timedelta(0), second)]
+    monkeypatch.setattr(schedule, "JOBS", jobs)
+    engine = make_engine(database_url)
+    context = JobContext(engine, make_sessionmaker(engine), POLICY_SET)
+    await asyncio.wait_for(scheduler(context, utcnow, stop, tick=0.01), 5)
+    await engine.dispose()
+    assert ran == ["first"]

@@ -264,27 +264,22 @@ def test_the_writer_process_ignores_sigterm_and_is_replaced_if_it_dies(
 async def test_shutdown_waits_a_while_for_a_background_task_never_forever(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A job cancelled at shutdown is let finish its clean-up; one that would not finish at
-    all is left behind, named in the log, and the shutdown goes on."""
-    cleaned = asyncio.Event()
+    """A job told to stop is let finish what it is doing; one that would not finish at all is
+    cancelled after a while, named in the log, and the shutdown goes on."""
+    stop, finished = asyncio.Event(), asyncio.Event()
 
-    async def job(stubborn: bool) -> None:
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            await asyncio.sleep(0.05)  # the clean-up after the cancel: unlock, give back
-            cleaned.set()
-            if stubborn:
-                await asyncio.sleep(0.5)  # ignores the cancel for longer than allowed
-            raise
+    async def polite_job() -> None:
+        await stop.wait()
+        await asyncio.sleep(0.05)  # the rest of the job under way: commit, give back
+        finished.set()
 
-    polite = asyncio.create_task(job(False), name="polite")
+    polite = asyncio.create_task(polite_job(), name="polite")
     await asyncio.sleep(0)
+    stop.set()
     await _stopped(polite, seconds=5)
-    assert polite.cancelled() and cleaned.is_set() and "polite" not in caplog.text
+    assert finished.is_set() and not polite.cancelled() and "polite" not in caplog.text
 
-    stubborn = asyncio.create_task(job(True), name="stubborn")
-    await asyncio.sleep(0)
+    stubborn = asyncio.create_task(asyncio.sleep(60), name="stubborn")
     started = time.monotonic()
     await _stopped(stubborn, seconds=0.1)
     assert time.monotonic() - started < 0.4
