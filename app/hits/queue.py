@@ -36,10 +36,9 @@ class BatchWriter(Protocol):
 
 class Ingest:
     """Batches of up to 5,000 hits or 50 ms: a batch's fixed costs (a transaction, a COPY, a
-    consent lookup, a trip to the writer process) spread over more hits, and the writer
-    takes less of the machine the pixel shares with it (smaller batches recorded fewer
-    consented hits a second: bench/README.md); 50 ms is still far below what a person could
-    notice."""
+    consent lookup, a trip to the writer process) spread over more hits, and the writer takes
+    less of the machine the pixel shares with it (bench/README.md); the wait is still far
+    below what a person could notice."""
 
     def __init__(
         self,
