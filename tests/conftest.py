@@ -5,7 +5,7 @@ import logging
 import logging.config
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slow tests first: in several processes they then run beside the many short ones,
     not alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+# The 100 % coverage of consent/ and retention/ is theirs to earn: their own tests and the
+# consent API's. Tracing every other test as well doubled the suite's time and covered nothing
+# more, so they run untraced.
+COVERAGE_COMES_FROM = ("tests/consent/", "tests/retention/", "tests/app/http/test_consent.py")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    plugin = item.config.pluginmanager.getplugin("_cov")
+    controller = getattr(plugin, "cov_controller", None)
+    if controller is None or item.nodeid.startswith(COVERAGE_COMES_FROM):
+        return (yield)
+    controller.pause()
+    try:
+        return (yield)
+    finally:
+        controller.resume()
 
 
 async def _pg_admin(sql: str) -> None:

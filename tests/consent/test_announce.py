@@ -95,6 +95,9 @@ async def test_a_change_is_heard_once_it_commits(
     async with transaction(sessions) as session:  # the next transaction tells only its own
         await record(session, site, "p-3")
     assert heard[2:] == [(site, "p-3")]
+    async with sessions() as session:  # and what was recorded is what the pixel reads
+        registry = await store.registry(session, site, "p-1")
+    assert list(registry) == ["analytics"] and registry["analytics"].granted
 
 
 async def test_a_rolled_back_change_announces_nothing(
