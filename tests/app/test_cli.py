@@ -47,8 +47,9 @@ def pixelgate_here(
 ) -> subprocess.CompletedProcess[str]:
     """As `pixelgate` above, but in this process: the `main` the command calls, with the same
     environment, working directory and output. For the tables of cases, where a process for
-    each (a second of imports) would be most of this file's time; the other tests run the
-    real command."""
+    each (a second of imports) would be most of this file's time, and for the later steps of
+    a story whose first step ran the real command. Start-up, migration and the terminal run
+    the real command throughout."""
     environment = {
         "PATH": os.environ["PATH"],
         "PIXELGATE_POLICIES_DIR": str(POLICIES),
@@ -83,10 +84,10 @@ def test_sites_and_keys_round_trip(database_url: str, tmp_path: Path) -> None:
     assert created.returncode == 0, created.stderr
     site = json.loads(created.stdout)
     assert site["slug"] == "cli-shop" and site["origins"] == ["https://shop.example"]
-    listed = pixelgate("sites", "list", cwd=tmp_path, database_url=database_url)
+    listed = pixelgate_here("sites", "list", cwd=tmp_path, database_url=database_url)
     assert any(json.loads(line)["slug"] == "cli-shop" for line in listed.stdout.splitlines())
 
-    made = pixelgate(
+    made = pixelgate_here(
         "keys", "create", "cli-shop", "--scope", "read", cwd=tmp_path, database_url=database_url
     )
     key = json.loads(made.stdout)
@@ -96,10 +97,12 @@ def test_sites_and_keys_round_trip(database_url: str, tmp_path: Path) -> None:
     with TestClient(create_app(settings)) as client:
         debug = "/v1/sites/cli-shop/debug"
         assert client.get(debug, headers=auth(key["key"])).status_code == 200
-        revoked = pixelgate("keys", "revoke", key["id"], cwd=tmp_path, database_url=database_url)
+        revoked = pixelgate_here(
+            "keys", "revoke", key["id"], cwd=tmp_path, database_url=database_url
+        )
         assert revoked.returncode == 0, revoked.stderr
         assert client.get(debug, headers=auth(key["key"])).status_code == 401
-    again = pixelgate("keys", "revoke", key["id"], cwd=tmp_path, database_url=database_url)
+    again = pixelgate_here("keys", "revoke", key["id"], cwd=tmp_path, database_url=database_url)
     one_line_error(again, 2, "no active key")
 
 
@@ -147,18 +150,18 @@ def test_bad_usage_is_one_line_and_exit_code_2(
 
 def test_a_duplicate_site_is_refused_and_the_first_kept(database_url: str, tmp_path: Path) -> None:
     slug = f"twice-{secrets.token_hex(4)}"
-    first = pixelgate(
+    first = pixelgate_here(
         "sites", "create", slug, "--policy", "ccpa", "--origin", "https://first.example",
         cwd=tmp_path, database_url=database_url,
     )  # fmt: skip
     assert first.returncode == 0, first.stderr
-    second = pixelgate(
+    second = pixelgate_here(
         "sites", "create", slug, "--policy", "gdpr-strict", "--origin", "https://second.example",
         "--jurisdiction", "eu", "--controller", "Second Ltd",
         cwd=tmp_path, database_url=database_url,
     )  # fmt: skip
     one_line_error(second, 2, "already exists")
-    listed = pixelgate("sites", "list", cwd=tmp_path, database_url=database_url)
+    listed = pixelgate_here("sites", "list", cwd=tmp_path, database_url=database_url)
     [site] = [s for s in map(json.loads, listed.stdout.splitlines()) if s["slug"] == slug]
     assert site == json.loads(first.stdout)  # every field the first create gave it
 
@@ -175,7 +178,7 @@ CONTROLLER = {
 def test_a_site_is_created_with_its_controller_and_updated_field_by_field(
     database_url: str, tmp_path: Path
 ) -> None:
-    created = pixelgate(
+    created = pixelgate_here(
         "sites", "create", "ctl-shop", "--policy", "gdpr-strict",
         "--controller", CONTROLLER["controller"], "--contact-email", CONTROLLER["contact_email"],
         cwd=tmp_path, database_url=database_url,
@@ -186,7 +189,7 @@ def test_a_site_is_created_with_its_controller_and_updated_field_by_field(
     assert site["contact_email"] == "privacy@shop.example"
     assert site["address"] is None and site["phone"] is None and site["homepage"] is None
 
-    updated = pixelgate(
+    updated = pixelgate_here(
         "sites", "update", "ctl-shop", "--address", CONTROLLER["address"],
         "--phone", CONTROLLER["phone"], "--homepage", CONTROLLER["homepage"],
         cwd=tmp_path, database_url=database_url,
@@ -194,11 +197,11 @@ def test_a_site_is_created_with_its_controller_and_updated_field_by_field(
     assert updated.returncode == 0, updated.stderr
     assert {k: json.loads(updated.stdout)[k] for k in CONTROLLER} == CONTROLLER
 
-    renamed = pixelgate(
+    renamed = pixelgate_here(
         "sites", "update", "ctl-shop", "--controller", "  Example Shop AG ",
         cwd=tmp_path, database_url=database_url,
     )  # fmt: skip
-    listed = pixelgate("sites", "list", cwd=tmp_path, database_url=database_url)
+    listed = pixelgate_here("sites", "list", cwd=tmp_path, database_url=database_url)
     [site] = [s for s in map(json.loads, listed.stdout.splitlines()) if s["slug"] == "ctl-shop"]
     assert site == json.loads(renamed.stdout)
     assert {k: site[k] for k in CONTROLLER} == {**CONTROLLER, "controller": "Example Shop AG"}
@@ -250,7 +253,7 @@ def test_a_bad_controller_field_is_one_line_exit_2_and_changes_nothing(
 
 
 def test_updating_an_unknown_site_is_refused(database_url: str, tmp_path: Path) -> None:
-    result = pixelgate(
+    result = pixelgate_here(
         "sites", "update", "no-such-site", "--controller", "X", cwd=tmp_path,
         database_url=database_url,
     )  # fmt: skip
@@ -316,7 +319,7 @@ def test_jobs_run_once_prints_counts_and_refuses_a_past_date(
     result = json.loads(line)
     assert result["job"] == "consent-expiry" and result["dry_run"] is True
     assert set(result["counts"]) == {"consents_expired", "ledger_entries_purged", "changes_purged"}
-    everything = pixelgate(
+    everything = pixelgate_here(
         "jobs", "run", "--dry-run", "--as-of", "2999-01-01", cwd=tmp_path, database_url=database_url
     )
     assert [json.loads(x)["job"] for x in everything.stdout.splitlines()] == [
@@ -326,12 +329,14 @@ def test_jobs_run_once_prints_counts_and_refuses_a_past_date(
     ]
     assert json.loads(everything.stdout.splitlines()[0])["as_of"].startswith("2999-01-01")
     one_line_error(
-        pixelgate("jobs", "run", "--as-of", "2001-01-01", cwd=tmp_path, database_url=database_url),
+        pixelgate_here(
+            "jobs", "run", "--as-of", "2001-01-01", cwd=tmp_path, database_url=database_url
+        ),
         2,
         "in the past",
     )
     one_line_error(
-        pixelgate("jobs", "run", "--only", "everything", cwd=tmp_path), 2, "invalid choice"
+        pixelgate_here("jobs", "run", "--only", "everything", cwd=tmp_path), 2, "invalid choice"
     )
 
 
