@@ -72,10 +72,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
-# The 100 % coverage of consent/ and retention/ is theirs to earn: their own tests and the
-# consent API's. Tracing every other test as well doubled the suite's time and covered nothing
-# more, so they run untraced.
-COVERAGE_COMES_FROM = ("tests/consent/", "tests/retention/", "tests/app/http/test_consent.py")
+# The 100 % coverage of consent/ and retention/ is their own tests' to earn. Tracing every
+# other test as well doubled the suite's time and covered nothing more: they run untraced.
+COVERAGE_COMES_FROM = ("tests/consent/", "tests/retention/")
 
 
 @pytest.hookimpl(wrapper=True)

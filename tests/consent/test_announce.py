@@ -98,6 +98,9 @@ async def test_a_change_is_heard_once_it_commits(
     async with sessions() as session:  # and what was recorded is what the pixel reads
         registry = await store.registry(session, site, "p-1")
     assert list(registry) == ["analytics"] and registry["analytics"].granted
+    async with sessions() as session:  # and the current rows, as the consent API shows them
+        [row] = await store.current(session, site, "p-1")
+    assert store.as_record(row) == registry["analytics"]
 
 
 async def test_a_rolled_back_change_announces_nothing(

@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 from sqlalchemy import event, update
 
 from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
-from app.base.keys import KeyRing
+from app.base.keys import KeyRing, audit_hash
 from app.base.tables import Site
 from app.main import create_app
 from consent import store
@@ -240,7 +240,14 @@ def test_an_erasure_deletes_consent_rows_only_through_the_registry(
                 now=utcnow(),
             )
         event.listen(engine.sync_engine, "before_cursor_execute", seen)
+        before = utcnow()
         await run_dsar(sessions, POLICY_SET, utcnow())
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+        # What the erasure leaves is its audit record: when, and under whose audit hash.
+        erased = audit_hash(KeyRing(settings.secret_key), pseudonym)
+        async with sessions() as session:
+            when = await store.erased_at(session, site, [erased, "never-erased"])
+        assert list(when) == [erased] and before <= when[erased] <= utcnow()
         await engine.dispose()
 
     run(work())
