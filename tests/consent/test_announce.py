@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.db import transaction, utcnow
 from consent import store
 from consent.policy import load_policies
 from tests.factories import POLICIES
@@ -17,13 +17,6 @@ from tests.factories import POLICIES
 POLICY = load_policies(POLICIES)["gdpr-strict"]
 PROOF = store.Proof(source="test", ip_prefix=None, ua_family=None, jurisdiction="eu")
 Heard = list[tuple[str, str]]
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[Any]:
-    engine = make_engine(database_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

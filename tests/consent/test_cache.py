@@ -2,7 +2,6 @@
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,13 +19,6 @@ from tests.factories import POLICIES
 
 POLICY = load_policies(POLICIES)["gdpr-strict"]
 PROOF = store.Proof(source="test", ip_prefix=None, ua_family=None, jurisdiction="eu")
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[Any]:
-    engine = make_engine(database_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 async def grant(sessions: Any, site: str, subject: str, granted: bool = True) -> None:

@@ -4,14 +4,13 @@ The consent API's tests check the same through HTTP."""
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import jwt
 import pytest
 
-from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
+from app.base.db import transaction, utcnow
 from app.base.keys import KeyRing
 from app.base.tables import Site
 from consent import receipts, store
@@ -21,13 +20,6 @@ from tests.factories import POLICIES
 
 POLICY = load_policies(POLICIES)["gdpr-strict"]
 PROOF = store.Proof(source="banner", ip_prefix=None, ua_family=None, jurisdiction="eu")
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[Any]:
-    engine = make_engine(database_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 def site(**controller: str) -> Site:
