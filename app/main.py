@@ -158,6 +158,7 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
             "site_row": Provide(deps.provide_site),
         },
         exception_handlers={HTTPException: on_http_exception, Exception: on_unexpected},
+        after_exception=[deps.release_session],
         request_class=ApiRequest,
         before_send=[web.security_headers],
         lifespan=[lifespan],

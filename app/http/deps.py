@@ -2,11 +2,13 @@
 path, and the one type of a subject id. Registered once, in app/main.py."""
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
+from litestar import Request
 from litestar.di import NamedDependency
 from litestar.params import FromPath
+from litestar.types import Scope
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.db import transaction
@@ -29,11 +31,29 @@ async def site_or_404(session: AsyncSession, slug: str) -> Site:
     return site
 
 
-async def provide_session(ctx: NamedDependency[Context]) -> AsyncIterator[AsyncSession]:
+# Where the request's session waits in the ASGI scope for `release_session`.
+_SESSION = "pixelgate.session"
+
+
+async def provide_session(
+    ctx: NamedDependency[Context], request: Request[Any, Any, Any]
+) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: committed after the handler returns, rolled back when it
     raises (litestar throws the error into this generator)."""
     async with transaction(ctx.sessions) as session:
+        request.scope["state"][_SESSION] = session
         yield session
+
+
+async def release_session(_error: Exception, scope: Scope) -> None:
+    """An app `after_exception` hook. When a dependency resolved after the session refuses the
+    request (404, 401, 403), litestar never resumes the session's generator: its connection
+    would stay checked out until the garbage collector finds it, and a stranger sending bad
+    keys could drain the pool. Closing the session rolls back and gives the connection back;
+    for an error of the handler, the generator has already closed it and this does nothing."""
+    session = scope["state"].pop(_SESSION, None)
+    if session is not None:
+        await session.close()
 
 
 async def provide_site(site: FromPath[str], session: NamedDependency[AsyncSession]) -> Site:

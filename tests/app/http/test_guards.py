@@ -1,6 +1,7 @@
 """Who may call what: every keyed operation runs its check (app/http/guards.py), and the
 checks answer in the API's order: the body, then the site, then the key."""
 
+import gc
 import re
 from typing import Any
 
@@ -66,3 +67,28 @@ def test_a_key_of_another_site_or_a_narrower_scope_is_a_403(
     assert client.get(f"/v1/sites/{site}", headers=reader).status_code == 403
     assert client.get(f"/v1/sites/{other}/debug", headers=reader).status_code == 403
     assert client.get(f"/v1/sites/{site}/debug", headers=reader).status_code == 200
+
+
+def test_a_refused_request_gives_its_database_connection_back_at_once(settings: Settings) -> None:
+    """A check that refuses runs after the session opened: the connection it used must be back
+    in the pool when the answer arrives, not whenever the garbage collector gets to it."""
+    app = create_app(settings)
+    pool = app.state["ctx"].engine.pool
+    site = make_site(settings)
+    reader = auth(make_key(settings, site, scope="read"))
+    refused = [
+        ("/v1/sites/nosuchsite", {}, 404),
+        (f"/v1/sites/{site}", {}, 401),
+        (f"/v1/sites/{site}", {"Authorization": "Bearer pg_not-a-key"}, 401),
+        (f"/v1/sites/{site}", reader, 403),
+        (f"/v1/sites/{site}/consent/someone", {}, 401),
+        (f"/v1/sites/{site}/dsar/not-a-request-id", reader, 404),
+    ]
+    gc.disable()  # what is asserted is the app's own release, not the collector's
+    try:
+        with TestClient(app) as client:
+            for path, headers, status in refused:
+                assert client.get(path, headers=headers).status_code == status, path
+                assert pool.checkedout() == 0, path
+    finally:
+        gc.enable()
