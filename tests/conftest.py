@@ -174,10 +174,18 @@ def settings(database_url: str) -> Settings:
     return settings_for(database_url)
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:  # type: ignore[type-arg]
-    with TestClient(create_app(settings)) as test_client:
+@pytest.fixture(scope="module")
+def module_client(database_url: str) -> Iterator[TestClient]:  # type: ignore[type-arg]
+    """One app per test module and database: building one costs more than most tests. Each
+    test makes its own sites, so what one records is not another's to see."""
+    with TestClient(create_app(settings_for(database_url))) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def client(module_client: TestClient) -> TestClient:  # type: ignore[type-arg]
+    module_client.cookies.clear()
+    return module_client
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import ColumnElement, DateTime, MetaData, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -20,6 +18,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -114,7 +115,12 @@ def managed_by_alembic(name: str | None, type_: str, parent_names: Any) -> bool:
     return not (type_ == "table" and name is not None and PARTITION.match(name))
 
 
-def alembic_config(database_url: str) -> AlembicConfig:
+# alembic is imported where it is used: it is a third of the start-up of every process that
+# imports this module (the server's workers, its writer process, the CLI), and only
+# migrating needs it.
+def alembic_config(database_url: str) -> "AlembicConfig":
+    from alembic.config import Config as AlembicConfig
+
     import migrations
 
     config = AlembicConfig()
@@ -133,6 +139,8 @@ def migrate(database_url: str) -> None:
             # Pseudonymised still means personal data: only the server's user may read it
             # (SQLite gives its -wal and -shm files the database file's mode).
             Path(path).touch(mode=0o600, exist_ok=True)
+    from alembic import command
+
     command.upgrade(alembic_config(database_url), "head")
 
 
