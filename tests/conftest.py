@@ -134,6 +134,17 @@ def database_url(
         with _throwaway_postgresql() as url:
             yield url
         return
+    yield from _sqlite_file(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """For what a server does the same on any database (headers, access rules, its spool
+    lock): one run on the embedded default, not a second server start on PostgreSQL."""
+    yield from _sqlite_file(tmp_path_factory)
+
+
+def _sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db')}/pixelgate.db"
     migrate(url)
     yield url

@@ -44,8 +44,11 @@ pytestmark = pytest.mark.xdist_group("serve")
 
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One server per database for the tests of this module: each uses a site of its own."""
-    running = Server(database_url, tmp_path_factory.mktemp("serve")).start()
+    """One server per database for the tests of this module: each uses a site of its own.
+    It reads the region from CF-IPCountry; without the header a hit has its site's region."""
+    running = Server(
+        database_url, tmp_path_factory.mktemp("serve"), PIXELGATE_REGION_HEADER="CF-IPCountry"
+    ).start()
     yield running.url
     assert running.stop() == 0
     running.assert_clean_log()
@@ -207,25 +210,19 @@ def test_sec_gpc_counts_in_any_of_several_headers(server: str, database_url: str
     assert [row["page"] for row in wait_for_rows(settings, "events", 1, site=site)] == ["/kept"]
 
 
-def test_the_region_header_and_referrer_reach_the_writer(database_url: str, tmp_path: Path) -> None:
+def test_the_region_header_and_referrer_reach_the_writer(server: str, database_url: str) -> None:
     """The pixel keeps only the headers the writer reads: the configured region one too."""
-    running = Server(database_url, tmp_path, PIXELGATE_REGION_HEADER="CF-IPCountry").start()
-    try:
-        settings = settings_for(database_url)
-        site = make_site(settings)  # gdpr-strict grants analytics by default in us-ca only
-        pixel = f"{running.url}/p/{site}/pixel.gif"
-        for region in ("US-CA", "DE"):
-            headers = {
-                "User-Agent": CHROME,
-                "CF-IPCountry": region,
-                "Referer": "https://News.Example.org/story?id=1",
-            }
-            assert httpx.get(pixel, headers=headers).status_code == 200
-        [event] = wait_for_rows(settings, "events", 1, site=site)
-        assert (event["jurisdiction"], event["referrer"]) == ("us-ca", "news.example.org")
-    finally:
-        running.stop()
-    running.assert_clean_log()
+    settings = settings_for(database_url)
+    site = make_site(settings)  # gdpr-strict grants analytics by default in us-ca only
+    for region in ("US-CA", "DE"):
+        headers = {
+            "User-Agent": CHROME,
+            "CF-IPCountry": region,
+            "Referer": "https://News.Example.org/story?id=1",
+        }
+        assert httpx.get(f"{server}/p/{site}/pixel.gif", headers=headers).status_code == 200
+    [event] = wait_for_rows(settings, "events", 1, site=site)
+    assert (event["jurisdiction"], event["referrer"]) == ("us-ca", "news.example.org")
 
 
 def test_other_requests_reach_litestar_with_their_body_query_and_errors(
@@ -332,16 +329,16 @@ def test_the_bridge_streams_a_streamed_body_and_answers_one_never_sent(tmp_path:
 
 
 def test_a_second_server_on_the_same_spool_directory_refuses_to_start(
-    database_url: str, tmp_path: Path
+    sqlite_url: str, tmp_path: Path
 ) -> None:
     spool = tmp_path / "shared-spool"
-    first = Server(database_url, tmp_path / "one", PIXELGATE_SPOOL_DIR=str(spool)).start()
+    first = Server(sqlite_url, tmp_path / "one", PIXELGATE_SPOOL_DIR=str(spool)).start()
     try:
         port = free_port()
         second = subprocess.run(
             [sys.executable, "-m", "app.cli", "serve"],
             cwd=tmp_path,
-            env=environment(database_url, PIXELGATE_PORT=str(port), PIXELGATE_SPOOL_DIR=str(spool)),
+            env=environment(sqlite_url, PIXELGATE_PORT=str(port), PIXELGATE_SPOOL_DIR=str(spool)),
             capture_output=True,
             text=True,
             timeout=60,
@@ -356,7 +353,7 @@ def test_a_second_server_on_the_same_spool_directory_refuses_to_start(
     finally:
         assert first.stop() == 0
     # the lock goes with the server: the next one starts
-    again = Server(database_url, tmp_path / "two", PIXELGATE_SPOOL_DIR=str(spool)).start()
+    again = Server(sqlite_url, tmp_path / "two", PIXELGATE_SPOOL_DIR=str(spool)).start()
     assert httpx.get(f"{again.url}/readyz").status_code == 200
     assert again.stop() == 0
     first.assert_clean_log()
@@ -364,9 +361,9 @@ def test_a_second_server_on_the_same_spool_directory_refuses_to_start(
 
 
 def test_an_app_that_writes_in_process_holds_its_spool_directory_while_it_runs(
-    database_url: str,
+    sqlite_url: str,
 ) -> None:
-    settings = settings_for(database_url)
+    settings = settings_for(sqlite_url)
     with TestClient(create_app(settings)) as client:
         assert client.get("/readyz").status_code == 200
         with pytest.raises(ExceptionGroup) as refused, TestClient(create_app(settings)):

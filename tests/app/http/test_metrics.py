@@ -183,9 +183,9 @@ def test_metrics_are_refused_to_a_client_outside_the_allowed_networks_without_th
 
 
 def test_the_served_metrics_are_open_to_loopback_by_default(
-    database_url: str, tmp_path: Path
+    sqlite_url: str, tmp_path: Path
 ) -> None:
-    server = Server(database_url, tmp_path, **NO_JOBS).start()
+    server = Server(sqlite_url, tmp_path, **NO_JOBS).start()
     try:
         served = httpx.get(f"{server.url}/metrics")
         assert served.status_code == 200
@@ -196,13 +196,13 @@ def test_the_served_metrics_are_open_to_loopback_by_default(
 
 
 def test_the_served_metrics_follow_metrics_allow_the_token_and_trusted_proxies(
-    database_url: str, tmp_path: Path
+    sqlite_url: str, tmp_path: Path
 ) -> None:
     """Loopback is no longer allowed once PIXELGATE_METRICS_ALLOW names another network; a
     forwarded address counts only from a trusted proxy (here 127.0.0.2, not 127.0.0.1)."""
     scraper = raw("192.0.2.45")
     server = Server(
-        database_url,
+        sqlite_url,
         tmp_path,
         PIXELGATE_METRICS_ALLOW="192.0.2.0/24",
         PIXELGATE_METRICS_TOKEN="s3cret-scrape-token",

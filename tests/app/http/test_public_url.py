@@ -88,14 +88,14 @@ FORWARDED = {
 
 @pytest.mark.parametrize("trusted", ["", "127.0.0.1/32"], ids=["untrusted", "trusted"])
 def test_x_forwarded_for_is_read_only_from_a_trusted_proxy(
-    database_url: str, tmp_path: Path, trusted: str
+    sqlite_url: str, tmp_path: Path, trusted: str
 ) -> None:
-    settings = settings_for(database_url)
+    settings = settings_for(sqlite_url)
     site = make_site(settings)
     # Stopped at once: without jobs, none is cancelled in its first run (whose cancelled
     # pool reset SQLAlchemy logs with a traceback).
     server = Server(
-        database_url, tmp_path, PIXELGATE_TRUSTED_PROXIES=trusted, PIXELGATE_JOBS="off"
+        sqlite_url, tmp_path, PIXELGATE_TRUSTED_PROXIES=trusted, PIXELGATE_JOBS="off"
     ).start()
     expected = {}
     try:
