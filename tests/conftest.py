@@ -5,6 +5,7 @@ import logging
 import logging.config
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from litestar.testing import TestClient
 from app.base.db import migrate
 from app.base.settings import Settings
 from app.main import create_app
-from tests.factories import dump_database, forbidden_strings, settings_for
+from tests.factories import dump_database, forbidden_strings, settings_for, spools
 from tests.servers import kill_every_server
 
 PG_HOST = os.environ.get("PIXELGATE_TEST_PG", "postgres@127.0.0.1:5432")
@@ -178,6 +179,7 @@ def logs_stay_clean() -> Iterator[None]:
 def no_server_outlives_the_session() -> Iterator[None]:
     yield
     kill_every_server()
+    shutil.rmtree(spools(), ignore_errors=True)
 
 
 @pytest.fixture

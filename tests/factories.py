@@ -5,6 +5,7 @@ anything raw: pseudonymisation is tested like any other correctness property.
 """
 
 import asyncio
+import functools
 import hashlib
 import secrets
 import tempfile
@@ -69,6 +70,16 @@ def forbidden_strings() -> set[str]:
     return found
 
 
+@functools.cache
+def spools() -> Path:
+    """Where one test process keeps its spool directories; removed when its session ends."""
+    return Path(tempfile.mkdtemp(prefix="pixelgate-test-spools-"))
+
+
+def spool_directory() -> Path:
+    return Path(tempfile.mkdtemp(dir=spools()))
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
@@ -78,7 +89,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "secret_key": SECRET,
         "policies_dir": POLICIES,
-        "spool_dir": Path(tempfile.mkdtemp(prefix="pixelgate-spool-")),
+        "spool_dir": spool_directory(),
         "jobs": False,  # tests run jobs when they mean to; test_schedule runs the scheduler
         "metrics_token": METRICS_TOKEN,
     }

@@ -7,10 +7,8 @@ import hashlib
 import ipaddress
 import logging
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -29,7 +27,17 @@ from app.main import create_app
 from tests.app.hits.test_ingest import NOWHERE, ingest_for, known_sites
 from tests.app.http.test_dsar import run_job
 from tests.conftest import LOGS
-from tests.factories import CHROME, IPHONE, auth, dump_database, make_key, make_site, raw, run
+from tests.factories import (
+    CHROME,
+    IPHONE,
+    auth,
+    dump_database,
+    make_key,
+    make_site,
+    raw,
+    run,
+    spool_directory,
+)
 from tests.factories import settings_for as base_settings
 
 Client = TestClient[Any]
@@ -242,7 +250,7 @@ def spool_bytes(
 ) -> bytes:
     """A batch of the same hits written while the database is down: the spool's bytes."""
     site = make_site(settings, policy="ccpa", jurisdiction="us-ca")
-    spool = Path(tempfile.mkdtemp(prefix="pixelgate-spool-"))
+    spool = spool_directory()
     query = urlencode({**fields, "u": ids.subject})
     headers = (("user-agent", ids.user_agent), ("referer", fields["r"]))
     hits = [
