@@ -14,7 +14,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
@@ -142,11 +142,19 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+# Tables as the database describes them, by (database URL, name): reflecting one on
+# PostgreSQL costs more than the query.
+_REFLECTED: dict[tuple[str, str], Table] = {}
+
+
 def table_rows(settings: Settings, table: str, **where: Any) -> list[dict[str, Any]]:
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
-        metadata = MetaData()
-        await session.run_sync(lambda s: metadata.reflect(s.connection(), only=[table]))
-        t = metadata.tables[table]
+        key = (settings.database_url, table)
+        if key not in _REFLECTED:
+            metadata = MetaData()
+            await session.run_sync(lambda s: metadata.reflect(s.connection(), only=[table]))
+            _REFLECTED[key] = metadata.tables[table]
+        t = _REFLECTED[key]
         query = select(t).where(*(t.c[k] == v for k, v in where.items()))
         return [dict(row._mapping) for row in await session.execute(query)]
 
