@@ -6,8 +6,7 @@ import logging.config
 import os
 import secrets
 import shutil
-import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,27 +70,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slow tests first: in several processes they then run beside the many short ones,
     not alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
-# The 100 % coverage of consent/ and retention/ is their own tests' to earn. Tracing every
-# other test as well doubled the suite's time and covered nothing more: they run untraced.
-COVERAGE_COMES_FROM = ("tests/consent/", "tests/retention/")
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
-    plugin = item.config.pluginmanager.getplugin("_cov")
-    controller = getattr(plugin, "cov_controller", None)
-    if controller is None or item.nodeid.startswith(COVERAGE_COMES_FROM):
-        return (yield)
-    controller.pause()
-    # Paused, coverage's tracer stays installed in an xdist worker, called on every line and
-    # ignoring it; only taking it off saves the time.
-    sys.settrace(None)
-    try:
-        return (yield)
-    finally:
-        controller.resume()
 
 
 async def _pg_admin(sql: str) -> None:
