@@ -1,4 +1,5 @@
-"""Campaigns and tracked links (SPEC §4.7). A link redirects only to its stored destination."""
+"""Campaigns and tracked links (SPEC §4.7): made, listed, read and deleted by an admin key. A
+link redirects only to its stored destination."""
 
 import re
 import secrets
@@ -7,7 +8,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
-from litestar import Request, Response, get, post, put
+from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import ResponseHeader, State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
@@ -60,6 +61,14 @@ class CampaignOut(msgspec.Struct):
     updated_at: datetime
 
 
+class Campaigns(msgspec.Struct):
+    campaigns: list[CampaignOut]
+
+
+def _campaign_out(row: Campaign) -> CampaignOut:
+    return CampaignOut(row.id, row.name, row.channel, row.influencer, row.sends, row.updated_at)
+
+
 @put(
     "/v1/sites/{site:str}/campaigns/{campaign:str}",
     dependencies=requires("admin"),
@@ -107,6 +116,24 @@ class LinkIn(msgspec.Struct, forbid_unknown_fields=True):
 class LinkOut(msgspec.Struct):
     code: str
     url: str
+
+
+class LinkDetail(msgspec.Struct):
+    code: str
+    url: str
+    destination: str
+    campaign: str | None
+    influencer: str | None
+    created_at: datetime
+
+
+class Links(msgspec.Struct):
+    links: list[LinkDetail]
+
+
+def _link_detail(ctx: Context, row: Link) -> LinkDetail:
+    url = f"{ctx.settings.base_url}/l/{row.code}"
+    return LinkDetail(row.code, url, row.destination, row.campaign, row.influencer, row.created_at)
 
 
 def _check_text(field: str, value: str | None) -> None:
@@ -250,3 +277,105 @@ async def follow_link(
             "Cache-Control": CACHE_CONTROL,
         },
     )
+
+
+# Reading and deleting. An id or code no row can hold (a NUL, say) is simply not found: it is
+# never handed to a database that would refuse it.
+
+
+async def _campaign_or_404(session: AsyncSession, site: str, campaign: str) -> Campaign:
+    found = await session.get(Campaign, (site, campaign)) if is_storable(campaign) else None
+    if found is None:
+        raise Problem(404, "unknown campaign")
+    return found
+
+
+async def _link_or_404(session: AsyncSession, site: str, code: str) -> Link:
+    found = await session.get(Link, (site, code)) if is_storable(code) else None
+    if found is None:
+        raise Problem(404, "unknown link")
+    return found
+
+
+@get(
+    "/v1/sites/{site:str}/campaigns",
+    dependencies=requires("admin"),
+    summary="List the site's campaigns",
+)
+async def list_campaigns(
+    site: FromPath[str], site_row: NamedDependency[Site], session: NamedDependency[AsyncSession]
+) -> Campaigns:
+    query = select(Campaign).where(Campaign.site == site).order_by(Campaign.id)
+    return Campaigns([_campaign_out(row) for row in await session.scalars(query)])
+
+
+@get(
+    "/v1/sites/{site:str}/campaigns/{campaign:str}",
+    dependencies=requires("admin"),
+    summary="Read a campaign",
+)
+async def read_campaign(
+    site: FromPath[str],
+    site_row: NamedDependency[Site],
+    campaign: FromPath[str],
+    session: NamedDependency[AsyncSession],
+) -> CampaignOut:
+    return _campaign_out(await _campaign_or_404(session, site, campaign))
+
+
+@delete(
+    "/v1/sites/{site:str}/campaigns/{campaign:str}",
+    dependencies=requires("admin"),
+    summary="Delete a campaign (its links and recorded events stay)",
+)
+async def delete_campaign(
+    site: FromPath[str],
+    site_row: NamedDependency[Site],
+    campaign: FromPath[str],
+    session: NamedDependency[AsyncSession],
+) -> None:
+    await session.delete(await _campaign_or_404(session, site, campaign))
+
+
+@get(
+    "/v1/sites/{site:str}/links",
+    dependencies=requires("admin"),
+    summary="List the site's tracked links",
+)
+async def list_links(
+    site: FromPath[str],
+    site_row: NamedDependency[Site],
+    ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
+) -> Links:
+    query = select(Link).where(Link.site == site).order_by(Link.created_at, Link.code)
+    return Links([_link_detail(ctx, row) for row in await session.scalars(query)])
+
+
+@get(
+    "/v1/sites/{site:str}/links/{code:str}",
+    dependencies=requires("admin"),
+    summary="Read a tracked link",
+)
+async def read_link(
+    site: FromPath[str],
+    site_row: NamedDependency[Site],
+    code: FromPath[str],
+    ctx: NamedDependency[Context],
+    session: NamedDependency[AsyncSession],
+) -> LinkDetail:
+    return _link_detail(ctx, await _link_or_404(session, site, code))
+
+
+@delete(
+    "/v1/sites/{site:str}/links/{code:str}",
+    dependencies=requires("admin"),
+    summary="Delete a tracked link: /l/{code} is a 404 from then on",
+)
+async def delete_link(
+    site: FromPath[str],
+    site_row: NamedDependency[Site],
+    code: FromPath[str],
+    session: NamedDependency[AsyncSession],
+) -> None:
+    await session.delete(await _link_or_404(session, site, code))

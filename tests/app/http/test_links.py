@@ -265,3 +265,96 @@ def test_a_click_adds_the_utm_parameters_the_destination_lacks_encoded(
     own = make_link(client, settings, site, destination="https://shop.example/", influencer="ana")
     follow = client.get(f"/l/{own.json()['code']}", follow_redirects=False)
     assert follow.headers["location"] == "https://shop.example/?utm_source=ana"
+
+
+def test_campaigns_are_listed_read_and_deleted_by_an_admin_key(
+    client: Client, settings: Settings
+) -> None:
+    site, other = make_site(settings), make_site(settings)
+    admin = auth(make_key(settings, site))
+    base = f"/v1/sites/{site}/campaigns"
+    spring = {"name": "Spring", "channel": "email", "sends": 500}
+    launch = {"name": "Launch", "channel": "influencer", "influencer": "ana"}
+    assert client.put(f"{base}/spring", json=spring, headers=admin).status_code == 200
+    assert client.put(f"{base}/launch", json=launch, headers=admin).status_code == 200
+    other_admin = auth(make_key(settings, other))
+    client.put(f"/v1/sites/{other}/campaigns/theirs", json=spring, headers=other_admin)
+
+    listed = client.get(base, headers=admin).json()["campaigns"]
+    assert [(c["id"], c["name"], c["channel"], c["influencer"], c["sends"]) for c in listed] == [
+        ("launch", "Launch", "influencer", "ana", None),
+        ("spring", "Spring", "email", None, 500),
+    ]
+    read = client.get(f"{base}/spring", headers=admin)
+    assert read.status_code == 200 and read.json() == listed[1]
+
+    assert client.delete(f"{base}/spring", headers=admin).status_code == 204
+    assert client.get(f"{base}/spring", headers=admin).status_code == 404
+    assert client.delete(f"{base}/spring", headers=admin).status_code == 404
+    assert [c["id"] for c in client.get(base, headers=admin).json()["campaigns"]] == ["launch"]
+    assert [row["id"] for row in table_rows(settings, "campaigns", site=other)] == ["theirs"]
+
+
+def test_links_are_listed_read_and_deleted_and_a_deleted_one_no_longer_redirects(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    made = [
+        client.post(
+            f"/v1/sites/{site}/links",
+            json={"destination": f"https://shop.example/{n}", "campaign": "c", "influencer": "ana"},
+            headers=admin,
+        ).json()
+        for n in range(2)
+    ]
+    listed = client.get(f"/v1/sites/{site}/links", headers=admin).json()["links"]
+    assert sorted((link["code"], link["url"]) for link in listed) == sorted(
+        (link["code"], link["url"]) for link in made
+    )
+    code = made[0]["code"]
+    read = client.get(f"/v1/sites/{site}/links/{code}", headers=admin).json()
+    assert (read["destination"], read["campaign"], read["influencer"]) == (
+        "https://shop.example/0",
+        "c",
+        "ana",
+    )
+    assert client.get(f"/l/{code}", follow_redirects=False).status_code == 302
+
+    assert client.delete(f"/v1/sites/{site}/links/{code}", headers=admin).status_code == 204
+    assert client.get(f"/l/{code}", follow_redirects=False).status_code == 404
+    assert client.get(f"/v1/sites/{site}/links/{code}", headers=admin).status_code == 404
+    assert [link["code"] for link in table_rows(settings, "links", site=site)] == [made[1]["code"]]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "campaigns",
+        "campaigns/spring",
+        "links",
+        "links/somecode",
+    ],
+)
+def test_managing_campaigns_and_links_takes_an_admin_key(
+    client: Client, settings: Settings, path: str
+) -> None:
+    site = make_site(settings)
+    reader = auth(make_key(settings, site, scope="read"))
+    for method in ("GET", "DELETE") if "/" in path else ("GET",):
+        assert client.request(method, f"/v1/sites/{site}/{path}").status_code == 401
+        assert client.request(method, f"/v1/sites/{site}/{path}", headers=reader).status_code == 403
+        assert client.request(method, f"/v1/sites/nosuchsite/{path}").status_code == 404
+
+
+@pytest.mark.parametrize("name", ["nul%00here", "x" * 5000, "%C3%A9t%C3%A9", "%FF", "a%0Ab"])
+def test_a_campaign_id_or_link_code_no_row_can_hold_is_a_404_never_a_500(
+    client: Client, settings: Settings, name: str
+) -> None:
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    for path in (f"campaigns/{name}", f"links/{name}"):
+        for method in ("GET", "DELETE"):
+            answer = client.request(method, f"/v1/sites/{site}/{path}", headers=admin)
+            assert answer.status_code == 404, (method, path)
+            assert answer.headers["content-type"].startswith("application/problem+json")
