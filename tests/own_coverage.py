@@ -3,8 +3,8 @@ are measured only while their own tests run, and each test process saves a data 
 `coverage combine`.
 
 Their 100 % coverage is their own tests' to earn. Every other test runs with no tracer at
-all: tracing them as well covered nothing more and, even paused under pytest-cov, cost a
-third of the suite's time. Loaded with -p, the plugin starts before conftest.py imports the
+all: tracing them as well covered nothing more, and pytest-cov, even paused around them,
+still made them slower. Loaded with -p, the plugin starts before conftest.py imports the
 packages, so their import-time lines count too."""
 
 from collections.abc import Generator

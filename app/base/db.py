@@ -115,7 +115,7 @@ def managed_by_alembic(name: str | None, type_: str, parent_names: Any) -> bool:
     return not (type_ == "table" and name is not None and PARTITION.match(name))
 
 
-# alembic is imported where it is used: it is a third of the start-up of every process that
+# alembic is imported where it is used: it weighs on the start-up of every process that
 # imports this module (the server's workers, its writer process, the CLI), and only
 # migrating needs it.
 def alembic_config(database_url: str) -> "AlembicConfig":

@@ -4,7 +4,7 @@ link redirects only to its stored destination."""
 import re
 import secrets
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
@@ -131,8 +131,12 @@ class Links(msgspec.Struct):
     links: list[LinkDetail]
 
 
+def _link_url(ctx: Context, code: str) -> str:
+    return f"{ctx.settings.base_url}/l/{code}"
+
+
 def _link_detail(ctx: Context, row: Link) -> LinkDetail:
-    url = f"{ctx.settings.base_url}/l/{row.code}"
+    url = _link_url(ctx, row.code)
     return LinkDetail(row.code, url, row.destination, row.campaign, row.influencer, row.created_at)
 
 
@@ -216,7 +220,7 @@ async def create_link(
             created_at=utcnow(),
         )
     )
-    return LinkOut(code=code, url=f"{ctx.settings.base_url}/l/{code}")
+    return LinkOut(code=code, url=_link_url(ctx, code))
 
 
 def with_utm(location: str, **utm: str | None) -> str:
@@ -283,17 +287,13 @@ async def follow_link(
 # never handed to a database that would refuse it.
 
 
-async def _campaign_or_404(session: AsyncSession, site: str, campaign: str) -> Campaign:
-    found = await session.get(Campaign, (site, campaign)) if is_storable(campaign) else None
-    if found is None:
-        raise Problem(404, "unknown campaign")
-    return found
+Row = TypeVar("Row", Campaign, Link)
 
 
-async def _link_or_404(session: AsyncSession, site: str, code: str) -> Link:
-    found = await session.get(Link, (site, code)) if is_storable(code) else None
+async def _row_or_404(session: AsyncSession, table: type[Row], site: str, key: str) -> Row:
+    found = await session.get(table, (site, key)) if is_storable(key) else None
     if found is None:
-        raise Problem(404, "unknown link")
+        raise Problem(404, f"unknown {'campaign' if table is Campaign else 'link'}")
     return found
 
 
@@ -320,7 +320,7 @@ async def read_campaign(
     campaign: FromPath[str],
     session: NamedDependency[AsyncSession],
 ) -> CampaignOut:
-    return _campaign_out(await _campaign_or_404(session, site, campaign))
+    return _campaign_out(await _row_or_404(session, Campaign, site, campaign))
 
 
 @delete(
@@ -334,7 +334,7 @@ async def delete_campaign(
     campaign: FromPath[str],
     session: NamedDependency[AsyncSession],
 ) -> None:
-    await session.delete(await _campaign_or_404(session, site, campaign))
+    await session.delete(await _row_or_404(session, Campaign, site, campaign))
 
 
 @get(
@@ -364,7 +364,7 @@ async def read_link(
     ctx: NamedDependency[Context],
     session: NamedDependency[AsyncSession],
 ) -> LinkDetail:
-    return _link_detail(ctx, await _link_or_404(session, site, code))
+    return _link_detail(ctx, await _row_or_404(session, Link, site, code))
 
 
 @delete(
@@ -378,4 +378,4 @@ async def delete_link(
     code: FromPath[str],
     session: NamedDependency[AsyncSession],
 ) -> None:
-    await session.delete(await _link_or_404(session, site, code))
+    await session.delete(await _row_or_404(session, Link, site, code))
