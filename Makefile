@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 4
 
 LOCK := requirements-lock.txt
+# Some machines set PYTHONDONTWRITEBYTECODE: every test process and every server a test starts
+# would then compile its modules (and pytest rewrite its asserts) from source again.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: serve test lint typecheck pytest bench clean lock
 

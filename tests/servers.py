@@ -77,6 +77,12 @@ class Server:
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+        return self.wait()
+
+    def wait(self) -> int:
+        """The exit status of a server already told to stop: a second SIGTERM while it drains
+        would cut the drain short."""
+        assert self.process is not None
         try:
             code = self.process.wait(timeout=60)
         finally:

@@ -7,6 +7,7 @@ import random
 import re
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -83,7 +84,7 @@ async def _fire(
                     f"/p/{site}/pixel.gif", params={"u": random.choice(subjects)}, headers=HEADERS
                 )
             except httpx.TransportError:
-                continue  # the server is going away: this hit was never answered
+                return  # the server is going away: this hit and the rest are never answered
             answered += response.status_code == 200
             if answered >= 100:
                 under_way.set()
@@ -96,6 +97,20 @@ async def _fire(
             on_start()
         await asyncio.gather(*clients)
     return answered
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server per database for the tests that leave it running as it was: each uses a
+    site of its own and reads global counters as differences. They share one test process."""
+    running = Server(database_url, tmp_path_factory.mktemp("resilience")).start()
+    yield running
+    assert running.stop() == 0
+    assert not list((running.workdir / "data" / "spool").glob("*.spool"))
+    running.assert_clean_log()
+
+
+SHARED = pytest.mark.xdist_group("resilience-shared")
 
 
 def fire(base: str, site: str, subjects: list[str], count: int, on_start: object = None) -> int:
@@ -130,7 +145,7 @@ def test_sigterm_under_load_loses_no_answered_hit(database_url: str, tmp_path: P
     site, subjects = seed(database_url, 50)
     server = Server(database_url, tmp_path).start()
     answered = fire(server.url, site, subjects, 3000, on_start=lambda: server.process.terminate())  # type: ignore[union-attr]
-    assert server.stop() == 0
+    assert server.wait() == 0
     server.assert_clean_log()
     assert 0 < answered < 3000  # the signal really came in the middle of the load
     rows = table_rows(settings_for(database_url), "events", site=site)
@@ -224,41 +239,34 @@ def test_a_withdrawal_reaches_every_server_process_at_once(
 
 
 @pytest.mark.slow
-def test_a_withdrawal_reaches_the_writer_process_at_once(database_url: str, tmp_path: Path) -> None:
+@SHARED
+def test_a_withdrawal_reaches_the_writer_process_at_once(database_url: str, server: Server) -> None:
     """The writer process keeps its own consent cache: the worker passes every change on."""
-    server = Server(database_url, tmp_path).start()
-    try:
-        site = withdrawal_stops_recording(database_url, api=server, pixels=server)
-        denied = f'pixelgate_hits_total{{outcome="denied",reason="no_consent",site="{site}"}}'
-        assert metric(server.url, denied) == 3
-    finally:
-        server.stop()
-    server.assert_clean_log()
+    site = withdrawal_stops_recording(database_url, api=server, pixels=server)
+    denied = f'pixelgate_hits_total{{outcome="denied",reason="no_consent",site="{site}"}}'
+    assert metric(server.url, denied) == 3
 
 
 @pytest.mark.slow
+@SHARED
 def test_the_writer_process_ignores_sigterm_and_is_replaced_if_it_dies(
-    database_url: str, tmp_path: Path
+    database_url: str, server: Server
 ) -> None:
     site, subjects = seed(database_url, 20)
     settings = settings_for(database_url)
-    server = Server(database_url, tmp_path).start()
-    try:
-        writer = server.writer_pid()
-        os.kill(writer, signal.SIGTERM)  # as a signal to the whole process group would
-        assert fire(server.url, site, subjects, 50) == 50
-        assert len(wait_for_rows(settings, "events", 50, site=site)) == 50
-        assert server.writer_pid() == writer
-        os.kill(writer, signal.SIGKILL)
-        time.sleep(0.5)
-        assert fire(server.url, site, subjects, 50) == 50
-        assert len(wait_for_rows(settings, "events", 100, site=site)) == 100
-        assert server.writer_pid() != writer
-        assert metric(server.url, "pixelgate_events_dropped_total") == 0
-    finally:
-        assert server.stop() == 0
+    dropped = metric(server.url, "pixelgate_events_dropped_total")
+    writer = server.writer_pid()
+    os.kill(writer, signal.SIGTERM)  # as a signal to the whole process group would
+    assert fire(server.url, site, subjects, 50) == 50
+    assert len(wait_for_rows(settings, "events", 50, site=site)) == 50
+    assert server.writer_pid() == writer
+    os.kill(writer, signal.SIGKILL)
+    time.sleep(0.5)
+    assert fire(server.url, site, subjects, 50) == 50
+    assert len(wait_for_rows(settings, "events", 100, site=site)) == 100
+    assert server.writer_pid() != writer
+    assert metric(server.url, "pixelgate_events_dropped_total") == dropped
     assert "the writer process is gone; starting another" in server.log()
-    server.assert_clean_log()
 
 
 async def test_shutdown_waits_a_while_for_a_background_task_never_forever(
@@ -296,82 +304,77 @@ def hits_answered(base: str, site: str, queries: list[dict[str, str]]) -> None:
 
 
 @pytest.mark.slow
+@SHARED
 def test_values_no_database_can_store_are_invalid_and_recording_goes_on(
-    database_url: str, tmp_path: Path
+    database_url: str, server: Server
 ) -> None:
     """The attack of issue 14: a NUL in a utm field or campaign once made PostgreSQL refuse
     the whole batch, which went to the spool and blocked its replay for ever."""
     site, subjects = seed(database_url, 4)
     settings = settings_for(database_url)
-    server = Server(database_url, tmp_path).start()
-    try:
-        good = 0
-        for round_ in range(3):
-            for subject in subjects:
-                hits_answered(server.url, site, [{"u": subject, "p": f"/good-{round_}"}])
-                good += 1
-            bad = [
-                {"u": subjects[0], "p": "/x", "utm_source": "\x00"},
-                {"u": subjects[1], "p": "/x", "c": "\x00"},
-                {"u": subjects[2], "p": "/x", "utm_term": "%00"},  # a NUL once scrubbed
-            ]
-            hits_answered(server.url, site, bad)
-            beacon = httpx.post(
-                f"{server.url}/p/{site}/collect",
-                json={"u": subjects[3], "p": "/x", "utm_source": "a\x00b"},
-                headers=HEADERS,
-            )
-            assert beacon.status_code == 204
-        rows = wait_for_rows(settings, "events", good, 30, site=site)
-        assert sorted(row["page"] for row in rows) == sorted(
-            f"/good-{n}" for n in range(3) for _ in subjects
+    spilled = metric(server.url, "pixelgate_events_spilled_total")
+    good = 0
+    for round_ in range(3):
+        for subject in subjects:
+            hits_answered(server.url, site, [{"u": subject, "p": f"/good-{round_}"}])
+            good += 1
+        bad = [
+            {"u": subjects[0], "p": "/x", "utm_source": "\x00"},
+            {"u": subjects[1], "p": "/x", "c": "\x00"},
+            {"u": subjects[2], "p": "/x", "utm_term": "%00"},  # a NUL once scrubbed
+        ]
+        hits_answered(server.url, site, bad)
+        beacon = httpx.post(
+            f"{server.url}/p/{site}/collect",
+            json={"u": subjects[3], "p": "/x", "utm_source": "a\x00b"},
+            headers=HEADERS,
         )
-        invalid = f'pixelgate_hits_total{{outcome="denied",reason="invalid",site="{site}"}}'
-        assert metric_until(server.url, invalid, 12) == 12
-        recorded = f'pixelgate_hits_total{{outcome="recorded",reason="recorded",site="{site}"}}'
-        assert metric(server.url, recorded) == good
-        assert metric(server.url, "pixelgate_events_spilled_total") == 0
-        assert httpx.get(f"{server.url}/readyz").status_code == 200
-        assert not list((tmp_path / "data" / "spool").glob("*.spool"))
-    finally:
-        assert server.stop() == 0
-    server.assert_clean_log()
+        assert beacon.status_code == 204
+    rows = wait_for_rows(settings, "events", good, 30, site=site)
+    assert sorted(row["page"] for row in rows) == sorted(
+        f"/good-{n}" for n in range(3) for _ in subjects
+    )
+    invalid = f'pixelgate_hits_total{{outcome="denied",reason="invalid",site="{site}"}}'
+    assert metric_until(server.url, invalid, 12) == 12
+    recorded = f'pixelgate_hits_total{{outcome="recorded",reason="recorded",site="{site}"}}'
+    assert metric(server.url, recorded) == good
+    assert metric(server.url, "pixelgate_events_spilled_total") == spilled
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    assert not list((server.workdir / "data" / "spool").glob("*.spool"))
 
 
 @pytest.mark.slow
+@SHARED
 def test_readyz_says_when_the_writer_cannot_write_and_recovers_once_it_can(
-    database_url: str, tmp_path: Path
+    database_url: str, server: Server
 ) -> None:
     """The database answers but refuses every write (here: its events table is gone): the
     hits wait in the spool, /readyz says why, and all of them land once it takes them."""
     site, subjects = seed(database_url, 3)
     settings = settings_for(database_url)
-    server = Server(database_url, tmp_path).start()
-    try:
-        assert httpx.get(f"{server.url}/readyz").status_code == 200
-        sent = 0
+    replayed = metric(server.url, "pixelgate_events_replayed_total")
+    spilled = metric(server.url, "pixelgate_events_spilled_total")
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    sent = 0
 
-        def hits() -> None:
-            nonlocal sent
-            hits_answered(server.url, site, [{"u": subject} for subject in subjects])
-            sent += len(subjects)
+    def hits() -> None:
+        nonlocal sent
+        hits_answered(server.url, site, [{"u": subject} for subject in subjects])
+        sent += len(subjects)
 
-        def readyz() -> httpx.Response:
-            return httpx.get(f"{server.url}/readyz")
+    def readyz() -> httpx.Response:
+        return httpx.get(f"{server.url}/readyz")
 
-        with events_table_gone(database_url):
-            stuck = readyz_until(readyz, 503, hits)
-            assert table_rows(settings, "events_away", site=site) == []
-        assert stuck.headers["content-type"].startswith("application/problem+json")
-        assert stuck.json()["detail"].startswith("the writer cannot write events")
-        readyz_until(readyz, 200, lambda: None)
-        assert len(wait_for_rows(settings, "events", sent, 30, site=site)) == sent
-        assert metric_until(server.url, "pixelgate_events_replayed_total", sent) == sent
-        assert metric(server.url, "pixelgate_events_spilled_total") == sent
-    finally:
-        assert server.stop() == 0
-    assert not list((tmp_path / "data" / "spool").glob("*.spool"))
-    server.assert_clean_log()
+    with events_table_gone(database_url):
+        stuck = readyz_until(readyz, 503, hits)
+        assert table_rows(settings, "events_away", site=site) == []
+    assert stuck.headers["content-type"].startswith("application/problem+json")
+    assert stuck.json()["detail"].startswith("the writer cannot write events")
+    readyz_until(readyz, 200, lambda: None)
+    assert len(wait_for_rows(settings, "events", sent, 30, site=site)) == sent
+    replayed_now = metric_until(server.url, "pixelgate_events_replayed_total", replayed + sent)
+    assert replayed_now - replayed == sent
+    assert metric(server.url, "pixelgate_events_spilled_total") - spilled == sent
 
 
 def test_the_api_answers_503_while_the_database_is_away(
