@@ -136,6 +136,8 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
             dsar.list_requests,
             events.post_events,
             reports.summary,
+            reports.breakdown,
+            reports.timeseries,
             events.pixel_urls,
             links.put_campaign,
             links.list_campaigns,

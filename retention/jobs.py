@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from app.base.db import day_of
 from app.base.event_fields import DIMENSIONS
+from app.base.sketches import sketch_of
 from app.base.tables import DsarExport, Event, EventId, RollupDaily, RollupDetail, Site
 from consent.policy import Policy
 from consent.tables import ConsentChange, ConsentLedger, ConsentState
@@ -162,24 +163,14 @@ async def _roll_up(
     if done:  # rolled up by a run cut short before its deletes: only left to delete
         iso = session.get_bind().dialect.name != "postgresql"  # SQLite's date() is text
         expired.append(day.not_in([d.isoformat() if iso else d for d in map(_as_date, done)]))
-    days, events = (
-        await session.execute(select(func.count(day.distinct()), func.count()).where(*expired))
-    ).one()
-    counts.days_rolled_up += days
-    counts.events_rolled_up += events
-    if dry_run or not events:
+    per_day = list(await session.execute(select(day, func.count()).where(*expired).group_by(day)))
+    counts.days_rolled_up += len(per_day)
+    counts.events_rolled_up += sum(events for _, events in per_day)
+    if dry_run or not per_day:
         return
+    for expired_day, _ in per_day:
+        await _roll_up_day(session, site, kind, _as_date(expired_day), expired)
     subjects = func.count(Event.subject.distinct())
-    dims = [getattr(Event, d) for d in DIMENSIONS]
-    number = func.row_number().over(partition_by=day)
-    await session.execute(
-        insert(RollupDetail).from_select(
-            ["site", "day", "kind", "n", *DIMENSIONS, "hits", "subjects"],
-            select(literal(site), day, literal(kind), number, *dims, func.count(), subjects)
-            .where(*expired)
-            .group_by(day, *dims),
-        )
-    )
     campaign = func.coalesce(Event.campaign, "")  # one expression: GROUP BY must match it
     await session.execute(
         insert(RollupDaily).from_select(
@@ -189,6 +180,56 @@ async def _roll_up(
             .group_by(day, campaign),
         )
     )
+
+
+# What a detail row groups a day's events by, beside its hour.
+DETAIL = (*DIMENSIONS, "jurisdiction", "currency")
+
+
+class _Cell:
+    def __init__(self) -> None:
+        self.hits, self.anonymous_hits, self.value = 0, 0, None
+        self.subjects: set[str] = set()
+
+
+async def _roll_up_day(
+    session: AsyncSession, site: str, kind: str, day: date, expired: list[Any]
+) -> None:
+    """One row per hour and value of every dimension, with a sketch of its subjects: the
+    sketches merge across rows and days where a sum of distinct counts would overcount."""
+    start = datetime.combine(day, time(), tzinfo=UTC)
+    events = await session.execute(
+        select(
+            Event.occurred_at, Event.subject, Event.value, *(getattr(Event, f) for f in DETAIL)
+        ).where(*expired, Event.occurred_at >= start, Event.occurred_at < start + timedelta(days=1))
+    )
+    cells: dict[tuple[Any, ...], _Cell] = {}
+    for occurred_at, subject, value, *key in events:
+        cell = cells.setdefault((occurred_at.astimezone(UTC).hour, *key), _Cell())
+        cell.hits += 1
+        if subject is None:
+            cell.anonymous_hits += 1
+        else:
+            cell.subjects.add(subject)
+        if value is not None:
+            cell.value = value + (cell.value or 0)
+    rows = [
+        {
+            "site": site,
+            "day": day,
+            "kind": kind,
+            "n": n,
+            "hour": hour,
+            **dict(zip(DETAIL, key, strict=True)),
+            "hits": cell.hits,
+            "anonymous_hits": cell.anonymous_hits,
+            "value": cell.value,
+            "subjects": len(cell.subjects),
+            "sketch": sketch_of(cell.subjects),
+        }
+        for n, ((hour, *key), cell) in enumerate(cells.items(), start=1)
+    ]
+    await session.execute(insert(RollupDetail), rows)
 
 
 async def _drop_expired_partitions(

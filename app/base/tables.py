@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     Numeric,
+    SmallInteger,
     String,
     Uuid,
 )
@@ -198,6 +199,13 @@ class RollupDetail(Base):
     machine: Mapped[bool] = mapped_column(Boolean)
     hits: Mapped[int] = mapped_column(BigInteger)
     subjects: Mapped[int] = mapped_column(BigInteger)
+    # Since migration 0010 (null in rows rolled up before it):
+    hour: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)  # 0-23, UTC
+    jurisdiction: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    anonymous_hits: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    value: Mapped[Decimal | None] = mapped_column(Numeric(24, 4), nullable=True)  # the sum
+    sketch: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # app/base/sketches
 
 
 class EventId(Base):

@@ -23,14 +23,23 @@ Client = TestClient[Any]
         ({"from": "2026-01-01", "to": "2026-01-31", "campaign": "a\x00b"}, "campaign"),
         ({"from": "2026-01-01"}, "to"),
         ({"to": "2026-01-01"}, "from"),
+        ({"from": "2026-01-01", "to": "2026-01-31", "influencer": "x\x00"}, "influencer"),
+        ({"from": "2026-01-01", "to": "2026-01-31", "by": "colour"}, "by"),
+        ({"from": "2026-01-01", "to": "2026-01-31", "by": "page", "limit": "0"}, "limit"),
+        ({"from": "2026-01-01", "to": "2026-01-31", "by": "page", "limit": "1001"}, "limit"),
+        ({"from": "2026-01-01", "to": "2026-01-31", "by": "page", "limit": "-1"}, "limit"),
+        ({"from": "2026-01-01", "to": "2026-01-31", "by": "page", "limit": "ten"}, "limit"),
+        ({"from": "2026-01-01", "to": "2026-01-31", "interval": "minute"}, "interval"),
+        ({"from": "2023-01-01", "to": "2026-01-31", "interval": "hour"}, "interval"),
     ],
 )
-def test_a_bad_summary_parameter_is_a_422_naming_it(
+def test_a_bad_report_parameter_is_a_422_naming_it(
     client: Client, settings: Settings, query: dict[str, str], parameter: str
 ) -> None:
     site = make_site(settings)
+    report = "breakdown" if "by" in query else "timeseries" if "interval" in query else "summary"
     response = client.get(
-        f"/v1/sites/{site}/reports/summary",
+        f"/v1/sites/{site}/reports/{report}",
         params=query,
         headers=auth(make_key(settings, site, "read")),
     )

@@ -1,0 +1,234 @@
+"""The summary, breakdown and timeseries reports (SPEC §4.8), made of the cells of cells.py.
+
+k-anonymity: a cell that counts subjects, but fewer than the policy's `reports.min_subjects`,
+is folded into `other`; so are breakdown rows past the limit. A cell of anonymous hits only
+(no subject at all) is about no one and is shown."""
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+from sqlalchemy import ColumnElement, case, func
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.base.db import day_of
+from app.base.tables import Event
+from app.reports.cells import Cell, Cells, Influencers, Key, Scope, cells, influencer_of
+
+BY = (
+    "page",
+    "campaign",
+    "influencer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "referrer",
+    "device",
+    "browser",
+    "os",
+    "kind",
+    "jurisdiction",
+)
+Interval = Literal["hour", "day", "week", "month"]
+INTERVALS: tuple[Interval, ...] = ("hour", "day", "week", "month")
+NO_CURRENCY = "XXX"  # ISO 4217's code for "no currency": values sent without one
+
+
+class Figures(msgspec.Struct):
+    hits: int
+    subjects: int
+    subjects_estimated: bool
+
+
+class Summary(msgspec.Struct):
+    hits: int
+    subjects: int
+    subjects_estimated: bool
+    anonymous_hits: int
+    by_kind: dict[str, int]
+    conversions: int
+    revenue: dict[str, str]  # per ISO 4217 currency, a decimal string; refunds subtract
+
+
+class Row(msgspec.Struct):
+    key: str | None
+    hits: int
+    subjects: int
+    subjects_estimated: bool
+
+
+class Breakdown(msgspec.Struct):
+    by: str
+    rows: list[Row]
+    other: Figures
+
+
+class Point(msgspec.Struct):
+    t: str
+    hits: int
+    subjects: int
+    subjects_estimated: bool
+
+
+class Timeseries(msgspec.Struct):
+    interval: str
+    points: list[Point]
+    other: Figures
+
+
+def _column(name: str) -> Key:
+    return Key(raw=lambda _s, _k: getattr(Event, name), rolled=lambda row, _k: getattr(row, name))
+
+
+def _influencer_key(_session: AsyncSession, known: Influencers) -> ColumnElement[Any]:
+    return case((Event.utm_source.in_(sorted(known)), Event.utm_source), else_=None)
+
+
+def dimension(name: str) -> Key:
+    if name == "influencer":
+        return Key(
+            raw=_influencer_key, rolled=lambda row, known: influencer_of(row.utm_source, known)
+        )
+    return _column(name)
+
+
+def amount(value: Decimal) -> str:
+    """A sum of money as text: at least two decimals, and no trailing zeros past them."""
+    cents = value.quantize(Decimal("0.01"))
+    return str(cents) if cents == value else str(value.normalize())
+
+
+def _figures(cell: Cell, subjects: int, estimated: bool) -> Figures:
+    return Figures(hits=cell.hits, subjects=subjects, subjects_estimated=estimated)
+
+
+def _folded(subjects: int, minimum: int) -> bool:
+    return 0 < subjects < minimum
+
+
+async def summary(session: AsyncSession, scope: Scope) -> Summary:
+    by_kind = await cells(session, scope, _column("kind"))
+    total = Cell()
+    for cell in by_kind.by_key.values():
+        total.add(cell)
+    revenue: dict[str, str] = {}
+    if scope.kind in (None, "conversion"):
+        sold = msgspec.structs.replace(scope, kind="conversion")
+        by_currency = await cells(session, sold, _column("currency"))
+        for currency, cell in sorted(by_currency.by_key.items(), key=lambda kv: kv[0] or ""):
+            if cell.value is not None:
+                revenue[currency or NO_CURRENCY] = amount(cell.value)
+    return Summary(
+        hits=total.hits,
+        subjects=await by_kind.distinct_outside([]),
+        subjects_estimated=any(cell.estimated for cell in by_kind.by_key.values()),
+        anonymous_hits=total.anonymous_hits,
+        by_kind={kind: cell.hits for kind, cell in sorted(by_kind.by_key.items())},
+        conversions=by_kind.by_key["conversion"].hits if "conversion" in by_kind.by_key else 0,
+        revenue=revenue,
+    )
+
+
+async def _other(found: Cells, shown: list[Any]) -> Figures:
+    rest = Cell()
+    estimated = False
+    for key, cell in found.by_key.items():
+        if key not in shown:
+            rest.add(cell)
+            estimated = estimated or cell.estimated
+    return _figures(rest, await found.distinct_outside(shown), estimated)
+
+
+async def breakdown(
+    session: AsyncSession, scope: Scope, by: str, limit: int, min_subjects: int
+) -> Breakdown:
+    found = await cells(session, scope, dimension(by))
+    ranked = sorted(found.by_key.items(), key=lambda kv: (-kv[1].hits, kv[0] is None, kv[0] or ""))
+    rows: list[Row] = []
+    for key, cell in ranked:
+        subjects = cell.subjects()
+        if len(rows) < limit and not _folded(subjects, min_subjects):
+            rows.append(Row(key, cell.hits, subjects, cell.estimated))
+    return Breakdown(by=by, rows=rows, other=await _other(found, [row.key for row in rows]))
+
+
+def _bucket_key(session: AsyncSession, interval: Interval) -> Key:
+    """Buckets start at whole hours, days, Mondays or first days of months, in UTC."""
+    postgresql = session.get_bind().dialect.name == "postgresql"
+
+    def raw(_session: AsyncSession, _known: Influencers) -> ColumnElement[Any]:
+        if interval == "day":
+            return day_of(session, Event.occurred_at)
+        if postgresql:
+            return func.date_trunc(interval, func.timezone("UTC", Event.occurred_at))
+        return {
+            "hour": func.strftime("%Y-%m-%dT%H:00:00", Event.occurred_at),
+            "week": func.date(Event.occurred_at, "weekday 0", "-6 days"),
+            "month": func.strftime("%Y-%m-01", Event.occurred_at),
+        }[interval]
+
+    def rolled(row: Any, _known: Influencers) -> Any:
+        return bucket_of(
+            datetime.combine(row.day, datetime.min.time()).replace(hour=row.hour or 0), interval
+        )
+
+    def named(value: Any) -> Any:
+        moment = value if isinstance(value, date) else datetime.fromisoformat(str(value))
+        if not isinstance(moment, datetime):
+            moment = datetime.combine(moment, datetime.min.time())
+        return bucket_of(moment, interval)
+
+    return Key(raw=raw, rolled=rolled, named=named)
+
+
+def bucket_of(moment: datetime, interval: Interval) -> datetime:
+    """The start of the bucket a naive UTC moment falls in."""
+    if interval == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if interval == "week":
+        return day - timedelta(days=day.weekday())
+    if interval == "month":
+        return day.replace(day=1)
+    return day
+
+
+def buckets(first: date, last: date, interval: Interval) -> list[datetime]:
+    start = bucket_of(datetime.combine(first, datetime.min.time()), interval)
+    end = datetime.combine(last + timedelta(days=1), datetime.min.time())
+    found = []
+    while start < end:
+        found.append(start)
+        if interval == "hour":
+            start += timedelta(hours=1)
+        elif interval == "day":
+            start += timedelta(days=1)
+        elif interval == "week":
+            start += timedelta(days=7)
+        else:
+            start = (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+    return found
+
+
+def _name_of(start: datetime, interval: Interval) -> str:
+    if interval == "hour":
+        return start.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+    return start.date().isoformat()
+
+
+async def timeseries(
+    session: AsyncSession, scope: Scope, interval: Interval, min_subjects: int
+) -> Timeseries:
+    found = await cells(session, scope, _bucket_key(session, interval))
+    points, shown = [], []
+    for start in buckets(scope.first, scope.last, interval):
+        cell = found.by_key.get(start, Cell())
+        subjects = cell.subjects()
+        if _folded(subjects, min_subjects):
+            cell, subjects = Cell(), 0
+        else:
+            shown.append(start)
+        points.append(Point(_name_of(start, interval), cell.hits, subjects, cell.estimated))
+    return Timeseries(interval=interval, points=points, other=await _other(found, shown))

@@ -1,0 +1,241 @@
+"""Every report's figures, computed here independently from the hits the test sends through
+the events API, on both databases: live events, purged days read from rollups, k-anonymity."""
+
+import asyncio
+import csv
+import io
+import random
+from collections import Counter, defaultdict
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from app.base.db import make_engine, make_sessionmaker
+from app.base.settings import Settings
+from app.main import create_app
+from consent.policy import load_policies
+from retention.jobs import purge_events
+from tests.factories import auth, make_key, make_site, settings_for, subject_id
+
+Client = TestClient[Any]
+Hit = dict[str, Any]
+TODAY = datetime.now(UTC).date()
+PAGES = ["/", "/shoes", "/hats"]
+SOURCES = [None, "insta", "news"]
+
+
+def hits_over(days: list[date], count: int, seed: int) -> list[Hit]:
+    """Random hits on those days: kinds, subjects (a sixth anonymous), pages, sources and
+    conversions with values, refunds among them."""
+    rng = random.Random(seed)
+    people = [subject_id() for _ in range(7)]
+    sent = []
+    for _ in range(count):
+        moment = datetime.combine(rng.choice(days), time(rng.randrange(24), rng.randrange(60)))
+        hit: Hit = {
+            "kind": rng.choice(["pageview"] * 4 + ["click", "conversion"]),
+            "page": rng.choice(PAGES),
+            "occurred_at": moment.replace(tzinfo=UTC).isoformat(),
+        }
+        if (person := rng.choice([*people, None])) is not None:
+            hit["subject"] = person
+        if (source := rng.choice(SOURCES)) is not None:
+            hit["utm_source"] = source
+        if hit["kind"] == "conversion" and rng.random() < 0.8:
+            hit["value"] = rng.choice(["19.90", "5", "-4.95"])
+            hit["currency"] = rng.choice(["EUR", "EUR", "USD"])
+        sent.append(hit)
+    return sent
+
+
+def send(client: Client, site: str, key: str, hits: list[Hit]) -> None:
+    for start in range(0, len(hits), 1000):
+        batch = hits[start : start + 1000]
+        answer = client.post(f"/v1/sites/{site}/events", json={"events": batch}, headers=auth(key))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["accepted"] == len(batch), answer.text
+
+
+def day_of(hit: Hit) -> date:
+    return datetime.fromisoformat(hit["occurred_at"]).date()
+
+
+def figures(hits: list[Hit]) -> tuple[int, int]:
+    return len(hits), len({hit["subject"] for hit in hits if "subject" in hit})
+
+
+def expected_summary(hits: list[Hit]) -> dict[str, Any]:
+    revenue: dict[str, Decimal] = defaultdict(Decimal)
+    for hit in hits:
+        if hit["kind"] == "conversion" and "value" in hit:
+            revenue[hit["currency"]] += Decimal(hit["value"])
+    total, subjects = figures(hits)
+    return {
+        "hits": total,
+        "subjects": subjects,
+        "anonymous_hits": sum("subject" not in hit for hit in hits),
+        "by_kind": dict(sorted(Counter(hit["kind"] for hit in hits).items())),
+        "conversions": sum(hit["kind"] == "conversion" for hit in hits),
+        "revenue": {c: f"{v:.2f}" for c, v in sorted(revenue.items())},
+    }
+
+
+def grouped(hits: list[Hit], key: Any) -> dict[Any, tuple[int, int]]:
+    groups: dict[Any, list[Hit]] = defaultdict(list)
+    for hit in hits:
+        groups[key(hit)].append(hit)
+    return {name: figures(group) for name, group in groups.items()}
+
+
+def report(client: Client, site: str, key: str, name: str, **query: Any) -> Any:
+    answer = client.get(f"/v1/sites/{site}/reports/{name}", params=query, headers=auth(key))
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def rows_of(body: dict[str, Any]) -> dict[Any, tuple[int, int]]:
+    return {row["key"]: (row["hits"], row["subjects"]) for row in body["rows"]}
+
+
+@pytest.fixture
+def shop(client: Client, settings: Settings) -> tuple[str, str, str]:
+    """A site under the opt-out policy (events recorded without a consent record), with an
+    ingest key and a read key."""
+    site = make_site(settings, policy="ccpa", jurisdiction="us-ca")
+    return site, make_key(settings, site, "ingest"), make_key(settings, site, "read")
+
+
+def test_summary_breakdown_and_timeseries_agree_with_the_hits_sent(
+    client: Client, shop: tuple[str, str, str]
+) -> None:
+    site, ingest, read = shop
+    days = [TODAY - timedelta(days=n) for n in range(1, 10)]
+    hits = hits_over(days, 300, seed=1)
+    send(client, site, ingest, hits)
+    period = {"from": min(days).isoformat(), "to": max(days).isoformat()}
+
+    summary = report(client, site, read, "summary", **period)
+    assert summary == {**expected_summary(hits), "subjects_estimated": False}
+    pages = report(client, site, read, "breakdown", by="page", limit=10, **period)
+    assert rows_of(pages) == grouped(hits, lambda hit: hit["page"])
+    assert pages["other"] == {"hits": 0, "subjects": 0, "subjects_estimated": False}
+    sources = report(client, site, read, "breakdown", by="utm_source", limit=2, **period)
+    by_source = grouped(hits, lambda hit: hit.get("utm_source"))
+    assert [row["hits"] for row in sources["rows"]] == sorted(
+        (hits for hits, _ in by_source.values()), reverse=True
+    )[:2]
+    shown = {row["key"] for row in sources["rows"]}
+    rest = [hit for hit in hits if hit.get("utm_source") not in shown]
+    other = sources["other"]
+    assert (other["hits"], other["subjects"]) == figures(rest)
+    daily = report(client, site, read, "timeseries", interval="day", **period)
+    per_day = grouped(hits, day_of)
+    assert [(p["t"], p["hits"], p["subjects"]) for p in daily["points"]] == [
+        (day.isoformat(), *per_day.get(day, (0, 0))) for day in sorted(days)
+    ]
+    hourly = report(client, site, read, "timeseries", interval="hour", **period)
+    assert len(hourly["points"]) == 24 * len(days)
+    assert sum(p["hits"] for p in hourly["points"]) == len(hits)
+    monthly = report(client, site, read, "timeseries", interval="month", **period)
+    per_month = grouped(hits, lambda hit: day_of(hit).replace(day=1))
+    assert {p["t"]: (p["hits"], p["subjects"]) for p in monthly["points"]} == {
+        month.isoformat(): figures for month, figures in per_month.items()
+    }
+    weekly = report(client, site, read, "timeseries", interval="week", **period)
+    per_week = grouped(hits, lambda hit: day_of(hit) - timedelta(days=day_of(hit).weekday()))
+    assert {p["t"]: (p["hits"], p["subjects"]) for p in weekly["points"] if p["hits"]} == {
+        week.isoformat(): figures for week, figures in per_week.items()
+    }
+
+    clicks = report(client, site, read, "summary", kind="click", **period)
+    assert clicks["hits"] == clicks["by_kind"]["click"] == sum(h["kind"] == "click" for h in hits)
+    as_csv = client.get(
+        f"/v1/sites/{site}/reports/breakdown",
+        params={"by": "page", **period},
+        headers={**auth(read), "Accept": "text/csv"},
+    )
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    table = list(csv.reader(io.StringIO(as_csv.text)))
+    assert table[0] == ["page", "hits", "subjects", "subjects_estimated"]
+    assert {row[0]: (int(row[1]), int(row[2])) for row in table[1:-1]} == rows_of(pages)
+    assert table[-1] == ["(other)", "0", "0", "false"]
+
+
+def test_purged_days_are_read_from_rollups_and_their_distinct_counts_are_estimates(
+    client: Client, shop: tuple[str, str, str], settings: Settings
+) -> None:
+    site, ingest, read = shop
+    old = [TODAY - timedelta(days=n) for n in range(400, 404)]  # past every ccpa retention
+    recent = [TODAY - timedelta(days=n) for n in range(1, 4)]
+    hits = hits_over(old + recent, 240, seed=2)
+    send(client, site, ingest, hits)
+    period = {"from": min(old).isoformat(), "to": max(recent).isoformat()}
+    old_period = {"from": min(old).isoformat(), "to": max(old).isoformat()}
+    before = report(client, site, read, "summary", **period)
+    pages_before = report(client, site, read, "breakdown", by="page", **old_period)
+
+    async def purge() -> None:
+        engine = make_engine(settings.database_url)
+        policies = load_policies(settings.policies_dir)
+        await purge_events(engine, make_sessionmaker(engine), policies, datetime.now(UTC))
+        await engine.dispose()
+
+    asyncio.run(purge())
+    after = report(client, site, read, "summary", **period)
+    # Small sets are counted exactly by the sketches, but said to be estimates all the same.
+    assert (
+        after
+        == {**before, "subjects_estimated": True}
+        == {
+            **expected_summary(hits),
+            "subjects_estimated": True,
+        }
+    )
+    pages = report(client, site, read, "breakdown", by="page", **old_period)
+    assert rows_of(pages) == rows_of(pages_before)
+    assert all(row["subjects_estimated"] for row in pages["rows"])
+    daily = report(client, site, read, "timeseries", interval="day", **period)
+    per_day = grouped(hits, day_of)
+    for point in daily["points"]:
+        day = date.fromisoformat(point["t"])
+        assert (point["hits"], point["subjects"]) == per_day.get(day, (0, 0)), day
+        assert point["subjects_estimated"] == (day in old)
+    hourly = report(client, site, read, "timeseries", interval="hour", **old_period)
+    per_hour = grouped(hits, lambda hit: hit["occurred_at"][:13])
+    for point in hourly["points"]:
+        assert (point["hits"], point["subjects"]) == per_hour.get(point["t"][:13], (0, 0))
+
+
+def test_cells_of_fewer_subjects_than_the_policy_asks_fold_into_other(
+    database_url: str, policies_copy: Path
+) -> None:
+    text = (policies_copy / "ccpa.toml").read_text()
+    kept = text.replace('name = "ccpa"', 'name = "ccpa-k3"').replace(
+        "min_subjects = 1", "min_subjects = 3"
+    )
+    assert kept != text
+    (policies_copy / "ccpa-k3.toml").write_text(kept)
+    settings = settings_for(database_url, policies_dir=policies_copy)
+    site = make_site(settings, policy="ccpa-k3", jurisdiction="us-ca")
+    ingest, read = make_key(settings, site, "ingest"), make_key(settings, site, "read")
+    day = (TODAY - timedelta(days=1)).isoformat()
+    crowd, loner = [subject_id() for _ in range(3)], subject_id()
+    at = f"{day}T10:00:00+00:00"
+    hits = [{"page": "/popular", "subject": s, "occurred_at": at} for s in crowd]
+    hits += [{"page": "/rare", "subject": loner, "occurred_at": at}] * 2
+    hits += [{"page": "/anonymous", "occurred_at": at}]
+    with TestClient(create_app(settings)) as client:
+        send(client, site, ingest, hits)
+        pages = report(client, site, read, "breakdown", by="page", **{"from": day, "to": day})
+        assert rows_of(pages) == {"/popular": (3, 3), "/anonymous": (1, 0)}
+        assert pages["other"] == {"hits": 2, "subjects": 1, "subjects_estimated": False}
+        as_csv = client.get(
+            f"/v1/sites/{site}/reports/breakdown",
+            params={"by": "page", "from": day, "to": day},
+            headers={**auth(read), "Accept": "text/csv"},
+        )
+        assert "/rare" not in as_csv.text and as_csv.text.splitlines()[-1] == "(other),2,1,false"
