@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, get
 from litestar.datastructures import State
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,9 +47,15 @@ def _filter(name: str, value: str | None) -> str | None:
     return value
 
 
-def _scope(
-    site: str, start: str, end: str, kind: str | None, campaign: str | None, influencer: str | None
+async def _scope(
+    site: FromPath[str],
+    start: From,
+    end: To,
+    kind: FromQuery[str | None] = None,
+    campaign: FromQuery[str | None] = None,
+    influencer: FromQuery[str | None] = None,
 ) -> Scope:
+    """The parameters every report takes (SPEC §4.8), checked."""
     first, last = _day("from", start), _day("to", end)
     if last < first or (last - first).days > MAX_DAYS:
         raise Problem(422, f"to must not be before from, nor more than {MAX_DAYS} days after")
@@ -79,24 +85,33 @@ def _min_subjects(ctx: Context, site_row: Site) -> int:
     return ctx.policies[site_row.policy].file.reports.min_subjects
 
 
+def _figures_csv(
+    first: str, rows: Iterable[tuple[Any, Any]], other: traffic.Figures
+) -> Response[str]:
+    """One line per row, then `other`: its key, hits, subjects and whether they are estimated."""
+    lines = [
+        [key, one.hits, one.subjects, str(one.subjects_estimated).lower()]
+        for key, one in [*rows, ("(other)", other)]
+    ]
+    return _csv([first, "hits", "subjects", "subjects_estimated"], lines)
+
+
+# The key's check (app/http/guards.py) and the report's scope, for every report.
+REPORT = {**requires("read"), "report_scope": Provide(_scope)}
+
+
 @get(
     "/v1/sites/{site:str}/reports/summary",
-    dependencies=requires("read"),
+    dependencies=REPORT,
     summary="Hits, distinct subjects, hits by kind, conversions and revenue",
 )
 async def summary(
     request: Request[Any, Any, State],
-    site: FromPath[str],
     site_row: NamedDependency[Site],  # the key's check: see app/http/guards.py
     session: NamedDependency[AsyncSession],
-    start: From,
-    end: To,
-    kind: FromQuery[str | None] = None,
-    campaign: FromQuery[str | None] = None,
-    influencer: FromQuery[str | None] = None,
+    report_scope: NamedDependency[Scope],
 ) -> Response[Any]:
-    scope = _scope(site, start, end, kind, campaign, influencer)
-    result = await traffic.summary(session, scope)
+    result = await traffic.summary(session, report_scope)
     if _wants_csv(request):
         rows: list[list[Any]] = [
             ["hits", "", result.hits],
@@ -113,64 +128,48 @@ async def summary(
 
 @get(
     "/v1/sites/{site:str}/reports/breakdown",
-    dependencies=requires("read"),
+    dependencies=REPORT,
     summary="Hits and distinct subjects by one dimension, the rest in `other`",
 )
 async def breakdown(
     request: Request[Any, Any, State],
-    site: FromPath[str],
     site_row: NamedDependency[Site],
     session: NamedDependency[AsyncSession],
     ctx: NamedDependency[Context],
-    start: From,
-    end: To,
+    report_scope: NamedDependency[Scope],
     by: FromQuery[str],
     limit: FromQuery[str] = "10",
-    kind: FromQuery[str | None] = None,
-    campaign: FromQuery[str | None] = None,
-    influencer: FromQuery[str | None] = None,
 ) -> Response[Any]:
-    scope = _scope(site, start, end, kind, campaign, influencer)
     if by not in traffic.BY:
         raise Problem(422, f"by must be one of {', '.join(traffic.BY)}")
     if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
         raise Problem(422, f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    result = await traffic.breakdown(session, scope, by, int(limit), _min_subjects(ctx, site_row))
+    result = await traffic.breakdown(
+        session, report_scope, by, int(limit), _min_subjects(ctx, site_row)
+    )
     if _wants_csv(request):
-        other = result.other
-        rows = [[r.key, r.hits, r.subjects, str(r.subjects_estimated).lower()] for r in result.rows]
-        tail = ["(other)", other.hits, other.subjects, str(other.subjects_estimated).lower()]
-        return _csv([by, "hits", "subjects", "subjects_estimated"], [*rows, tail])
+        return _figures_csv(by, ((row.key, row) for row in result.rows), result.other)
     return Response(result)
 
 
 @get(
     "/v1/sites/{site:str}/reports/timeseries",
-    dependencies=requires("read"),
+    dependencies=REPORT,
     summary="Hits and distinct subjects per hour, day, week or month; empty ones as zeros",
 )
 async def timeseries(
     request: Request[Any, Any, State],
-    site: FromPath[str],
     site_row: NamedDependency[Site],
     session: NamedDependency[AsyncSession],
     ctx: NamedDependency[Context],
-    start: From,
-    end: To,
+    report_scope: NamedDependency[Scope],
     interval: FromQuery[str] = "day",
-    kind: FromQuery[str | None] = None,
-    campaign: FromQuery[str | None] = None,
-    influencer: FromQuery[str | None] = None,
 ) -> Response[Any]:
-    scope = _scope(site, start, end, kind, campaign, influencer)
     if interval not in traffic.INTERVALS:
         raise Problem(422, f"interval must be one of {', '.join(traffic.INTERVALS)}")
-    if interval == "hour" and (scope.last - scope.first).days >= MAX_HOUR_DAYS:
+    if interval == "hour" and (report_scope.last - report_scope.first).days >= MAX_HOUR_DAYS:
         raise Problem(422, f"interval hour covers at most {MAX_HOUR_DAYS} days; take day")
-    result = await traffic.timeseries(session, scope, interval, _min_subjects(ctx, site_row))
+    result = await traffic.timeseries(session, report_scope, interval, _min_subjects(ctx, site_row))
     if _wants_csv(request):
-        other = result.other
-        rows = [[p.t, p.hits, p.subjects, str(p.subjects_estimated).lower()] for p in result.points]
-        tail = ["(other)", other.hits, other.subjects, str(other.subjects_estimated).lower()]
-        return _csv(["t", "hits", "subjects", "subjects_estimated"], [*rows, tail])
+        return _figures_csv("t", ((point.t, point) for point in result.points), result.other)
     return Response(result)

@@ -112,40 +112,28 @@ def _start(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
 
 
-def _raw_filters(
-    scope: Scope, rolled: dict[str, date], known: Influencers
-) -> list[ColumnElement[bool]]:
-    where = [
-        Event.site == scope.site,
-        Event.occurred_at >= _start(scope.first),
-        Event.occurred_at < _start(scope.last + timedelta(days=1)),
-    ]
+def _filters(table: type[Event | RollupDetail], scope: Scope, known: Influencers) -> list[Any]:
+    """The scope's filters, on events or on rollup rows alike."""
+    where: list[Any] = [table.site == scope.site]
     if scope.kind is not None:
-        where.append(Event.kind == scope.kind)
+        where.append(table.kind == scope.kind)
     if scope.campaign is not None:
-        where.append(Event.campaign == scope.campaign)
+        where.append(table.campaign == scope.campaign)
     if scope.influencer is not None:
         known_one = scope.influencer in known
-        where.append(and_(Event.utm_source == scope.influencer, known_one))  # type: ignore[arg-type]
-    for kind, day in rolled.items():
-        rolled_up = and_(Event.kind == kind, Event.occurred_at < _start(day + timedelta(days=1)))
-        where.append(not_(rolled_up))
+        where.append(and_(table.utm_source == scope.influencer, known_one))  # type: ignore[arg-type]
     return where
 
 
-def _rollup_filters(scope: Scope, known: Influencers) -> list[ColumnElement[bool]]:
+def _raw_filters(scope: Scope, rolled: dict[str, date], known: Influencers) -> list[Any]:
     where = [
-        RollupDetail.site == scope.site,
-        RollupDetail.day >= scope.first,
-        RollupDetail.day <= scope.last,
+        *_filters(Event, scope, known),
+        Event.occurred_at >= _start(scope.first),
+        Event.occurred_at < _start(scope.last + timedelta(days=1)),
     ]
-    if scope.kind is not None:
-        where.append(RollupDetail.kind == scope.kind)
-    if scope.campaign is not None:
-        where.append(RollupDetail.campaign == scope.campaign)
-    if scope.influencer is not None:
-        known_one = scope.influencer in known
-        where.append(and_(RollupDetail.utm_source == scope.influencer, known_one))  # type: ignore[arg-type]
+    for kind, day in rolled.items():
+        rolled_up = and_(Event.kind == kind, Event.occurred_at < _start(day + timedelta(days=1)))
+        where.append(not_(rolled_up))
     return where
 
 
@@ -171,7 +159,10 @@ async def cells(session: AsyncSession, scope: Scope, key: Key) -> Cells:
     known = await influencers(session, scope.site)
     rolled = await _rolled_up_until(session, scope.site)
     by_key: dict[Any, Cell] = {}
-    rollups = await session.execute(select(RollupDetail).where(*_rollup_filters(scope, known)))
+    in_period = (RollupDetail.day >= scope.first, RollupDetail.day <= scope.last)
+    rollups = await session.execute(
+        select(RollupDetail).where(*_filters(RollupDetail, scope, known), *in_period)
+    )
     for (row,) in rollups:
         cell = by_key.setdefault(key.rolled(row, known), Cell())
         cell.add(Cell(row.hits, row.anonymous_hits or 0, row.value))
