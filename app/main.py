@@ -138,6 +138,8 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
             reports.summary,
             reports.breakdown,
             reports.timeseries,
+            reports.campaign,
+            reports.influencers,
             events.pixel_urls,
             links.put_campaign,
             links.list_campaigns,

@@ -128,7 +128,7 @@ def decide(
     """Record only if every purpose the kind needs is allowed.
 
     A hit without a subject that the purposes do not allow may still be counted where the
-    policy says `anonymous_counting` (the audience-measurement exemption), unless a privacy
+    policy counts its kind anonymously (the audience-measurement exemption), unless a privacy
     signal objected. A hit with a subject never is: a refusal or withdrawal means nothing."""
     purposes = [
         decide_purpose(policy, p, registry.get(p), signals, jurisdiction, now)
@@ -140,7 +140,8 @@ def decide(
         basis = {p.purpose: p.basis or "" for p in purposes}
         return Decision(record=True, anonymous=False, basis=basis, purposes=purposes)
     objected = any(p.reason in ("gpc", "dnt") for p in purposes)
-    if policy.file.anonymous_counting and not has_subject and not objected:
+    exempt = policy.counted_anonymously(kind) is not None
+    if exempt and not has_subject and not objected:
         basis = {p.purpose: f"anonymous_counting:{policy.name}@{policy.version}" for p in purposes}
         return Decision(record=True, anonymous=True, basis=basis, purposes=purposes)
     return Decision(record=False, anonymous=False, basis={}, purposes=purposes)

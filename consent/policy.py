@@ -8,6 +8,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from app.base.event_fields import ATTRIBUTION_FIELDS
 from app.base.sites import JURISDICTION
 
 Default = Literal["granted", "denied"]
@@ -49,6 +50,9 @@ class DSAR(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Reports(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_subjects: int = 1
+    # A consenting subject's visit or conversion this many days after their click is credited
+    # to that click's campaign and influencer (last touch).
+    attribution_window_days: int = 30
 
 
 class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -63,6 +67,10 @@ class PolicyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reconsent_on_change: bool = False
     require_signed_pixels: list[str] = []
     anonymous_counting: bool = False
+    # With anonymous_counting: the kinds counted without consent, each with the attribution
+    # fields it keeps (a tracked link's campaign and utm_source, say). Empty: every kind,
+    # keeping none.
+    anonymous_kinds: dict[str, list[str]] = {}
     # How long the consent ledger of a person who withdrew is kept as proof, then purged.
     consent_proof_days: int = 1095
     signals: SignalRules = SignalRules()
@@ -104,6 +112,15 @@ class Policy(msgspec.Struct, frozen=True):
         """Raw events are kept for the longest retention of the purposes their kind serves."""
         purposes = self.purposes_for(kind) or list(self.file.purposes)
         return max(self.file.purposes[p].retention_days for p in purposes)
+
+    def counted_anonymously(self, kind: str) -> list[str] | None:
+        """The attribution fields a hit of this kind keeps when counted without a subject and
+        without consent; None when it may not be counted that way."""
+        if not self.file.anonymous_counting:
+            return None
+        if not self.file.anonymous_kinds:
+            return []
+        return self.file.anonymous_kinds.get(kind)
 
     def sale_or_share(self) -> list[str]:
         return sorted(name for name, p in self.file.purposes.items() if p.sale_or_share)
@@ -159,6 +176,14 @@ def _check(path: Path, policy: PolicyFile) -> None:
     for kind in policy.require_signed_pixels:
         if not KIND_NAME.match(kind) or kind == "*":
             raise fail("require_signed_pixels", f"{kind!r} is not a kind name")
+    for kind, fields in policy.anonymous_kinds.items():
+        if not KIND_NAME.match(kind) or kind == "*":
+            raise fail(f"anonymous_kinds.{kind}", "kind names are [a-z][a-z0-9_]{0,31}")
+        for field in fields:
+            if field not in ATTRIBUTION_FIELDS:
+                raise fail(f"anonymous_kinds.{kind}", f"{field!r} is not an attribution field")
+    if policy.anonymous_kinds and not policy.anonymous_counting:
+        raise fail("anonymous_kinds", "needs anonymous_counting = true")
     if policy.consent_proof_days < 1:
         raise fail("consent_proof_days", "must be at least 1")
     if policy.dsar.export_ttl_days < 1:
@@ -167,6 +192,8 @@ def _check(path: Path, policy: PolicyFile) -> None:
         raise fail("dsar.max_days", "must be at least 1")
     if policy.reports.min_subjects < 1:
         raise fail("reports.min_subjects", "must be at least 1")
+    if not 1 <= policy.reports.attribution_window_days <= 366:
+        raise fail("reports.attribution_window_days", "must be from 1 to 366")
 
 
 def _convert(path: Path, value: object, type_: type[T], where: str) -> T:
@@ -182,6 +209,7 @@ def _convert(path: Path, value: object, type_: type[T], where: str) -> T:
 NAMED_ENTRIES: list[tuple[tuple[str, ...], object]] = [
     (("purposes", "*"), Purpose),
     (("kinds", "*"), list[str]),
+    (("anonymous_kinds", "*"), list[str]),
     (("jurisdictions", "*", "*"), Default),
     (("tcf", "purposes", "*"), list[int]),
 ]

@@ -24,6 +24,12 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.base.attribution import (
+    Influencers,
+    credited_campaign,
+    credited_influencer,
+    influencers,
+)
 from app.base.db import day_of
 from app.base.event_fields import DIMENSIONS
 from app.base.sketches import sketch_of
@@ -126,13 +132,19 @@ async def _site_policies(session: AsyncSession, policies: dict[str, Policy]) -> 
 
 async def _expired_groups(
     session: AsyncSession, policies: dict[str, Policy], now: datetime
-) -> tuple[list[tuple[str, str, datetime]], bool]:
-    """(site, kind, cutoff) for every kind of every site that has events, and whether every
-    site with events has a policy we know (else nothing may be dropped wholesale)."""
+) -> tuple[list[tuple[str, str, datetime, int]], bool]:
+    """(site, kind, cutoff, attribution window) for every kind of every site that has events,
+    and whether every site with events has a policy we know (else nothing may be dropped
+    wholesale)."""
     by_site = await _site_policies(session, policies)
     groups = list(await session.execute(select(Event.site, Event.kind).distinct()))
     known = [
-        (site, kind, cutoff(now, by_site[site].retention_days(kind)))
+        (
+            site,
+            kind,
+            cutoff(now, by_site[site].retention_days(kind)),
+            by_site[site].file.reports.attribution_window_days,
+        )
         for site, kind in groups
         if site in by_site
     ]
@@ -144,6 +156,7 @@ async def _roll_up(
     site: str,
     kind: str,
     before: datetime,
+    window: int,
     counts: EventCounts,
     dry_run: bool,
 ) -> None:
@@ -168,8 +181,9 @@ async def _roll_up(
     counts.events_rolled_up += sum(events for _, events in per_day)
     if dry_run or not per_day:
         return
+    columns = _detail_columns(session, window, await influencers(session, site))
     for expired_day, _ in per_day:
-        await _roll_up_day(session, site, kind, _as_date(expired_day), expired)
+        await _roll_up_day(session, site, kind, _as_date(expired_day), expired, columns)
     subjects = func.count(Event.subject.distinct())
     campaign = func.coalesce(Event.campaign, "")  # one expression: GROUP BY must match it
     await session.execute(
@@ -183,7 +197,16 @@ async def _roll_up(
 
 
 # What a detail row groups a day's events by, beside its hour.
-DETAIL = (*DIMENSIONS, "jurisdiction", "currency")
+DETAIL = (*DIMENSIONS, "jurisdiction", "currency", "influencer")
+
+
+def _detail_columns(session: AsyncSession, window: int, known: Influencers) -> list[Any]:
+    """DETAIL's columns of events, with the campaign and influencer credited as reports do."""
+    credited = {
+        "campaign": credited_campaign(session, window, known),
+        "influencer": credited_influencer(session, window, known),
+    }
+    return [credited[name] if name in credited else getattr(Event, name) for name in DETAIL]
 
 
 class _Cell:
@@ -193,15 +216,15 @@ class _Cell:
 
 
 async def _roll_up_day(
-    session: AsyncSession, site: str, kind: str, day: date, expired: list[Any]
+    session: AsyncSession, site: str, kind: str, day: date, expired: list[Any], columns: list[Any]
 ) -> None:
     """One row per hour and value of every dimension, with a sketch of its subjects: the
     sketches merge across rows and days where a sum of distinct counts would overcount."""
     start = datetime.combine(day, time(), tzinfo=UTC)
     events = await session.execute(
-        select(
-            Event.occurred_at, Event.subject, Event.value, *(getattr(Event, f) for f in DETAIL)
-        ).where(*expired, Event.occurred_at >= start, Event.occurred_at < start + timedelta(days=1))
+        select(Event.occurred_at, Event.subject, Event.value, *columns).where(
+            *expired, Event.occurred_at >= start, Event.occurred_at < start + timedelta(days=1)
+        )
     )
     cells: dict[tuple[Any, ...], _Cell] = {}
     for occurred_at, subject, value, *key in events:
@@ -297,8 +320,8 @@ async def purge_events(
         counts.partitions_created = await ensure_partitions(engine, policies, now)
     async with sessions() as session, session.begin():
         groups, complete = await _expired_groups(session, policies, now)
-        for site, kind, before in groups:
-            await _roll_up(session, site, kind, before, counts, dry_run)
+        for site, kind, before, window in groups:
+            await _roll_up(session, site, kind, before, window, counts, dry_run)
         expired_exports = (
             select(func.count()).select_from(DsarExport).where(DsarExport.expires_at <= now)
         )
@@ -307,7 +330,7 @@ async def purge_events(
         found_ids = select(func.count()).select_from(EventId).where(old_ids)
         counts.event_ids_deleted = int(await session.scalar(found_ids) or 0)
         if dry_run:
-            for site, kind, before in groups:
+            for site, kind, before, _ in groups:
                 found = await session.scalar(
                     select(func.count())
                     .select_from(Event)
@@ -318,8 +341,8 @@ async def purge_events(
         await session.execute(delete(DsarExport).where(DsarExport.expires_at <= now))
         await session.execute(delete(EventId).where(old_ids))
     if engine.dialect.name == "postgresql" and groups and complete:
-        await _drop_expired_partitions(engine, min(before for _, _, before in groups), counts)
-    for site, kind, before in groups:
+        await _drop_expired_partitions(engine, min(before for _, _, before, _ in groups), counts)
+    for site, kind, before, _ in groups:
         rest = engine.dialect.name == "sqlite"
         counts.events_deleted += await _delete_expired(sessions, site, kind, before, progress, rest)
     return counts

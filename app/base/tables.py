@@ -20,6 +20,7 @@ from sqlalchemy import (
     Uuid,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql import text
 
 from app.base.db import Base, UTCDateTime
 
@@ -70,6 +71,15 @@ class Event(Base):
         Index("ix_events_subject", "subject", postgresql_using="hash"),
         # what retention and reports select by: one site's kind, before or within a time
         Index("ix_events_site_kind_time", "site", "kind", "occurred_at"),
+        # a subject's last click, which reports credit their visits to (migration 0011)
+        Index(
+            "ix_events_clicks_by_subject",
+            "site",
+            "subject",
+            "occurred_at",
+            postgresql_where=text("kind = 'click'"),
+            sqlite_where=text("kind = 'click'"),
+        ),
     )
 
     site: Mapped[str] = mapped_column(String(63), primary_key=True)
@@ -206,6 +216,9 @@ class RollupDetail(Base):
     anonymous_hits: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     value: Mapped[Decimal | None] = mapped_column(Numeric(24, 4), nullable=True)  # the sum
     sketch: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # app/base/sketches
+    # Since migration 0011: `campaign` is the campaign credited (app/reports/cells.py), and
+    # this the influencer credited, when the row was rolled up.
+    influencer: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class EventId(Base):

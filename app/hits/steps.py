@@ -356,13 +356,13 @@ def settle(policy: Policy, pending: Pending, registry: dict[str, Record] | None)
         has_subject=event.subject is not None,
     )
     if decision.anonymous:
-        # Counted under the exemption: no campaign, attribution or value may ride along, not
-        # even in the page's own utm parameters.
+        # Counted under the exemption: no value, and no campaign or utm parameter (not even in
+        # the page's own query) but those the policy keeps for the kind (a tracked link's).
+        kept = policy.counted_anonymously(event.kind) or []
         event = msgspec.structs.replace(
             event,
             page=event.page.partition("?")[0] if event.page else None,
-            campaign=None,
-            **dict.fromkeys(UTM_FIELDS),
+            **{field: None for field in ATTRIBUTION_FIELDS if field not in kept},
             value=None,
             currency=None,
             basis=decision.basis,

@@ -261,8 +261,13 @@ async def follow_link(
     if found is None:
         raise Problem(404, "unknown link")
     link, channel, influencer = found
+    # What the redirect passes on to the landing page, the click carries too: reports find
+    # the link's influencer in its utm_source.
+    utm = {"utm_source": link.influencer or influencer, "utm_medium": channel}
+    utm["utm_campaign"] = link.campaign
     # The click is decided like a pixel hit: the subject is unknown unless `u` is given.
     fields = [("k", "click"), ("p", f"/l/{code}")]
+    fields += [(name, value) for name, value in utm.items() if value]
     if link.campaign:
         fields.append(("c", link.campaign))
     if subject := request.query_params.get("u"):
@@ -272,12 +277,7 @@ async def follow_link(
         None,
         status_code=302,
         headers={
-            "Location": with_utm(
-                _location(link.destination),
-                utm_source=link.influencer or influencer,
-                utm_medium=channel,
-                utm_campaign=link.campaign,
-            ),
+            "Location": with_utm(_location(link.destination), **utm),
             "Cache-Control": CACHE_CONTROL,
         },
     )

@@ -80,6 +80,8 @@ OPERATIONS: dict[tuple[str, str], tuple[list[SecurityRequirement], tuple[int, ..
     ("get", "/v1/sites/{site}/reports/summary"): (KEY, (400, *AUTH, *SITE, 422)),
     ("get", "/v1/sites/{site}/reports/breakdown"): (KEY, (400, *AUTH, *SITE, 422)),
     ("get", "/v1/sites/{site}/reports/timeseries"): (KEY, (400, *AUTH, *SITE, 422)),
+    ("get", "/v1/sites/{site}/reports/campaigns/{campaign_id}"): (KEY, (400, *AUTH, *SITE, 422)),
+    ("get", "/v1/sites/{site}/reports/influencers"): (KEY, (400, *AUTH, *SITE, 422)),
     ("post", "/v1/sites/{site}/pixel-urls"): (KEY, (*BODY, *AUTH, *SITE)),
     ("put", "/v1/sites/{site}/campaigns/{campaign}"): (KEY, (*BODY, *AUTH, *SITE)),
     ("get", "/v1/sites/{site}/campaigns"): (KEY, (*AUTH, *SITE)),

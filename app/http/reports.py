@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -17,7 +18,7 @@ from app.base.tables import Site, is_storable
 from app.http.context import Context
 from app.http.guards import requires
 from app.http.problems import Problem
-from app.reports import traffic
+from app.reports import marketing, traffic
 from app.reports.cells import Scope
 
 MAX_DAYS = 3660
@@ -41,6 +42,12 @@ def _day(name: str, value: str) -> date:
     return day
 
 
+def _path(name: str, value: str) -> str:
+    if not is_storable(value):
+        raise Problem(404, f"unknown {name}")
+    return value
+
+
 def _filter(name: str, value: str | None) -> str | None:
     if value is not None and not is_storable(value):
         raise Problem(422, f"{name} must not contain control characters")
@@ -48,7 +55,8 @@ def _filter(name: str, value: str | None) -> str | None:
 
 
 async def _scope(
-    site: FromPath[str],
+    site_row: NamedDependency[Site],
+    ctx: NamedDependency[Context],
     start: From,
     end: To,
     kind: FromQuery[str | None] = None,
@@ -60,12 +68,13 @@ async def _scope(
     if last < first or (last - first).days > MAX_DAYS:
         raise Problem(422, f"to must not be before from, nor more than {MAX_DAYS} days after")
     return Scope(
-        site,
+        site_row.slug,
         first,
         last,
         _filter("kind", kind),
         _filter("campaign", campaign),
         _filter("influencer", influencer),
+        attribution_days=ctx.policies[site_row.policy].file.reports.attribution_window_days,
     )
 
 
@@ -172,4 +181,62 @@ async def timeseries(
     result = await traffic.timeseries(session, report_scope, interval, _min_subjects(ctx, site_row))
     if _wants_csv(request):
         return _figures_csv("t", ((point.t, point) for point in result.points), result.other)
+    return Response(result)
+
+
+@get(
+    "/v1/sites/{site:str}/reports/campaigns/{campaign_id:str}",
+    dependencies=REPORT,
+    summary="A campaign's sends, opens, clicks, conversions and revenue, with rates",
+)
+async def campaign(
+    request: Request[Any, Any, State],
+    site_row: NamedDependency[Site],  # the key's check: see app/http/guards.py
+    session: NamedDependency[AsyncSession],
+    report_scope: NamedDependency[Scope],
+    campaign_id: FromPath[str],
+) -> Response[Any]:
+    # The path names the campaign: a `campaign` filter in the query has nothing to add.
+    wanted = _path("campaign", campaign_id)
+    result = await marketing.campaign_report(session, report_scope, wanted)
+    if _wants_csv(request):
+        figures = msgspec.structs.asdict(result)
+        hours = figures.pop("opens_by_hour")
+        revenue = figures.pop("revenue")
+        rows: list[list[Any]] = [[name, "", value] for name, value in figures.items()]
+        rows += [["opens_by_hour", hour, opens] for hour, opens in enumerate(hours)]
+        rows += [["revenue", currency, value] for currency, value in revenue.items()]
+        return _csv(["figure", "key", "value"], rows)
+    return Response(result)
+
+
+@get(
+    "/v1/sites/{site:str}/reports/influencers",
+    dependencies=REPORT,
+    summary="Per influencer: clicks, visits, conversions and revenue, with rates",
+)
+async def influencers(
+    request: Request[Any, Any, State],
+    site_row: NamedDependency[Site],
+    session: NamedDependency[AsyncSession],
+    ctx: NamedDependency[Context],
+    report_scope: NamedDependency[Scope],
+) -> Response[Any]:
+    minimum = _min_subjects(ctx, site_row)
+    result = await marketing.influencer_report(session, report_scope, minimum)
+    if _wants_csv(request):
+        header = ["influencer", "clicks", "visits", "conversions", "visit_rate", "conversion_rate"]
+        lines = [
+            [
+                row.influencer,
+                row.clicks,
+                row.visits,
+                row.conversions,
+                row.visit_rate,
+                row.conversion_rate,
+            ]
+            + [f"{value} {currency}" for currency, value in row.revenue.items()]
+            for row in [*result.rows, *([result.other] if result.other else [])]
+        ]
+        return _csv([*header, "revenue"], lines)
     return Response(result)

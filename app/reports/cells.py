@@ -1,10 +1,10 @@
-"""Hits and distinct subjects grouped by one key, over a site's days, from raw events where
-they still exist and from the rollups (retention.jobs) where they were purged. Every report is
-made of these cells, so every report agrees with every other on the same filters.
+"""Hits and distinct subjects grouped by a key, over a site's days, from raw events where they
+still exist and from the rollups (retention.jobs) where they were purged. Every report is made
+of these cells, so every report agrees with every other on the same filters.
 
 A distinct count is exact where only raw events counted: the database counts it. Where a
 rollup counted too, it is the merge of the rollups' sketches with the raw subjects, and says
-that it is an estimate."""
+that it is an estimate. Campaigns and influencers are the credited ones (app/base/attribution)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,11 +13,18 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select, union
+from sqlalchemy import ColumnElement, Integer, and_, cast, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.base.attribution import (
+    Influencers,
+    credited_campaign,
+    credited_influencer,
+    influencer_of,
+    influencers,
+)
 from app.base.sketches import Union
-from app.base.tables import Campaign, Event, Link, RollupDaily, RollupDetail
+from app.base.tables import Event, RollupDaily, RollupDetail
 
 
 class Scope(msgspec.Struct, frozen=True):
@@ -29,6 +36,67 @@ class Scope(msgspec.Struct, frozen=True):
     kind: str | None = None
     campaign: str | None = None
     influencer: str | None = None
+    machine: bool | None = None  # opens by mail image proxies, or by people
+    attribution_days: int = 30  # the policy's reports.attribution_window_days
+
+
+@dataclass(frozen=True)
+class Sql:
+    """What the SQL of a key or filter needs: the session (its dialect), the site's
+    influencers and the attribution window."""
+
+    session: AsyncSession
+    known: Influencers
+    days: int
+
+    def column(self, name: str) -> ColumnElement[Any]:
+        """A dimension of raw events, credited where attribution applies."""
+        if name == "campaign":
+            return credited_campaign(self.session, self.days, self.known)
+        if name == "influencer":
+            return credited_influencer(self.session, self.days, self.known)
+        if name == "hour":
+            hour: ColumnElement[Any]
+            if self.session.get_bind().dialect.name == "postgresql":
+                hour = func.extract("hour", func.timezone("UTC", Event.occurred_at))
+            else:
+                hour = func.strftime("%H", Event.occurred_at)
+            return cast(hour, Integer)
+        column: ColumnElement[Any] = getattr(Event, name)
+        return column
+
+
+def rolled_value(row: Any, name: str, known: Influencers) -> Any:
+    """The same dimension of a rollup row, credited when it was rolled up."""
+    if name == "influencer":
+        return row.influencer or influencer_of(row.utm_source, known)
+    if name == "hour":
+        return row.hour or 0
+    return getattr(row, name)
+
+
+@dataclass
+class Key:
+    """How a report groups: SQL over events, the same over a rollup row, and the value the
+    report names a group by, from what the database returned."""
+
+    raw: Callable[[Sql], list[ColumnElement[Any]]]
+    rolled: Callable[[Any, Influencers], Any]
+    named: Callable[[tuple[Any, ...]], Any] = lambda values: values[0]
+
+
+def dimensions(*names: str) -> Key:
+    """Groups by some dimensions: by their value, or by a tuple of them for several."""
+    if len(names) == 1:
+        [name] = names
+        return Key(
+            raw=lambda sql: [sql.column(name)], rolled=lambda row, k: rolled_value(row, name, k)
+        )
+    return Key(
+        raw=lambda sql: [sql.column(name) for name in names],
+        rolled=lambda row, known: tuple(rolled_value(row, name, known) for name in names),
+        named=tuple,
+    )
 
 
 @dataclass
@@ -57,8 +125,8 @@ class Cell:
 
 
 def distinct(cells: list[Cell]) -> int:
-    """The distinct subjects of several cells together: exact ones need the database (see
-    `Cells.distinct_outside`); this merges what the rollups and fetched subjects hold."""
+    """The distinct subjects of several cells together, where rollups count (exact counts of
+    several cells need the database: `Cells.distinct_outside`)."""
     if not any(cell.estimated for cell in cells):
         return sum(cell.exact_subjects for cell in cells)
     union = Union()
@@ -67,33 +135,6 @@ def distinct(cells: list[Cell]) -> int:
         for sketch in cell.sketches:
             union.add_sketch(sketch)
     return union.estimate() + sum(cell.unsketched for cell in cells)
-
-
-@dataclass
-class Key:
-    """How a report groups: an SQL expression over events, and the same over a rollup row."""
-
-    raw: Callable[[AsyncSession, "Influencers"], ColumnElement[Any]]
-    rolled: Callable[[Any, "Influencers"], Any]
-    # the database's value of `raw` as the report names it (dates come back as text on SQLite)
-    named: Callable[[Any], Any] = lambda value: value
-
-
-Influencers = frozenset[str]
-
-
-async def influencers(session: AsyncSession, site: str) -> Influencers:
-    """The influencers the site named on its campaigns and links. A hit's influencer is its
-    `utm_source` when that is one of them: the tracked link's redirect puts it there."""
-    named = union(
-        select(Campaign.influencer).where(Campaign.site == site),
-        select(Link.influencer).where(Link.site == site),
-    )
-    return frozenset(value for value in await session.scalars(named) if value)
-
-
-def influencer_of(utm_source: str | None, known: Influencers) -> str | None:
-    return utm_source if utm_source in known else None
 
 
 async def _rolled_up_until(session: AsyncSession, site: str) -> dict[str, date]:
@@ -112,28 +153,44 @@ def _start(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
 
 
-def _filters(table: type[Event | RollupDetail], scope: Scope, known: Influencers) -> list[Any]:
-    """The scope's filters, on events or on rollup rows alike."""
-    where: list[Any] = [table.site == scope.site]
-    if scope.kind is not None:
-        where.append(table.kind == scope.kind)
-    if scope.campaign is not None:
-        where.append(table.campaign == scope.campaign)
-    if scope.influencer is not None:
-        known_one = scope.influencer in known
-        where.append(and_(table.utm_source == scope.influencer, known_one))  # type: ignore[arg-type]
-    return where
-
-
-def _raw_filters(scope: Scope, rolled: dict[str, date], known: Influencers) -> list[Any]:
-    where = [
-        *_filters(Event, scope, known),
+def _raw_filters(scope: Scope, sql: Sql, rolled: dict[str, date]) -> list[Any]:
+    where: list[Any] = [
+        Event.site == scope.site,
         Event.occurred_at >= _start(scope.first),
         Event.occurred_at < _start(scope.last + timedelta(days=1)),
     ]
+    if scope.kind is not None:
+        where.append(Event.kind == scope.kind)
+    if scope.machine is not None:
+        where.append(Event.machine == scope.machine)
+    if scope.campaign is not None:
+        where.append(sql.column("campaign") == scope.campaign)
+    if scope.influencer is not None:
+        where.append(sql.column("influencer") == scope.influencer)
     for kind, day in rolled.items():
         rolled_up = and_(Event.kind == kind, Event.occurred_at < _start(day + timedelta(days=1)))
         where.append(not_(rolled_up))
+    return where
+
+
+def _rollup_filters(scope: Scope, known: Influencers) -> list[Any]:
+    where: list[Any] = [
+        RollupDetail.site == scope.site,
+        RollupDetail.day >= scope.first,
+        RollupDetail.day <= scope.last,
+    ]
+    if scope.kind is not None:
+        where.append(RollupDetail.kind == scope.kind)
+    if scope.machine is not None:
+        where.append(RollupDetail.machine == scope.machine)
+    if scope.campaign is not None:
+        where.append(RollupDetail.campaign == scope.campaign)
+    if scope.influencer is not None:
+        by_source = RollupDetail.influencer.is_(None) & (
+            RollupDetail.utm_source == scope.influencer
+        )
+        credited = RollupDetail.influencer == scope.influencer
+        where.append(or_(credited, by_source) if scope.influencer in known else credited)
     return where
 
 
@@ -144,8 +201,12 @@ class Cells:
         self.by_key = by_key
         self._exact_outside = exact_outside
 
+    def get(self, key: Any) -> Cell:
+        return self.by_key.get(key, Cell())
+
     async def distinct_outside(self, shown: list[Any]) -> int:
-        """Distinct subjects of every cell whose key is not in `shown` (what `other` is)."""
+        """Distinct subjects of every cell whose key is not in `shown` (what `other` is), for
+        a key of one dimension."""
         rest = [cell for key, cell in self.by_key.items() if key not in shown]
         if any(cell.estimated for cell in rest):
             return distinct(rest)
@@ -157,43 +218,41 @@ class Cells:
 
 async def cells(session: AsyncSession, scope: Scope, key: Key) -> Cells:
     known = await influencers(session, scope.site)
-    rolled = await _rolled_up_until(session, scope.site)
+    sql = Sql(session, known, scope.attribution_days)
     by_key: dict[Any, Cell] = {}
-    in_period = (RollupDetail.day >= scope.first, RollupDetail.day <= scope.last)
-    rollups = await session.execute(
-        select(RollupDetail).where(*_filters(RollupDetail, scope, known), *in_period)
-    )
-    for (row,) in rollups:
-        cell = by_key.setdefault(key.rolled(row, known), Cell())
-        cell.add(Cell(row.hits, row.anonymous_hits or 0, row.value))
-        if row.sketch is not None:
-            cell.sketches.append(row.sketch)
+    rollups = await session.execute(select(RollupDetail).where(*_rollup_filters(scope, known)))
+    for (rolled,) in rollups:
+        cell = by_key.setdefault(key.rolled(rolled, known), Cell())
+        cell.add(Cell(rolled.hits, rolled.anonymous_hits or 0, rolled.value))
+        if rolled.sketch is not None:
+            cell.sketches.append(rolled.sketch)
         else:
-            cell.unsketched += row.subjects
-    raw_key = key.raw(session, known)
-    where = _raw_filters(scope, rolled, known)
-    grouped = select(
-        raw_key,
+            cell.unsketched += rolled.subjects
+    raw_keys = key.raw(sql)
+    where = _raw_filters(scope, sql, await _rolled_up_until(session, scope.site))
+    figures = (
         func.count(),
         func.count(Event.subject),
         func.count(Event.subject.distinct()),
         func.sum(Event.value),
     )
+    grouped = select(*raw_keys, *figures).where(*where).group_by(*raw_keys)
     as_stored: dict[Any, Any] = {}
-    for value, hits, with_subject, subjects, total in await session.execute(
-        grouped.where(*where).group_by(raw_key)
-    ):
-        as_stored[key.named(value)] = value
-        cell = by_key.setdefault(key.named(value), Cell())
+    width = len(raw_keys)
+    for row in await session.execute(grouped):
+        values, (hits, with_subject, subjects, total) = tuple(row[:width]), row[width:]
+        as_stored[key.named(values)] = values[0]
+        cell = by_key.setdefault(key.named(values), Cell())
         cell.add(Cell(hits, hits - with_subject, total))
         cell.exact_subjects = subjects
     if any(cell.estimated for cell in by_key.values()):
         # Rollups count too: the raw subjects are merged with their sketches.
-        pairs = select(raw_key, Event.subject).where(*where, Event.subject.is_not(None))
-        for value, subject in await session.execute(pairs.distinct()):
-            by_key[key.named(value)].raw_subjects.add(subject)
+        pairs = select(*raw_keys, Event.subject).where(*where, Event.subject.is_not(None))
+        for row in await session.execute(pairs.distinct()):
+            by_key[key.named(tuple(row[:width]))].raw_subjects.add(row[width])
 
     async def exact_outside(shown: list[Any]) -> int:
+        [raw_key] = raw_keys
         stored = [as_stored[value] for value in shown if value in as_stored]
         named = [value for value in stored if value is not None]
         if None in stored:

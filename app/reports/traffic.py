@@ -9,12 +9,13 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import ColumnElement, case, func
+from sqlalchemy import ColumnElement, func
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.base.attribution import Influencers
 from app.base.db import day_of
 from app.base.tables import Event
-from app.reports.cells import Cell, Cells, Influencers, Key, Scope, cells, influencer_of
+from app.reports.cells import Cell, Cells, Key, Scope, Sql, cells, dimensions
 
 BY = (
     "page",
@@ -78,22 +79,6 @@ class Timeseries(msgspec.Struct):
     other: Figures
 
 
-def _column(name: str) -> Key:
-    return Key(raw=lambda _s, _k: getattr(Event, name), rolled=lambda row, _k: getattr(row, name))
-
-
-def _influencer_key(_session: AsyncSession, known: Influencers) -> ColumnElement[Any]:
-    return case((Event.utm_source.in_(sorted(known)), Event.utm_source), else_=None)
-
-
-def dimension(name: str) -> Key:
-    if name == "influencer":
-        return Key(
-            raw=_influencer_key, rolled=lambda row, known: influencer_of(row.utm_source, known)
-        )
-    return _column(name)
-
-
 def amount(value: Decimal) -> str:
     """A sum of money as text: at least two decimals, and no trailing zeros past them."""
     cents = value.quantize(Decimal("0.01"))
@@ -109,14 +94,14 @@ def _folded(subjects: int, minimum: int) -> bool:
 
 
 async def summary(session: AsyncSession, scope: Scope) -> Summary:
-    by_kind = await cells(session, scope, _column("kind"))
+    by_kind = await cells(session, scope, dimensions("kind"))
     total = Cell()
     for cell in by_kind.by_key.values():
         total.add(cell)
     revenue: dict[str, str] = {}
     if scope.kind in (None, "conversion"):
         sold = msgspec.structs.replace(scope, kind="conversion")
-        by_currency = await cells(session, sold, _column("currency"))
+        by_currency = await cells(session, sold, dimensions("currency"))
         for currency, cell in sorted(by_currency.by_key.items(), key=lambda kv: kv[0] or ""):
             if cell.value is not None:
                 revenue[currency or NO_CURRENCY] = amount(cell.value)
@@ -144,7 +129,7 @@ async def _other(found: Cells, shown: list[Any]) -> Figures:
 async def breakdown(
     session: AsyncSession, scope: Scope, by: str, limit: int, min_subjects: int
 ) -> Breakdown:
-    found = await cells(session, scope, dimension(by))
+    found = await cells(session, scope, dimensions(by))
     ranked = sorted(found.by_key.items(), key=lambda kv: (-kv[1].hits, kv[0] is None, kv[0] or ""))
     rows: list[Row] = []
     for key, cell in ranked:
@@ -158,23 +143,26 @@ def _bucket_key(session: AsyncSession, interval: Interval) -> Key:
     """Buckets start at whole hours, days, Mondays or first days of months, in UTC."""
     postgresql = session.get_bind().dialect.name == "postgresql"
 
-    def raw(_session: AsyncSession, _known: Influencers) -> ColumnElement[Any]:
+    def raw(_sql: Sql) -> list[ColumnElement[Any]]:
         if interval == "day":
-            return day_of(session, Event.occurred_at)
+            return [day_of(session, Event.occurred_at)]
         if postgresql:
-            return func.date_trunc(interval, func.timezone("UTC", Event.occurred_at))
-        return {
-            "hour": func.strftime("%Y-%m-%dT%H:00:00", Event.occurred_at),
-            "week": func.date(Event.occurred_at, "weekday 0", "-6 days"),
-            "month": func.strftime("%Y-%m-01", Event.occurred_at),
-        }[interval]
+            return [func.date_trunc(interval, func.timezone("UTC", Event.occurred_at))]
+        return [
+            {
+                "hour": func.strftime("%Y-%m-%dT%H:00:00", Event.occurred_at),
+                "week": func.date(Event.occurred_at, "weekday 0", "-6 days"),
+                "month": func.strftime("%Y-%m-01", Event.occurred_at),
+            }[interval]
+        ]
 
     def rolled(row: Any, _known: Influencers) -> Any:
         return bucket_of(
             datetime.combine(row.day, datetime.min.time()).replace(hour=row.hour or 0), interval
         )
 
-    def named(value: Any) -> Any:
+    def named(values: tuple[Any, ...]) -> Any:
+        [value] = values
         moment = value if isinstance(value, date) else datetime.fromisoformat(str(value))
         if not isinstance(moment, datetime):
             moment = datetime.combine(moment, datetime.min.time())

@@ -496,3 +496,24 @@ def test_a_kind_the_policy_does_not_know_is_never_recorded_even_when_counting_an
     )
     decision = decide(load_policy(path), "signup", {}, NO_SIGNALS, "eu", NOW)
     assert (decision.record, decision.purposes, decision.basis) == (False, [], {})
+
+
+def test_the_exempt_policy_counts_page_views_and_link_clicks_without_consent_and_nothing_else() -> (
+    None
+):
+    """policies/gdpr-exempt.toml: the audience-measurement exemption, for its kinds only."""
+    exempt = load_policies(POLICIES)["gdpr-exempt"]
+    for kind, kept in [
+        ("pageview", []),
+        ("click", ["campaign", "utm_source", "utm_medium", "utm_campaign"]),
+    ]:
+        decision = decide(exempt, kind, {}, NO_SIGNALS, "eu", NOW, has_subject=False)
+        assert (decision.record, decision.anonymous) == (True, True), kind
+        assert exempt.counted_anonymously(kind) == kept
+    for kind in ("open", "conversion", "signup"):
+        decision = decide(exempt, kind, {}, NO_SIGNALS, "eu", NOW, has_subject=False)
+        assert decision.record is False, kind
+        assert exempt.counted_anonymously(kind) is None
+    known = decide(exempt, "pageview", {}, NO_SIGNALS, "eu", NOW, has_subject=True)
+    assert known.record is False  # about a person: consent first, as under gdpr-strict
+    assert load_policies(POLICIES)["gdpr-strict"].counted_anonymously("pageview") is None

@@ -35,7 +35,7 @@ def write(directory: Path, text: str, name: str = "site") -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["ccpa", "gdpr-strict"])
+@pytest.mark.parametrize("name", ["ccpa", "gdpr-exempt", "gdpr-strict"])
 def test_each_real_policy_loads_with_its_version_its_file_hash_and_its_notice(name: str) -> None:
     policy = load_policies(POLICIES)[name]
     path = POLICIES / f"{name}.toml"
@@ -45,7 +45,9 @@ def test_each_real_policy_loads_with_its_version_its_file_hash_and_its_notice(na
     assert policy.notice_text == (POLICIES / "notices" / f"{name}.md").read_text()
 
 
-@pytest.mark.parametrize(("name", "jurisdiction"), [("ccpa", "us-ca"), ("gdpr-strict", "eu")])
+@pytest.mark.parametrize(
+    ("name", "jurisdiction"), [("ccpa", "us-ca"), ("gdpr-exempt", "eu"), ("gdpr-strict", "eu")]
+)
 def test_each_real_policy_declares_the_jurisdiction_it_is_written_for(
     name: str, jurisdiction: str
 ) -> None:
@@ -53,7 +55,7 @@ def test_each_real_policy_declares_the_jurisdiction_it_is_written_for(
     assert load_policies(POLICIES)[name].file.jurisdiction == jurisdiction
 
 
-@pytest.mark.parametrize("name", ["ccpa", "gdpr-strict"])
+@pytest.mark.parametrize("name", ["ccpa", "gdpr-exempt", "gdpr-strict"])
 def test_each_real_purpose_is_described_in_the_words_of_the_policys_notice(name: str) -> None:
     policy = load_policies(POLICIES)[name]
     for purpose in policy.file.purposes.values():
@@ -61,8 +63,8 @@ def test_each_real_purpose_is_described_in_the_words_of_the_policys_notice(name:
         assert purpose.description in policy.notice_text
 
 
-def test_the_real_policies_directory_holds_exactly_the_two_shipped_policies() -> None:
-    assert sorted(load_policies(POLICIES)) == ["ccpa", "gdpr-strict"]
+def test_the_real_policies_directory_holds_exactly_the_three_shipped_policies() -> None:
+    assert sorted(load_policies(POLICIES)) == ["ccpa", "gdpr-exempt", "gdpr-strict"]
 
 
 def test_gpc_denies_the_listed_purposes_and_every_sale_or_share_purpose(tmp_path: Path) -> None:
@@ -219,6 +221,36 @@ BAD_POLICIES = [
         "at least 1",
         table("[reports]\nmin_subjects = 0"),
         id="min_subjects zero",
+    ),
+    pytest.param(
+        "anonymous_kinds",
+        "needs anonymous_counting = true",
+        table("[anonymous_kinds]\npageview = []"),
+        id="anonymous kinds without anonymous counting",
+    ),
+    pytest.param(
+        "anonymous_kinds.Click",
+        "kind names are",
+        at_top("anonymous_counting = true") + "\n[anonymous_kinds]\nClick = []\n",
+        id="anonymous kind name uppercase",
+    ),
+    pytest.param(
+        "anonymous_kinds.click",
+        "'page' is not an attribution field",
+        at_top("anonymous_counting = true") + '\n[anonymous_kinds]\nclick = ["page"]\n',
+        id="anonymous kind keeping a field that is not attribution",
+    ),
+    pytest.param(
+        "anonymous_kinds.click",
+        "Expected `array`",
+        at_top("anonymous_counting = true") + '\n[anonymous_kinds]\nclick = "campaign"\n',
+        id="anonymous kind fields not a list",
+    ),
+    pytest.param(
+        "reports.attribution_window_days",
+        "from 1 to 366",
+        table("[reports]\nattribution_window_days = 0"),
+        id="attribution window zero",
     ),
     pytest.param(
         "notice", "not found", at_top('notice = "notices/site.md"'), id="notice file missing"

@@ -358,3 +358,72 @@ def test_a_campaign_id_or_link_code_no_row_can_hold_is_a_404_never_a_500(
             answer = client.request(method, f"/v1/sites/{site}/{path}", headers=admin)
             assert answer.status_code == 404, (method, path)
             assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+def test_under_gdpr_exempt_a_followers_click_and_a_page_view_count_anonymously_and_no_more(
+    client: Client, settings: Settings
+) -> None:
+    """An influencer's follower who never saw a banner: the click on the site's own link counts
+    by link, campaign and influencer; the landing page view counts without its utm
+    parameters; nothing else is recorded without consent, and nothing identifies them."""
+    site = make_site(settings, policy="gdpr-exempt")
+    admin = auth(make_key(settings, site))
+    campaign = {"name": "Spring", "channel": "influencer", "influencer": "ana"}
+    client.put(f"/v1/sites/{site}/campaigns/spring", json=campaign, headers=admin)
+    code = make_link(
+        client, settings, site, destination="https://shop.example/", campaign="spring"
+    ).json()["code"]
+    browser = {"User-Agent": CHROME}
+    follow = client.get(f"/l/{code}", headers=browser, follow_redirects=False)
+    landing = follow.headers["location"]
+    assert landing.endswith("?utm_source=ana&utm_medium=influencer&utm_campaign=spring")
+    query = "&".join(landing.split("?")[1:])
+    pixel = f"/p/{site}/pixel.gif?p=/&{query}&c=spring"
+    client.get(pixel, headers=browser)
+    client.get(f"/p/{site}/pixel.gif?k=open&c=spring", headers=browser)  # needs consent
+    client.get(f"{pixel}&u={subject_id()}", headers=browser)  # a person: consent first
+    settle(client)
+    rows = table_rows(settings, "events", site=site)
+    by_kind = {row["kind"]: row for row in rows}
+    assert sorted(by_kind) == ["click", "pageview"] and len(rows) == 2
+    click, view = by_kind["click"], by_kind["pageview"]
+    assert (click["page"], click["campaign"], click["utm_source"]) == (
+        f"/l/{code}",
+        "spring",
+        "ana",
+    )
+    assert (click["utm_medium"], click["utm_campaign"]) == ("influencer", "spring")
+    assert (view["page"], view["campaign"], view["utm_source"], view["utm_campaign"]) == (
+        "/",
+        None,
+        None,
+        None,
+    )
+    assert click["subject"] is None and view["subject"] is None
+    assert (
+        click["basis"]
+        == view["basis"]
+        == {"analytics": "anonymous_counting:gdpr-exempt@2025-07-07"}
+    )
+    reader = auth(make_key(settings, site, "read"))
+    day = click["occurred_at"].date().isoformat()
+    influencers = client.get(
+        f"/v1/sites/{site}/reports/breakdown",
+        params={"by": "influencer", "from": day, "to": day},
+        headers=reader,
+    ).json()
+    assert [(row["key"], row["hits"]) for row in influencers["rows"]] == [("ana", 1), (None, 1)]
+    summary = client.get(
+        f"/v1/sites/{site}/reports/summary", params={"from": day, "to": day}, headers=reader
+    ).json()
+    assert (summary["hits"], summary["anonymous_hits"], summary["subjects"]) == (2, 2, 0)
+
+
+def test_under_gdpr_strict_a_click_without_consent_is_not_recorded(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    code = make_link(client, settings, site, destination="https://shop.example/").json()["code"]
+    assert client.get(f"/l/{code}", follow_redirects=False).status_code == 302
+    settle(client)
+    assert table_rows(settings, "events", site=site) == []

@@ -19,7 +19,15 @@ from app.base.settings import Settings
 from app.main import create_app
 from consent.policy import load_policies
 from retention.jobs import purge_events
-from tests.factories import auth, make_key, make_site, settings_for, subject_id
+from tests.factories import (
+    GMAIL_PROXY,
+    auth,
+    make_key,
+    make_site,
+    settings_for,
+    subject_id,
+    table_rows,
+)
 
 Client = TestClient[Any]
 Hit = dict[str, Any]
@@ -50,6 +58,18 @@ def hits_over(days: list[date], count: int, seed: int) -> list[Hit]:
             hit["currency"] = rng.choice(["EUR", "EUR", "USD"])
         sent.append(hit)
     return sent
+
+
+def purge(settings: Settings) -> None:
+    """Retention's run of today, as the scheduler would start it."""
+
+    async def work() -> None:
+        engine = make_engine(settings.database_url)
+        policies = load_policies(settings.policies_dir)
+        await purge_events(engine, make_sessionmaker(engine), policies, datetime.now(UTC))
+        await engine.dispose()
+
+    asyncio.run(work())
 
 
 def send(client: Client, site: str, key: str, hits: list[Hit]) -> None:
@@ -178,13 +198,7 @@ def test_purged_days_are_read_from_rollups_and_their_distinct_counts_are_estimat
     before = report(client, site, read, "summary", **period)
     pages_before = report(client, site, read, "breakdown", by="page", **old_period)
 
-    async def purge() -> None:
-        engine = make_engine(settings.database_url)
-        policies = load_policies(settings.policies_dir)
-        await purge_events(engine, make_sessionmaker(engine), policies, datetime.now(UTC))
-        await engine.dispose()
-
-    asyncio.run(purge())
+    purge(settings)
     after = report(client, site, read, "summary", **period)
     # Small sets are counted exactly by the sketches, but said to be estimates all the same.
     assert (
@@ -225,11 +239,23 @@ def test_cells_of_fewer_subjects_than_the_policy_asks_fold_into_other(
     day = (TODAY - timedelta(days=1)).isoformat()
     crowd, loner = [subject_id() for _ in range(3)], subject_id()
     at = f"{day}T10:00:00+00:00"
-    hits = [{"page": "/popular", "subject": s, "occurred_at": at} for s in crowd]
-    hits += [{"page": "/rare", "subject": loner, "occurred_at": at}] * 2
+    hits = [
+        {"page": "/popular", "subject": s, "occurred_at": at, "utm_source": "ana"} for s in crowd
+    ]
+    hits += [{"page": "/rare", "subject": loner, "occurred_at": at, "utm_source": "zed"}] * 2
     hits += [{"page": "/anonymous", "occurred_at": at}]
+    admin = auth(make_key(settings, site))
     with TestClient(create_app(settings)) as client:
+        for name in ("ana", "zed"):
+            body = {"name": name, "channel": "influencer", "influencer": name}
+            client.put(f"/v1/sites/{site}/campaigns/{name}", json=body, headers=admin)
         send(client, site, ingest, hits)
+        influencers = report(client, site, read, "influencers", **{"from": day, "to": day})
+        assert [row["influencer"] for row in influencers["rows"]] == ["ana"]
+        assert (influencers["other"]["influencer"], influencers["other"]["visits"]) == (
+            "(other)",
+            2,
+        )
         pages = report(client, site, read, "breakdown", by="page", **{"from": day, "to": day})
         assert rows_of(pages) == {"/popular": (3, 3), "/anonymous": (1, 0)}
         assert pages["other"] == {"hits": 2, "subjects": 1, "subjects_estimated": False}
@@ -239,3 +265,170 @@ def test_cells_of_fewer_subjects_than_the_policy_asks_fold_into_other(
             headers={**auth(read), "Accept": "text/csv"},
         )
         assert "/rare" not in as_csv.text and as_csv.text.splitlines()[-1] == "(other),2,1,false"
+
+
+# Attribution: a model of SPEC §4.8's last touch, written here from the hits sent.
+KNOWN = ("ana", "bob")  # the influencers the site names on its campaigns
+WINDOW = timedelta(days=30)  # the shipped policies' attribution_window_days
+
+
+def marketing_hits(days: list[date], people: list[str], count: int, seed: int) -> list[Hit]:
+    """Clicks of two campaigns' links, visits and conversions after them (some carrying
+    their own campaign or source), e-mail opens of people and of an image proxy."""
+    rng = random.Random(seed)
+    sent = []
+    for _ in range(count):
+        moment = datetime.combine(rng.choice(days), time(rng.randrange(24), rng.randrange(60)))
+        kind = rng.choice(["click", "click", "pageview", "pageview", "conversion", "open"])
+        hit: Hit = {"kind": kind, "occurred_at": moment.replace(tzinfo=UTC).isoformat()}
+        if (person := rng.choice([*people, None])) is not None:
+            hit["subject"] = person
+        if kind == "click":
+            hit["campaign"], hit["utm_source"] = rng.choice([("spring", "ana"), ("summer", "bob")])
+        elif kind == "open":
+            hit["campaign"], hit["subject"] = "letter", rng.choice(people)
+            if rng.random() < 0.25:
+                hit["user_agent"] = GMAIL_PROXY
+        elif rng.random() < 0.2:
+            hit["campaign"] = "letter"
+        elif rng.random() < 0.2:
+            hit["utm_source"] = rng.choice(["ana", "someone"])
+        if kind == "conversion" and rng.random() < 0.8:
+            hit["value"], hit["currency"] = rng.choice(["30", "-10"]), "EUR"
+        sent.append(hit)
+    return sent
+
+
+def credited(hits: list[Hit]) -> list[tuple[Hit, str | None, str | None]]:
+    """Each hit with the campaign and influencer it counts for."""
+
+    def at(hit: Hit) -> datetime:
+        return datetime.fromisoformat(hit["occurred_at"])
+
+    def own_influencer(hit: Hit) -> str | None:
+        return hit.get("utm_source") if hit.get("utm_source") in KNOWN else None
+
+    found = []
+    for hit in hits:
+        campaign, influencer = hit.get("campaign"), own_influencer(hit)
+        if (
+            campaign is None
+            and influencer is None
+            and "subject" in hit
+            and hit["kind"] in ("pageview", "conversion")
+        ):
+            clicks = [
+                click
+                for click in hits
+                if click["kind"] == "click"
+                and click.get("subject") == hit["subject"]
+                and at(hit) - WINDOW <= at(click) <= at(hit)
+            ]
+            if clicks:
+                last = max(clicks, key=at)
+                campaign, influencer = last["campaign"], own_influencer(last)
+        found.append((hit, campaign, influencer))
+    return found
+
+
+@pytest.mark.parametrize("ago", [1, 400], ids=["raw", "purged"])
+def test_campaign_and_influencer_reports_credit_the_last_click_within_the_window(
+    database_url: str, policies_copy: Path, ago: int
+) -> None:
+    """Over recent days, and over days retention purged (credited when rolled up)."""
+    # ccpa with e-mail opens opt-out too: the hits are dated before any consent could be.
+    text = (policies_copy / "ccpa.toml").read_text()
+    opt_out = text.replace('name = "ccpa"', 'name = "ccpa-open"')
+    opt_out = opt_out.replace(
+        '[purposes.email]\ndefault = "denied"', '[purposes.email]\ndefault = "granted"'
+    )
+    assert opt_out.count("granted") == text.count("granted") + 1
+    (policies_copy / "ccpa-open.toml").write_text(opt_out)
+    settings = settings_for(database_url, policies_dir=policies_copy)
+    site = make_site(settings, policy="ccpa-open", jurisdiction="us-ca")
+    ingest, read = make_key(settings, site, "ingest"), make_key(settings, site, "read")
+    admin = auth(make_key(settings, site))
+    with TestClient(create_app(settings)) as client:
+        attributed(client, settings, site, (ingest, read, admin), ago)
+
+
+def attributed(
+    client: Client, settings: Settings, site: str, keys: tuple[str, str, Any], ago: int
+) -> None:
+    ingest, read, admin = keys
+    campaigns = {
+        "spring": {"name": "Spring", "channel": "influencer", "influencer": "ana"},
+        "summer": {"name": "Summer", "channel": "influencer", "influencer": "bob"},
+        "letter": {"name": "Letter", "channel": "email", "sends": 40},
+    }
+    for name, body in campaigns.items():
+        assert client.put(f"/v1/sites/{site}/campaigns/{name}", json=body, headers=admin).is_success
+    people = [subject_id() for _ in range(6)]
+    days = [TODAY - timedelta(days=n) for n in range(ago, ago + 59)]
+    hits = hits_over_in_order(marketing_hits(days, people, 400, seed=3))
+    send(client, site, ingest, hits)
+    purged = ago > 395  # every kind's retention under this policy
+    if purged:
+        purge(settings)
+        assert table_rows(settings, "events", site=site) == []
+    period = {"from": min(days).isoformat(), "to": max(days).isoformat()}
+    model = credited(hits)
+
+    by_campaign = report(client, site, read, "breakdown", by="campaign", limit=10, **period)
+    assert rows_of(by_campaign) == grouped(
+        [hit for hit, _, _ in model], lambda hit: dict((id(h), c) for h, c, _ in model)[id(hit)]
+    )
+    spring = report(client, site, read, "summary", campaign="spring", **period)
+    assert spring["hits"] == sum(c == "spring" for _, c, _ in model)
+
+    letter = report(client, site, read, "campaigns/letter", **period)
+    opens = [h for h, c, _ in model if c == "letter" and h["kind"] == "open"]
+    human = [h for h in opens if "user_agent" not in h]
+    unique_opens = len({h["subject"] for h in human if "subject" in h})
+    clicks = [h for h, c, _ in model if c == "letter" and h["kind"] == "click"]
+    sold = [h for h, c, _ in model if c == "letter" and h["kind"] == "conversion"]
+    by_hour = Counter(datetime.fromisoformat(h["occurred_at"]).hour for h in human)
+    unique_clicks = len({h["subject"] for h in clicks if "subject" in h})
+    takings = sum(Decimal(h["value"]) for h in sold if "value" in h)
+    assert letter == {
+        "campaign": "letter",
+        "sends": 40,
+        "opens": len(human),
+        "unique_opens": unique_opens,
+        "open_rate": round(unique_opens / 40, 4),
+        "machine_opens": len(opens) - len(human),
+        "opens_by_hour": [by_hour[hour] for hour in range(24)],
+        "clicks": len(clicks),
+        "unique_clicks": unique_clicks,
+        "click_to_open_rate": round(unique_clicks / unique_opens, 4) if unique_opens else None,
+        "conversions": len(sold),
+        "revenue": {"EUR": f"{takings:.2f}"} if any("value" in h for h in sold) else {},
+        "subjects_estimated": purged,
+    }
+
+    influencers = report(client, site, read, "influencers", **period)
+    expected = []
+    for name in KNOWN:
+        mine = [h for h, _, i in model if i == name]
+        count = Counter(h["kind"] for h in mine)
+        takings = sum(
+            Decimal(h["value"]) for h in mine if h["kind"] == "conversion" and "value" in h
+        )
+        expected.append(
+            {
+                "influencer": name,
+                "clicks": count["click"],
+                "visits": count["pageview"],
+                "conversions": count["conversion"],
+                "revenue": {"EUR": f"{takings:.2f}"},
+                "visit_rate": round(count["pageview"] / count["click"], 4),
+                "conversion_rate": round(count["conversion"] / count["click"], 4),
+            }
+        )
+    expected.sort(key=lambda row: (-row["clicks"], row["influencer"]))
+    assert influencers == {"rows": expected, "other": None}
+    assert any(c is not None and h.get("campaign") is None for h, c, _ in model)  # credited
+
+
+def hits_over_in_order(hits: list[Hit]) -> list[Hit]:
+    return sorted(hits, key=lambda hit: hit["occurred_at"])

@@ -67,3 +67,35 @@ def test_a_site_slug_no_site_can_have_is_a_404(client: Client) -> None:
     )
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_campaign_report_of_a_campaign_id_no_row_can_hold_is_a_404(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    response = client.get(
+        f"/v1/sites/{site}/reports/campaigns/a%00b",
+        params={"from": "2026-01-01", "to": "2026-01-02"},
+        headers=auth(make_key(settings, site, "read")),
+    )
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_every_report_answers_csv(client: Client, settings: Settings) -> None:
+    site = make_site(settings)
+    reader = {**auth(make_key(settings, site, "read")), "Accept": "text/csv"}
+    period = {"from": "2026-01-01", "to": "2026-01-02"}
+    for name, extra in [
+        ("summary", {}),
+        ("breakdown", {"by": "page"}),
+        ("timeseries", {}),
+        ("campaigns/spring", {}),
+        ("influencers", {}),
+    ]:
+        response = client.get(
+            f"/v1/sites/{site}/reports/{name}", params={**period, **extra}, headers=reader
+        )
+        assert response.status_code == 200, (name, response.text)
+        assert response.headers["content-type"].startswith("text/csv"), name
+        assert response.text.count("\n") >= 1, name
