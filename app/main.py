@@ -22,8 +22,8 @@ from app.hits.queue import BatchWriter, Ingest
 from app.hits.spool import lock_directory
 from app.hits.writer import writer_for
 from app.hits.writer_process import WriterProcess
+from app.http import audiences, deps, dsar, events, health, links, openapi, pixel, reports, web
 from app.http import consent as consent_api
-from app.http import deps, dsar, events, health, links, openapi, pixel, reports, web
 from app.http import sites as sites_api
 from app.http.context import Context
 from app.http.front import Front
@@ -150,6 +150,13 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
             links.read_link,
             links.delete_link,
             links.follow_link,
+            audiences.create_audience,
+            audiences.list_audiences,
+            audiences.read_audience,
+            audiences.delete_audience,
+            audiences.audience_members,
+            audiences.is_member,
+            audiences.match_audience,
             consent_api.consent_preflight,
             consent_api.give_consent,
             consent_api.read_consent,

@@ -90,3 +90,16 @@ class ReceiptKey(Base):
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Audience(Base):
+    """A retargeting audience: a rule over a site's recent hits (consent.audiences). Its
+    members are found when asked, never stored: a withdrawal removes one at once."""
+
+    __tablename__ = "audiences"
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    rule: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.base.event_fields import EventFields
 from app.base.tables import DsarExport, DsarRequest, Event, Site
-from consent import ledger, store
+from consent import audiences, ledger, store
+from consent.audiences import Rule
 from consent.ledger import LedgerEntry
 from consent.policy import Policy
+from consent.tables import Audience
 
 SCHEMA_VERSION = 2  # 2: about explains the controller, purposes and every field
 
@@ -162,8 +164,8 @@ FIELDS = {
     "consent[].jurisdiction": "the legal region the choice was made under",
     "consent[].expires_at": "when the yes of this entry lapses and you are asked again (null "
     "when it said no to everything, which does not lapse)",
-    "audience_memberships": "the advertising audiences you belong to: none, because this "
-    "version of pixelgate builds no audiences yet",
+    "audience_memberships": "the names of the site's advertising audiences you belong to now: "
+    "those whose rule your recent visits match, while your choices allow marketing",
     "about": "what the GDPR (Art. 13, 15) asks to be told besides the data itself",
     "about.controller": "who decides about this processing and how to reach them",
     "about.controller.declared": "false when the site has not told pixelgate who it is; then "
@@ -315,7 +317,7 @@ async def _export(
         regulation=request.regulation,
         events=events,
         consent=consent,
-        audience_memberships=[],  # audiences are not built yet: nobody is a member of any
+        audience_memberships=await memberships(session, site, policy, subject, now),
         about=AboutProcessing(
             controller=_controller(site),
             pseudonym=PSEUDONYM,
@@ -329,12 +331,34 @@ async def _export(
         fields=FIELDS,
     )
     counts = {"events": len(document.events), "consent_ledger": len(document.consent)}
+    counts["audience_memberships"] = len(document.audience_memberships)
     return msgspec.json.encode(document), counts
 
 
-async def _erase(session: AsyncSession, request: DsarRequest, subject: str) -> dict[str, int]:
+async def memberships(
+    session: AsyncSession, site: Site, policy: Policy, subject: str, now: datetime
+) -> list[str]:
+    """The names of the site's audiences the subject is a member of now."""
+    found = []
+    rows = await session.scalars(
+        select(Audience).where(Audience.site == site.slug).order_by(Audience.name)
+    )
+    for row in rows:
+        rule = msgspec.convert(row.rule, Rule)
+        one = await audiences.members(
+            session, site.slug, rule, policy, site.jurisdiction, now, [subject]
+        )
+        if one.members:
+            found.append(row.name)
+    return found
+
+
+async def _erase(
+    session: AsyncSession, request: DsarRequest, subject: str, in_audiences: int
+) -> dict[str, int]:
     """Everything under the pseudonym, in this one transaction; its consent through the
-    registry, which announces the erasure once this commits."""
+    registry, which announces the erasure once this commits. Audience memberships are never
+    stored: with the events and the consent gone, the subject is in none."""
     site = request.site
     events = await session.execute(
         delete(Event).where(Event.site == site, Event.subject == subject)
@@ -347,7 +371,7 @@ async def _erase(session: AsyncSession, request: DsarRequest, subject: str) -> d
         )
     )
     counts["exports"] = int(getattr(exports, "rowcount", 0))
-    counts["audience_memberships"] = 0  # no audiences yet
+    counts["audience_memberships"] = in_audiences
     # Other requests of the same person keep their audit record, without the pseudonym.
     await session.execute(
         update(DsarRequest)
@@ -406,7 +430,8 @@ async def fulfil_one(
         request.export_expires_at = expires
         request.status = "completed"
     else:
-        request.counts = await _erase(session, request, subject)
+        in_audiences = len(await memberships(session, site, policy, subject, now))
+        request.counts = await _erase(session, request, subject, in_audiences)
         request.status = "completed"
     request.completed_at = now
     request.subject = None  # the audit record keeps only the keyed hash

@@ -17,12 +17,14 @@ from consent import store
 from consent.policy import load_policies
 from retention.dsar import FIELDS, Export, JobCounts, run_dsar
 from tests.factories import (
+    CHROME,
     POLICIES,
     auth,
     make_key,
     make_site,
     run,
     settings_for,
+    settle,
     subject_id,
     table_rows,
 )
@@ -258,3 +260,44 @@ def test_an_erasure_deletes_consent_rows_only_through_the_registry(
     assert all(by_registry for _, by_registry in deletes)
     for table in ("consent_state", "consent_ledger"):
         assert table_rows(settings, table, site=site, subject=pseudonym) == []
+
+
+def test_an_export_lists_the_audiences_the_subject_is_in_and_an_erasure_leaves_them_in_none(
+    database_url: str,
+) -> None:
+    settings = settings_for(database_url)
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    person = subject_id()
+    with TestClient(create_app(settings)) as client:
+        body = {"subject": person, "purposes": {"analytics": True, "marketing": True}}
+        assert client.post(f"/v1/sites/{site}/consent", json=body, headers=admin).status_code == 201
+        client.get(
+            f"/p/{site}/pixel.gif",
+            params={"u": person, "p": "/shoe"},
+            headers={"User-Agent": CHROME},
+        )
+        settle(client)
+        audiences = {}
+        for name, prefix in [("shoes", "/shoe"), ("hats", "/hat")]:
+            rule = {"page_prefix": prefix}
+            made = client.post(
+                f"/v1/sites/{site}/audiences", json={"name": name, "rule": rule}, headers=admin
+            )
+            audiences[name] = made.json()["id"]
+        access = client.post(
+            f"/v1/sites/{site}/dsar", json={"type": "access", "subject": person}, headers=admin
+        )
+        job(database_url)
+        export = client.get(f"/v1/sites/{site}/dsar/{access.json()['id']}/export", headers=admin)
+        assert export.json()["audience_memberships"] == ["shoes"]
+        erasure = client.post(
+            f"/v1/sites/{site}/dsar", json={"type": "erasure", "subject": person}, headers=admin
+        )
+        job(database_url)
+        done = client.get(f"/v1/sites/{site}/dsar/{erasure.json()['id']}", headers=admin).json()
+        assert done["counts"]["audience_memberships"] == 1
+        member = client.get(
+            f"/v1/sites/{site}/audiences/{audiences['shoes']}/members/{person}", headers=admin
+        )
+        assert member.json() == {"member": False}

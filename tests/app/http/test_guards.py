@@ -17,7 +17,8 @@ from tests.factories import auth, make_key, make_site
 
 Client = TestClient[Any]
 # Dependencies that hand a handler what only an authorised caller may have.
-CHECKED = ("site_row", "dsar_request")
+# Each checks the key (or token) first: `audience` and `dsar_request` ask for site_row.
+CHECKED = ("site_row", "dsar_request", "audience")
 
 
 def _handlers(app: Litestar) -> dict[tuple[str, str], HTTPRouteHandler]:
