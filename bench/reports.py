@@ -120,7 +120,6 @@ def event_chunks(count: int, days: int, now: datetime) -> Iterator[list[tuple[An
 
 async def prepare(url: str, events: int, days: int) -> float:
     """The site, its campaigns, the partitions and the events; returns the load's seconds."""
-    migrate(url)
     policies = load_policies(POLICIES)
     engine = make_engine(url)
     now = utcnow()
@@ -210,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         url = databases.create(args.database, workdir / "pixelgate.db", cleanup)
         print(f"{databases.LABELS[args.database]}: loading {args.events:,} events over "
               f"{args.days} days", flush=True)  # fmt: skip
+        migrate(url)  # alembic runs its own event loop
         loaded = asyncio.run(prepare(url, args.events, args.days))
         print(f"  loaded in {loaded:.0f} s", flush=True)
         found = asyncio.run(measure(url, args.days, args.repeat, not args.no_cold))
