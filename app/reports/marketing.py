@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.base.attribution import influencers
 from app.base.tables import Campaign
 from app.reports.cells import Cell, Scope, cells, dimensions
-from app.reports.traffic import NO_CURRENCY, amount
+from app.reports.traffic import revenue_of
 
 
 class CampaignReport(msgspec.Struct):
@@ -51,14 +51,6 @@ def rate(part: int, whole: int | None) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def _revenue(by_currency: dict[str | None, Cell]) -> dict[str, str]:
-    return {
-        currency or NO_CURRENCY: amount(cell.value)
-        for currency, cell in sorted(by_currency.items(), key=lambda kv: kv[0] or "")
-        if cell.value is not None
-    }
-
-
 async def campaign_report(session: AsyncSession, scope: Scope, campaign: str) -> CampaignReport:
     of = msgspec.structs.replace(scope, campaign=campaign)
     sends = await session.scalar(
@@ -84,7 +76,7 @@ async def campaign_report(session: AsyncSession, scope: Scope, campaign: str) ->
         unique_clicks=unique_clicks,
         click_to_open_rate=rate(unique_clicks, unique_opens),
         conversions=sum(cell.hits for cell in sold.by_key.values()),
-        revenue=_revenue(sold.by_key),
+        revenue=revenue_of(sold.by_key),
         subjects_estimated=opens.get(False).estimated or clicks.get("click").estimated,
     )
 
@@ -99,7 +91,7 @@ def _row(
         clicks=clicks,
         visits=visits,
         conversions=conversions,
-        revenue=_revenue(revenue),
+        revenue=revenue_of(revenue),
         visit_rate=rate(visits, clicks),
         conversion_rate=rate(conversions, clicks),
     )

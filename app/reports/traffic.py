@@ -85,6 +85,15 @@ def amount(value: Decimal) -> str:
     return str(cents) if cents == value else str(value.normalize())
 
 
+def revenue_of(by_currency: dict[Any, Cell]) -> dict[str, str]:
+    """The sums of values per currency, of cells keyed by currency."""
+    return {
+        currency or NO_CURRENCY: amount(cell.value)
+        for currency, cell in sorted(by_currency.items(), key=lambda kv: kv[0] or "")
+        if cell.value is not None
+    }
+
+
 def _figures(cell: Cell, subjects: int, estimated: bool) -> Figures:
     return Figures(hits=cell.hits, subjects=subjects, subjects_estimated=estimated)
 
@@ -101,10 +110,7 @@ async def summary(session: AsyncSession, scope: Scope) -> Summary:
     revenue: dict[str, str] = {}
     if scope.kind in (None, "conversion"):
         sold = msgspec.structs.replace(scope, kind="conversion")
-        by_currency = await cells(session, sold, dimensions("currency"))
-        for currency, cell in sorted(by_currency.by_key.items(), key=lambda kv: kv[0] or ""):
-            if cell.value is not None:
-                revenue[currency or NO_CURRENCY] = amount(cell.value)
+        revenue = revenue_of((await cells(session, sold, dimensions("currency"))).by_key)
     return Summary(
         hits=total.hits,
         subjects=await by_kind.distinct_outside([]),
