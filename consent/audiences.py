@@ -33,9 +33,9 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     condition given: one of the kinds, the page prefix, the (credited) campaign and
     influencer, the utm values."""
 
-    kinds: list[Annotated[str, msgspec.Meta(pattern=KIND_NAME.pattern)]] = msgspec.field(
-        default_factory=list
-    )
+    kinds: Annotated[
+        list[Annotated[str, msgspec.Meta(pattern=KIND_NAME.pattern)]], msgspec.Meta(max_length=50)
+    ] = msgspec.field(default_factory=list)
     page_prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=512)] | None = None
     campaign: Text | None = None
     influencer: Text | None = None

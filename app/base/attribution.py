@@ -58,7 +58,7 @@ def _last_click(session: AsyncSession, column: str, days: int) -> Any:
             click.occurred_at <= Event.occurred_at,
             click.occurred_at >= _days_before(session, Event.occurred_at, days),
         )
-        .order_by(click.occurred_at.desc())
+        .order_by(click.occurred_at.desc(), click.id.desc())  # one answer for a tie
         .limit(1)
         .correlate(Event)
         .scalar_subquery()

@@ -82,11 +82,19 @@ def _wants_csv(request: Request[Any, Any, State]) -> bool:
     return "text/csv" in request.headers.get("accept", "")
 
 
+def _cell(value: object) -> object:
+    """A stranger's text (a page, a referrer, a utm value) that a spreadsheet would take for a
+    formula is quoted as text (OWASP's advice on CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _csv(header: list[str], rows: Iterable[Iterable[object]]) -> Response[str]:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([_cell(value) for value in row] for row in rows)
     return Response(out.getvalue(), media_type="text/csv")
 
 
@@ -151,7 +159,8 @@ async def breakdown(
 ) -> Response[Any]:
     if by not in traffic.BY:
         raise Problem(422, f"by must be one of {', '.join(traffic.BY)}")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    if not (limit.isascii() and limit.isdecimal()) or not 1 <= int(limit) <= MAX_LIMIT:
         raise Problem(422, f"limit must be a whole number from 1 to {MAX_LIMIT}")
     result = await traffic.breakdown(
         session, report_scope, by, int(limit), _min_subjects(ctx, site_row)

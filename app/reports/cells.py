@@ -249,7 +249,8 @@ async def cells(session: AsyncSession, scope: Scope, key: Key) -> Cells:
         # Rollups count too: the raw subjects are merged with their sketches.
         pairs = select(*raw_keys, Event.subject).where(*where, Event.subject.is_not(None))
         for row in await session.execute(pairs.distinct()):
-            by_key[key.named(tuple(row[:width]))].raw_subjects.add(row[width])
+            cell = by_key.setdefault(key.named(tuple(row[:width])), Cell())
+            cell.raw_subjects.add(row[width])
 
     async def exact_outside(shown: list[Any]) -> int:
         [raw_key] = raw_keys

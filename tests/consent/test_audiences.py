@@ -170,3 +170,5 @@ def test_a_rule_from_json_is_checked_field_by_field() -> None:
         msgspec.convert({"utm": {"utm_colour": "red"}}, Rule)
     with pytest.raises(msgspec.ValidationError, match="kinds"):
         msgspec.convert({"kinds": ["Page View"]}, Rule)
+    with pytest.raises(msgspec.ValidationError, match="length <= 50"):
+        msgspec.convert({"kinds": [f"k{n}" for n in range(51)]}, Rule)

@@ -432,3 +432,20 @@ def attributed(
 
 def hits_over_in_order(hits: list[Hit]) -> list[Hit]:
     return sorted(hits, key=lambda hit: hit["occurred_at"])
+
+
+def test_a_csv_cell_a_spreadsheet_would_take_for_a_formula_is_quoted(
+    client: Client, shop: tuple[str, str, str]
+) -> None:
+    site, ingest, read = shop
+    day = (TODAY - timedelta(days=1)).isoformat()
+    formulas = ['=HYPERLINK("https://evil.example")', "+1+1", "@SUM(A1)"]
+    at = f"{day}T10:00:00+00:00"
+    send(client, site, ingest, [{"utm_source": f, "occurred_at": at} for f in formulas])
+    as_csv = client.get(
+        f"/v1/sites/{site}/reports/breakdown",
+        params={"by": "utm_source", "from": day, "to": day},
+        headers={**auth(read), "Accept": "text/csv"},
+    )
+    keys = [row[0] for row in csv.reader(io.StringIO(as_csv.text))][1:-1]
+    assert sorted(keys) == sorted("'" + f for f in formulas)

@@ -29,6 +29,8 @@ Client = TestClient[Any]
         ({"from": "2026-01-01", "to": "2026-01-31", "by": "page", "limit": "1001"}, "limit"),
         ({"from": "2026-01-01", "to": "2026-01-31", "by": "page", "limit": "-1"}, "limit"),
         ({"from": "2026-01-01", "to": "2026-01-31", "by": "page", "limit": "ten"}, "limit"),
+        ({"from": "2026-01-01", "to": "2026-01-31", "by": "page", "limit": "²"}, "limit"),
+        ({"from": "2026-01-01", "to": "2026-01-31", "by": "page", "limit": "٣"}, "limit"),
         ({"from": "2026-01-01", "to": "2026-01-31", "interval": "minute"}, "interval"),
         ({"from": "2023-01-01", "to": "2026-01-31", "interval": "hour"}, "interval"),
     ],
