@@ -165,8 +165,8 @@ def reports(days: int) -> dict[str, Report]:
     recent = Scope(SITE, today - timedelta(days=90), today)
     return {
         f"summary, {days} days": lambda s: traffic.summary(s, whole),
-        f"breakdown by page, {days} days": lambda s: traffic.breakdown(s, whole, "page", 10, 1),
-        "timeseries by day, 90 days": lambda s: traffic.timeseries(s, recent, "day", 1),
+        f"breakdown by page, {days} days": lambda s: traffic.breakdown(s, whole, "page", 10),
+        "timeseries by day, 90 days": lambda s: traffic.timeseries(s, recent, "day"),
         "campaign report, 90 days": lambda s: marketing.campaign_report(s, recent, NEWSLETTER),
     }
 

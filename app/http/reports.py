@@ -64,6 +64,7 @@ async def _scope(
     influencer: FromQuery[str | None] = None,
 ) -> Scope:
     """The parameters every report takes (SPEC §4.8), checked."""
+    reports = ctx.policies[site_row.policy].file.reports
     first, last = _day("from", start), _day("to", end)
     if last < first or (last - first).days > MAX_DAYS:
         raise Problem(422, f"to must not be before from, nor more than {MAX_DAYS} days after")
@@ -74,7 +75,8 @@ async def _scope(
         _filter("kind", kind),
         _filter("campaign", campaign),
         _filter("influencer", influencer),
-        attribution_days=ctx.policies[site_row.policy].file.reports.attribution_window_days,
+        attribution_days=reports.attribution_window_days,
+        min_subjects=reports.min_subjects,
     )
 
 
@@ -96,10 +98,6 @@ def _csv(header: list[str], rows: Iterable[Iterable[object]]) -> Response[str]:
     writer.writerow(header)
     writer.writerows([_cell(value) for value in row] for row in rows)
     return Response(out.getvalue(), media_type="text/csv")
-
-
-def _min_subjects(ctx: Context, site_row: Site) -> int:
-    return ctx.policies[site_row.policy].file.reports.min_subjects
 
 
 def _figures_csv(
@@ -152,7 +150,6 @@ async def breakdown(
     request: Request[Any, Any, State],
     site_row: NamedDependency[Site],
     session: NamedDependency[AsyncSession],
-    ctx: NamedDependency[Context],
     report_scope: NamedDependency[Scope],
     by: FromQuery[str],
     limit: FromQuery[str] = "10",
@@ -162,9 +159,7 @@ async def breakdown(
     # isdecimal, not isdigit: "²" is a digit that int() refuses.
     if not (limit.isascii() and limit.isdecimal()) or not 1 <= int(limit) <= MAX_LIMIT:
         raise Problem(422, f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    result = await traffic.breakdown(
-        session, report_scope, by, int(limit), _min_subjects(ctx, site_row)
-    )
+    result = await traffic.breakdown(session, report_scope, by, int(limit))
     if _wants_csv(request):
         return _figures_csv(by, ((row.key, row) for row in result.rows), result.other)
     return Response(result)
@@ -179,7 +174,6 @@ async def timeseries(
     request: Request[Any, Any, State],
     site_row: NamedDependency[Site],
     session: NamedDependency[AsyncSession],
-    ctx: NamedDependency[Context],
     report_scope: NamedDependency[Scope],
     interval: FromQuery[str] = "day",
 ) -> Response[Any]:
@@ -187,7 +181,7 @@ async def timeseries(
         raise Problem(422, f"interval must be one of {', '.join(traffic.INTERVALS)}")
     if interval == "hour" and (report_scope.last - report_scope.first).days >= MAX_HOUR_DAYS:
         raise Problem(422, f"interval hour covers at most {MAX_HOUR_DAYS} days; take day")
-    result = await traffic.timeseries(session, report_scope, interval, _min_subjects(ctx, site_row))
+    result = await traffic.timeseries(session, report_scope, interval)
     if _wants_csv(request):
         return _figures_csv("t", ((point.t, point) for point in result.points), result.other)
     return Response(result)
@@ -228,11 +222,9 @@ async def influencers(
     request: Request[Any, Any, State],
     site_row: NamedDependency[Site],
     session: NamedDependency[AsyncSession],
-    ctx: NamedDependency[Context],
     report_scope: NamedDependency[Scope],
 ) -> Response[Any]:
-    minimum = _min_subjects(ctx, site_row)
-    result = await marketing.influencer_report(session, report_scope, minimum)
+    result = await marketing.influencer_report(session, report_scope)
     if _wants_csv(request):
         header = ["influencer", "clicks", "visits", "conversions", "visit_rate", "conversion_rate"]
         lines = [

@@ -38,6 +38,7 @@ class Scope(msgspec.Struct, frozen=True):
     influencer: str | None = None
     machine: bool | None = None  # opens by mail image proxies, or by people
     attribution_days: int = 30  # the policy's reports.attribution_window_days
+    min_subjects: int = 1  # the policy's reports.min_subjects (k-anonymity)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,11 @@ class Cell:
     @property
     def estimated(self) -> bool:
         return bool(self.sketches or self.unsketched)
+
+    def folded(self, minimum: int) -> bool:
+        """k-anonymity: it counts subjects, but fewer than `minimum`. A cell of anonymous
+        hits only is about no one."""
+        return 0 < self.subjects() < minimum
 
     def subjects(self) -> int:
         return distinct([self])

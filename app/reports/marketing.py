@@ -30,6 +30,8 @@ class CampaignReport(msgspec.Struct):
     conversions: int
     revenue: dict[str, str]
     subjects_estimated: bool  # whether unique opens or clicks are estimates (purged days)
+    # Fewer subjects than reports.min_subjects: every figure but sends is withheld.
+    suppressed: bool = False
 
 
 class InfluencerRow(msgspec.Struct):
@@ -56,6 +58,12 @@ async def campaign_report(session: AsyncSession, scope: Scope, campaign: str) ->
     sends = await session.scalar(
         select(Campaign.sends).where(Campaign.site == scope.site, Campaign.id == campaign)
     )
+    everyone = (await cells(session, of, dimensions("campaign"))).get(campaign)
+    if everyone.folded(scope.min_subjects):
+        withheld = [0] * 24
+        return CampaignReport(
+            campaign, sends, 0, 0, None, 0, withheld, 0, 0, None, 0, {}, False, suppressed=True
+        )
     opens = await cells(session, msgspec.structs.replace(of, kind="open"), dimensions("machine"))
     human = msgspec.structs.replace(of, kind="open", machine=False)
     by_hour = await cells(session, human, dimensions("hour"))
@@ -97,9 +105,7 @@ def _row(
     )
 
 
-async def influencer_report(
-    session: AsyncSession, scope: Scope, min_subjects: int
-) -> InfluencerReport:
+async def influencer_report(session: AsyncSession, scope: Scope) -> InfluencerReport:
     """Every influencer the site named, busy in the period or not, by clicks."""
     found = await cells(session, scope, dimensions("influencer", "kind"))
     by_kind: dict[str, dict[str, Cell]] = defaultdict(lambda: defaultdict(Cell))
@@ -118,7 +124,7 @@ async def influencer_report(
     other_kinds: dict[str, Cell] = defaultdict(Cell)
     other_revenue: dict[str | None, Cell] = defaultdict(Cell)
     for influencer in sorted(await influencers(session, scope.site) | set(by_kind)):
-        if 0 < subjects.get(influencer).subjects() < min_subjects:
+        if subjects.get(influencer).folded(scope.min_subjects):
             for kind, cell in by_kind[influencer].items():
                 other_kinds[kind].add(cell)
             for currency, cell in revenue[influencer].items():

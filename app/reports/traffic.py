@@ -51,6 +51,8 @@ class Summary(msgspec.Struct):
     by_kind: dict[str, int]
     conversions: int
     revenue: dict[str, str]  # per ISO 4217 currency, a decimal string; refunds subtract
+    # Fewer subjects than reports.min_subjects: every figure is withheld (0 or empty).
+    suppressed: bool = False
 
 
 class Row(msgspec.Struct):
@@ -98,27 +100,32 @@ def _figures(cell: Cell, subjects: int, estimated: bool) -> Figures:
     return Figures(hits=cell.hits, subjects=subjects, subjects_estimated=estimated)
 
 
-def _folded(subjects: int, minimum: int) -> bool:
-    return 0 < subjects < minimum
-
-
 async def summary(session: AsyncSession, scope: Scope) -> Summary:
+    """Kinds of fewer subjects than min_subjects are counted under "other"; a summary of
+    fewer subjects than that withholds every figure."""
     by_kind = await cells(session, scope, dimensions("kind"))
+    subjects = await by_kind.distinct_outside([])
+    estimated = any(cell.estimated for cell in by_kind.by_key.values())
+    if 0 < subjects < scope.min_subjects:
+        return Summary(0, 0, estimated, 0, {}, 0, {}, suppressed=True)
     total = Cell()
-    for cell in by_kind.by_key.values():
+    kinds: dict[str, int] = {}
+    for kind, cell in sorted(by_kind.by_key.items()):
         total.add(cell)
+        shown = "other" if cell.folded(scope.min_subjects) else kind
+        kinds[shown] = kinds.get(shown, 0) + cell.hits
     revenue: dict[str, str] = {}
     if scope.kind in (None, "conversion"):
         sold = msgspec.structs.replace(scope, kind="conversion")
         revenue = revenue_of((await cells(session, sold, dimensions("currency"))).by_key)
     return Summary(
         hits=total.hits,
-        subjects=await by_kind.distinct_outside([]),
-        subjects_estimated=any(cell.estimated for cell in by_kind.by_key.values()),
+        subjects=subjects,
+        subjects_estimated=estimated,
         anonymous_hits=total.anonymous_hits,
-        by_kind={kind: cell.hits for kind, cell in sorted(by_kind.by_key.items())},
-        conversions=by_kind.by_key["conversion"].hits if "conversion" in by_kind.by_key else 0,
-        revenue=revenue,
+        by_kind=kinds,
+        conversions=kinds.get("conversion", 0),
+        revenue=revenue if "conversion" in kinds else {},
     )
 
 
@@ -132,16 +139,13 @@ async def _other(found: Cells, shown: list[Any]) -> Figures:
     return _figures(rest, await found.distinct_outside(shown), estimated)
 
 
-async def breakdown(
-    session: AsyncSession, scope: Scope, by: str, limit: int, min_subjects: int
-) -> Breakdown:
+async def breakdown(session: AsyncSession, scope: Scope, by: str, limit: int) -> Breakdown:
     found = await cells(session, scope, dimensions(by))
     ranked = sorted(found.by_key.items(), key=lambda kv: (-kv[1].hits, kv[0] is None, kv[0] or ""))
     rows: list[Row] = []
     for key, cell in ranked:
-        subjects = cell.subjects()
-        if len(rows) < limit and not _folded(subjects, min_subjects):
-            rows.append(Row(key, cell.hits, subjects, cell.estimated))
+        if len(rows) < limit and not cell.folded(scope.min_subjects):
+            rows.append(Row(key, cell.hits, cell.subjects(), cell.estimated))
     return Breakdown(by=by, rows=rows, other=await _other(found, [row.key for row in rows]))
 
 
@@ -212,17 +216,14 @@ def _name_of(start: datetime, interval: Interval) -> str:
     return start.date().isoformat()
 
 
-async def timeseries(
-    session: AsyncSession, scope: Scope, interval: Interval, min_subjects: int
-) -> Timeseries:
+async def timeseries(session: AsyncSession, scope: Scope, interval: Interval) -> Timeseries:
     found = await cells(session, scope, _bucket_key(session, interval))
     points, shown = [], []
     for start in buckets(scope.first, scope.last, interval):
         cell = found.by_key.get(start, Cell())
-        subjects = cell.subjects()
-        if _folded(subjects, min_subjects):
-            cell, subjects = Cell(), 0
+        if cell.folded(scope.min_subjects):
+            cell = Cell()
         else:
             shown.append(start)
-        points.append(Point(_name_of(start, interval), cell.hits, subjects, cell.estimated))
+        points.append(Point(_name_of(start, interval), cell.hits, cell.subjects(), cell.estimated))
     return Timeseries(interval=interval, points=points, other=await _other(found, shown))

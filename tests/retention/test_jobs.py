@@ -356,6 +356,7 @@ def test_the_summary_report_over_http(database_url: str) -> None:
             "by_kind": {"click": 1, "pageview": 1},
             "conversions": 0,
             "revenue": {},
+            "suppressed": False,
         }
         filtered = client.get(
             url, params={"from": day, "to": day, "campaign": "c1"}, headers=reader

@@ -101,6 +101,7 @@ def expected_summary(hits: list[Hit]) -> dict[str, Any]:
         "by_kind": dict(sorted(Counter(hit["kind"] for hit in hits).items())),
         "conversions": sum(hit["kind"] == "conversion" for hit in hits),
         "revenue": {c: f"{v:.2f}" for c, v in sorted(revenue.items())},
+        "suppressed": False,
     }
 
 
@@ -240,9 +241,17 @@ def test_cells_of_fewer_subjects_than_the_policy_asks_fold_into_other(
     crowd, loner = [subject_id() for _ in range(3)], subject_id()
     at = f"{day}T10:00:00+00:00"
     hits = [
-        {"page": "/popular", "subject": s, "occurred_at": at, "utm_source": "ana"} for s in crowd
+        {
+            "page": "/popular",
+            "subject": s,
+            "occurred_at": at,
+            "utm_source": "ana",
+            "campaign": "ana",
+        }
+        for s in crowd
     ]
-    hits += [{"page": "/rare", "subject": loner, "occurred_at": at, "utm_source": "zed"}] * 2
+    rare = {"page": "/rare", "subject": loner, "occurred_at": at, "utm_source": "zed"}
+    hits += [{**rare, "campaign": "zed"}] * 2
     hits += [{"page": "/anonymous", "occurred_at": at}]
     admin = auth(make_key(settings, site))
     with TestClient(create_app(settings)) as client:
@@ -265,6 +274,24 @@ def test_cells_of_fewer_subjects_than_the_policy_asks_fold_into_other(
             headers={**auth(read), "Accept": "text/csv"},
         )
         assert "/rare" not in as_csv.text and as_csv.text.splitlines()[-1] == "(other),2,1,false"
+        # What a breakdown folds, a filtered summary or a campaign report does not show.
+        period = {"from": day, "to": day}
+        whole = report(client, site, read, "summary", **period)
+        assert (whole["hits"], whole["subjects"], whole["suppressed"]) == (6, 4, False)
+        alone = report(client, site, read, "summary", influencer="zed", **period)
+        assert alone == {
+            "hits": 0,
+            "subjects": 0,
+            "subjects_estimated": False,
+            "anonymous_hits": 0,
+            "by_kind": {},
+            "conversions": 0,
+            "revenue": {},
+            "suppressed": True,
+        }
+        campaign = report(client, site, read, "campaigns/zed", **period)
+        assert campaign["suppressed"] is True and campaign["clicks"] == 0
+        assert report(client, site, read, "campaigns/ana", **period)["suppressed"] is False
 
 
 # Attribution: a model of SPEC §4.8's last touch, written here from the hits sent.
@@ -404,6 +431,7 @@ def attributed(
         "conversions": len(sold),
         "revenue": {"EUR": f"{takings:.2f}"} if any("value" in h for h in sold) else {},
         "subjects_estimated": purged,
+        "suppressed": False,
     }
 
     influencers = report(client, site, read, "influencers", **period)
