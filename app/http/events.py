@@ -1,6 +1,6 @@
 """Server-side events (SPEC §4.6) and signed pixel URLs (SPEC §4.3)."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import msgspec
@@ -23,6 +23,7 @@ from app.http.context import Context
 from app.http.deps import Subject
 from app.http.guards import requires
 from app.http.problems import Problem
+from app.reports.cells import rolled_up_until
 from consent import store
 
 MAX_EVENTS = 1000
@@ -134,7 +135,8 @@ async def _first_times(
 EVENTS_DESCRIPTION = """\
 Up to 1,000 events, decided like pixel hits and written before the answer, all or nothing.
 Each is accepted or rejected with a reason: `no_consent`, `invalid` (a malformed or
-unstorable field, such as a control character) or `bot`.
+unstorable field, such as a control character, or an `occurred_at` on a day whose events of
+that kind retention has already rolled up) or `bot`.
 
 `event_id` (optional, 1 to 128 characters) makes an event idempotent: an event whose id the
 site already recorded in the last 7 days (at least), or earlier in the same batch, is
@@ -165,6 +167,9 @@ async def post_events(
     pending: list[tuple[int, Pending]] = []
     hashes = _id_hashes(ctx, site, data.events)
     seen = await _seen(session, site, hashes)
+    # A day retention already rolled up takes no more events of its kind: reports read that
+    # day from the rollup, and the next purge would delete the event uncounted.
+    rolled = await rolled_up_until(session, site)
     repeats = 0
     for index, event in enumerate(data.events):
         if hashes[index] in seen:
@@ -173,6 +178,9 @@ async def post_events(
         occurred = event.occurred_at or now
         try:
             if occurred.tzinfo is None or occurred > now + MAX_FUTURE:
+                raise Dropped(Reason.INVALID)
+            last_rolled = rolled.get(event.kind)
+            if last_rolled is not None and occurred.astimezone(UTC).date() <= last_rolled:
                 raise Dropped(Reason.INVALID)
             pending.append(
                 (

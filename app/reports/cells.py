@@ -143,7 +143,7 @@ def distinct(cells: list[Cell]) -> int:
     return union.estimate() + sum(cell.unsketched for cell in cells)
 
 
-async def _rolled_up_until(session: AsyncSession, site: str) -> dict[str, date]:
+async def rolled_up_until(session: AsyncSession, site: str) -> dict[str, date]:
     """Per kind, the last day retention rolled up: its raw events before that are gone, and
     any left are counted in the rollup, not twice."""
     last_days = select(RollupDaily.kind, func.max(RollupDaily.day)).where(RollupDaily.site == site)
@@ -235,7 +235,7 @@ async def cells(session: AsyncSession, scope: Scope, key: Key) -> Cells:
         else:
             cell.unsketched += rolled.subjects
     raw_keys = key.raw(sql)
-    where = _raw_filters(scope, sql, await _rolled_up_until(session, scope.site))
+    where = _raw_filters(scope, sql, await rolled_up_until(session, scope.site))
     figures = (
         func.count(),
         func.count(Event.subject),

@@ -477,3 +477,23 @@ def test_a_csv_cell_a_spreadsheet_would_take_for_a_formula_is_quoted(
     )
     keys = [row[0] for row in csv.reader(io.StringIO(as_csv.text))][1:-1]
     assert sorted(keys) == sorted("'" + f for f in formulas)
+
+
+def test_an_event_for_a_day_already_rolled_up_is_refused_and_the_reports_stay(
+    client: Client, shop: tuple[str, str, str], settings: Settings
+) -> None:
+    """Reports read a rolled-up day from its rollup, and the next purge would delete a late
+    event of it uncounted: the events API says `invalid` instead of a silent 200."""
+    site, ingest, read = shop
+    old = (TODAY - timedelta(days=400)).isoformat()
+    send(client, site, ingest, [{"page": "/", "occurred_at": f"{old}T10:00:00+00:00"}])
+    purge(settings)
+    before = report(client, site, read, "summary", **{"from": old, "to": old})
+    late = {"page": "/late", "occurred_at": f"{old}T11:00:00+00:00"}
+    other_kind = {**late, "kind": "signup"}
+    answer = client.post(
+        f"/v1/sites/{site}/events", json={"events": [late, other_kind]}, headers=auth(ingest)
+    )
+    assert answer.json() == {"accepted": 1, "rejected": [{"index": 0, "reason": "invalid"}]}
+    after = report(client, site, read, "summary", **{"from": old, "to": old})
+    assert after["hits"] == before["hits"] + 1 == 2  # the new kind's day was never rolled up
