@@ -10,7 +10,9 @@ import hashlib
 import secrets
 import tempfile
 import time
+import uuid
 from collections.abc import Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +23,7 @@ from app.base.db import make_engine, make_sessionmaker, transaction, utcnow
 from app.base.keys import KeyRing
 from app.base.settings import Settings
 from app.base.sites import create_site
+from app.hits.event import EventRow
 from app.http.auth import create_key
 from consent.policy import jurisdictions, load_policies
 
@@ -193,3 +196,34 @@ def wait_for_rows(
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.05)
+
+
+def event_row(
+    site: str, kind: str, at: datetime, subject: str | None = "p-1", **extra: Any
+) -> EventRow:
+    """An event as the writer stores it, for tests that seed events directly."""
+    values: dict[str, Any] = {
+        "site": site,
+        "occurred_at": at,
+        "id": uuid.uuid4(),
+        "kind": kind,
+        "subject": subject,
+        "page": "/",
+        "campaign": None,
+        "utm_source": None,
+        "utm_medium": None,
+        "utm_campaign": None,
+        "utm_content": None,
+        "utm_term": None,
+        "referrer": None,
+        "device": "desktop",
+        "browser": "Firefox",
+        "os": "Linux",
+        "jurisdiction": "eu",
+        "value": None,
+        "currency": None,
+        "machine": False,
+        "basis": {"analytics": "test"},
+    }
+    values.update(extra)
+    return EventRow(**values)

@@ -96,10 +96,6 @@ def revenue_of(by_currency: dict[Any, Cell]) -> dict[str, str]:
     }
 
 
-def _figures(cell: Cell, subjects: int, estimated: bool) -> Figures:
-    return Figures(hits=cell.hits, subjects=subjects, subjects_estimated=estimated)
-
-
 async def summary(session: AsyncSession, scope: Scope) -> Summary:
     """Kinds of fewer subjects than min_subjects are counted under "other"; a summary of
     fewer subjects than that withholds every figure."""
@@ -136,7 +132,7 @@ async def _other(found: Cells, shown: list[Any]) -> Figures:
         if key not in shown:
             rest.add(cell)
             estimated = estimated or cell.estimated
-    return _figures(rest, await found.distinct_outside(shown), estimated)
+    return Figures(rest.hits, await found.distinct_outside(shown), estimated)
 
 
 async def breakdown(session: AsyncSession, scope: Scope, by: str, limit: int) -> Breakdown:

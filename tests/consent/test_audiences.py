@@ -16,7 +16,7 @@ from app.hits.writer import write_events
 from consent import store
 from consent.audiences import GPC_SOURCE, OPT_OUT_SOURCE, Members, Rule, found_by_rule, members
 from consent.policy import load_policies, load_policy
-from tests.factories import POLICIES
+from tests.factories import POLICIES, event_row
 
 NOW = utcnow()
 STRICT = load_policies(POLICIES)["gdpr-strict"]  # marketing: opt-in
@@ -26,25 +26,7 @@ CCPA = load_policies(POLICIES)["ccpa"]  # marketing: opt-out
 def hit(
     site: str, subject: str | None, kind: str = "pageview", days_ago: float = 1, **extra: Any
 ) -> EventRow:
-    values: dict[str, Any] = dict.fromkeys(
-        ("page", "campaign", "utm_source", "utm_medium", "utm_campaign", "utm_content"), None
-    )
-    values.update(utm_term=None, referrer=None, value=None, currency=None)
-    values.update(
-        site=site,
-        occurred_at=NOW - timedelta(days=days_ago),
-        id=uuid.uuid4(),
-        kind=kind,
-        subject=subject,
-        device="desktop",
-        browser="Firefox",
-        os="Linux",
-        jurisdiction="eu",
-        machine=False,
-        basis={"analytics": "test"},
-    )
-    values.update(extra)
-    return EventRow(**values)
+    return event_row(site, kind, NOW - timedelta(days=days_ago), subject, **extra)
 
 
 async def chose(

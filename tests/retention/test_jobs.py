@@ -23,41 +23,20 @@ from consent.policy import load_policies
 from consent.tables import ConsentChange
 from retention import jobs
 from retention.jobs import cutoff, ensure_partitions, expire_consents, partitions, purge_events
-from tests.factories import POLICIES, auth, make_key, make_site, run, settings_for, table_rows
+from tests.factories import (
+    POLICIES,
+    auth,
+    make_key,
+    make_site,
+    run,
+    settings_for,
+    table_rows,
+)
+from tests.factories import event_row as event
 
 POLICY_SET = load_policies(POLICIES)
 STRICT = POLICY_SET["gdpr-strict"]  # pageview: analytics, 395 days; open: email, 180 days
 CCPA = POLICY_SET["ccpa"]  # conversion: analytics (395) and marketing (365): kept 395 days
-
-
-def event(
-    site: str, kind: str, at: datetime, subject: str | None = "p-1", **extra: Any
-) -> EventRow:
-    values: dict[str, Any] = {
-        "site": site,
-        "occurred_at": at,
-        "id": uuid.uuid4(),
-        "kind": kind,
-        "subject": subject,
-        "page": "/",
-        "campaign": None,
-        "utm_source": None,
-        "utm_medium": None,
-        "utm_campaign": None,
-        "utm_content": None,
-        "utm_term": None,
-        "referrer": None,
-        "device": "desktop",
-        "browser": "Firefox",
-        "os": "Linux",
-        "jurisdiction": "eu",
-        "value": None,
-        "currency": None,
-        "machine": False,
-        "basis": {"analytics": "test"},
-    }
-    values.update(extra)
-    return EventRow(**values)
 
 
 class World:
