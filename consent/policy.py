@@ -15,6 +15,7 @@ Default = Literal["granted", "denied"]
 T = TypeVar("T")
 PURPOSE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 KIND_NAME = re.compile(r"^([a-z][a-z0-9_]{0,31}|\*)$")
+MAX_ATTRIBUTION_DAYS = 366  # reports.attribution_window_days at most: a year and a day
 
 
 class PolicyError(Exception):
@@ -192,7 +193,7 @@ def _check(path: Path, policy: PolicyFile) -> None:
         raise fail("dsar.max_days", "must be at least 1")
     if policy.reports.min_subjects < 1:
         raise fail("reports.min_subjects", "must be at least 1")
-    if not 1 <= policy.reports.attribution_window_days <= 366:
+    if not 1 <= policy.reports.attribution_window_days <= MAX_ATTRIBUTION_DAYS:
         raise fail("reports.attribution_window_days", "must be from 1 to 366")
 
 

@@ -14,13 +14,15 @@ import msgspec
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.base.db import as_date, day_of
 from app.base.event_fields import EventFields
-from app.base.tables import DsarExport, DsarRequest, Event, Site
+from app.base.tables import DsarExport, DsarRequest, Event, Site, SubjectNumber
 from consent import audiences, ledger, store
 from consent.audiences import Rule
 from consent.ledger import LedgerEntry
 from consent.policy import Policy
 from consent.tables import Audience
+from retention.report_cells import mark_dirty
 
 SCHEMA_VERSION = 2  # 2: about explains the controller, purposes and every field
 
@@ -360,6 +362,16 @@ async def _erase(
     registry, which announces the erasure once this commits. Audience memberships are never
     stored: with the events and the consent gone, the subject is in none."""
     site = request.site
+    # The report cells of the subject's days are built again without them, and the number
+    # their bitmaps knew the subject by is forgotten now.
+    day = day_of(session, Event.occurred_at)
+    days = await session.scalars(
+        select(day).where(Event.site == site, Event.subject == subject).distinct()
+    )
+    await mark_dirty(session, [(site, as_date(value)) for value in days])
+    await session.execute(
+        delete(SubjectNumber).where(SubjectNumber.site == site, SubjectNumber.subject == subject)
+    )
     events = await session.execute(
         delete(Event).where(Event.site == site, Event.subject == subject)
     )

@@ -30,12 +30,13 @@ from app.base.attribution import (
     credited_influencer,
     influencers,
 )
-from app.base.db import day_of
+from app.base.db import as_date, day_of
 from app.base.event_fields import DIMENSIONS
 from app.base.sketches import sketch_of
 from app.base.tables import DsarExport, Event, EventId, RollupDaily, RollupDetail, Site
 from consent.policy import Policy
 from consent.tables import ConsentChange, ConsentLedger, ConsentState
+from retention.report_cells import forget_numbers, forget_purged
 
 log = logging.getLogger("pixelgate.retention")
 BATCH = 10_000
@@ -52,6 +53,7 @@ class EventCounts(msgspec.Struct):
     partitions_dropped: int = 0
     exports_deleted: int = 0
     event_ids_deleted: int = 0
+    subject_numbers_deleted: int = 0  # of subjects with no raw event left (report_cells.py)
 
 
 class ConsentCounts(msgspec.Struct):
@@ -67,10 +69,6 @@ def start_of_day(moment: datetime) -> datetime:
 def cutoff(now: datetime, days: int) -> datetime:
     """Events before this instant are past retention: whole days, in UTC."""
     return start_of_day(now) - timedelta(days=days)
-
-
-def _as_date(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def _month(moment: datetime) -> datetime:
@@ -175,7 +173,7 @@ async def _roll_up(
     expired = [Event.site == site, Event.kind == kind, Event.occurred_at < before]
     if done:  # rolled up by a run cut short before its deletes: only left to delete
         iso = session.get_bind().dialect.name != "postgresql"  # SQLite's date() is text
-        expired.append(day.not_in([d.isoformat() if iso else d for d in map(_as_date, done)]))
+        expired.append(day.not_in([d.isoformat() if iso else d for d in map(as_date, done)]))
     per_day = list(await session.execute(select(day, func.count()).where(*expired).group_by(day)))
     counts.days_rolled_up += len(per_day)
     counts.events_rolled_up += sum(events for _, events in per_day)
@@ -183,7 +181,7 @@ async def _roll_up(
         return
     columns = _detail_columns(session, window, await influencers(session, site))
     for expired_day, _ in per_day:
-        await _roll_up_day(session, site, kind, _as_date(expired_day), expired, columns)
+        await _roll_up_day(session, site, kind, as_date(expired_day), expired, columns)
     subjects = func.count(Event.subject.distinct())
     campaign = func.coalesce(Event.campaign, "")  # one expression: GROUP BY must match it
     await session.execute(
@@ -322,6 +320,9 @@ async def purge_events(
         groups, complete = await _expired_groups(session, policies, now)
         for site, kind, before, window in groups:
             await _roll_up(session, site, kind, before, window, counts, dry_run)
+        if not dry_run:
+            for site, kind, before, _ in groups:
+                await forget_purged(session, site, kind, before)
         expired_exports = (
             select(func.count()).select_from(DsarExport).where(DsarExport.expires_at <= now)
         )
@@ -345,6 +346,8 @@ async def purge_events(
     for site, kind, before, _ in groups:
         rest = engine.dialect.name == "sqlite"
         counts.events_deleted += await _delete_expired(sessions, site, kind, before, progress, rest)
+    async with sessions() as session, session.begin():
+        counts.subject_numbers_deleted = await forget_numbers(session)
     return counts
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from consent.policy import Policy
 from retention.dsar import run_dsar
 from retention.jobs import expire_consents, purge_events
+from retention.report_cells import build_cells
 
 log = logging.getLogger("pixelgate.jobs")
 
@@ -52,10 +53,16 @@ async def _consent_expiry(ctx: JobContext, now: datetime, dry_run: bool) -> msgs
     return await expire_consents(ctx.sessions, ctx.policies, now, dry_run)
 
 
+async def _reports(ctx: JobContext, now: datetime, dry_run: bool) -> msgspec.Struct:
+    return await build_cells(ctx.sessions, ctx.policies, now, dry_run)
+
+
 JOBS = [
     Job("dsar", timedelta(minutes=1), _dsar),
     Job("consent-expiry", timedelta(hours=1), _consent_expiry),
     Job("retention", timedelta(hours=24), _retention),
+    # After retention: a run of both builds no cells of days it has just purged.
+    Job("reports", timedelta(minutes=1), _reports),
 ]
 
 

@@ -26,6 +26,7 @@ from app.base.sites import create_site
 from app.hits.event import EventRow
 from app.http.auth import create_key
 from consent.policy import jurisdictions, load_policies
+from retention.report_cells import build_cells
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +110,23 @@ async def _in_session(settings: Settings, work: Any) -> Any:
         await engine.dispose()
 
 
+def build_report_cells(
+    settings: Settings, now: datetime | None = None, dry_run: bool = False
+) -> Any:
+    """The `reports` job's run, as the scheduler would start it: the counts it gives."""
+
+    async def work() -> Any:
+        engine = make_engine(settings.database_url)
+        try:
+            policies = load_policies(settings.policies_dir)
+            sessions = make_sessionmaker(engine)
+            return await build_cells(sessions, policies, now or utcnow(), dry_run)
+        finally:
+            await engine.dispose()
+
+    return run(work())
+
+
 def make_site(
     settings: Settings,
     policy: str = "gdpr-strict",
@@ -163,6 +181,17 @@ def table_rows(settings: Settings, table: str, **where: Any) -> list[dict[str, A
 
     rows: list[dict[str, Any]] = run(_in_session(settings, work))
     return rows
+
+
+def delete_rows(settings: Settings, table: str, **where: Any) -> None:
+    """Deletes rows behind the application's back (as no write of it would)."""
+    table_rows(settings, table)  # reflects the table once
+
+    async def work(session: AsyncSession) -> None:
+        t = _REFLECTED[(settings.database_url, table)]
+        await session.execute(t.delete().where(*(t.c[k] == v for k, v in where.items())))
+
+    run(_in_session(settings, work))
 
 
 def dump_database(database_url: str) -> str:

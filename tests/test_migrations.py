@@ -1,7 +1,10 @@
 import re
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import msgspec
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -11,9 +14,18 @@ from sqlalchemy.engine import Connection
 
 import app.base.tables
 import consent.tables
-from app.base.db import Base, alembic_config, make_engine, managed_by_alembic, migrate
+from app.base.db import (
+    Base,
+    alembic_config,
+    make_engine,
+    make_sessionmaker,
+    managed_by_alembic,
+    migrate,
+    transaction,
+)
+from app.base.tables import Event
 from consent.store import REGISTRIES_SQL
-from tests.factories import dump_database, run
+from tests.factories import dump_database, event_row, run
 
 _ = (app.base.tables, consent.tables)
 
@@ -292,3 +304,41 @@ def _columns(url: str, table: str) -> set[str]:
             await engine.dispose()
 
     return run(names())
+
+
+def test_0013_marks_every_day_with_events_for_the_reports_job_and_reverts(
+    database_url: str,
+) -> None:
+    """Until the job builds a day's report cells, reports count it from raw events."""
+    config = alembic_config(database_url)
+    command.downgrade(config, "0012")
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=2), today - timedelta(days=5)]
+    try:
+        assert "report_cells" not in _tables(database_url)
+
+        async def seed() -> None:
+            engine = make_engine(database_url)
+            async with transaction(make_sessionmaker(engine)) as session:
+                for day in days:  # late in the UTC day: a day of another zone would differ
+                    at = datetime.combine(day, time(23, 30), tzinfo=UTC)
+                    row = event_row("mig-0013", "pageview", at)
+                    session.add(Event(**msgspec.structs.asdict(row)))
+            await engine.dispose()
+
+        run(seed())
+    finally:
+        command.upgrade(config, "head")
+    marked = run(_rows(database_url, "SELECT site, day FROM report_dirty WHERE site = 'mig-0013'"))
+    assert sorted((site, str(day)) for site, day in marked) == sorted(
+        ("mig-0013", day.isoformat()) for day in days
+    )
+
+
+async def _rows(url: str, query: str) -> list[Any]:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return list(await connection.execute(text(query)))
+    finally:
+        await engine.dispose()

@@ -11,8 +11,11 @@ by, and what retention keeps in a rollup row.
 Only raw clicks can be found: once retention purged the click, a later visit still raw counts
 what it carries, before and after its own day is rolled up."""
 
-from datetime import timedelta
-from typing import Any
+import uuid
+from bisect import bisect_right, insort
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Interval, and_, case, func, literal, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +24,7 @@ from sqlalchemy.orm import aliased
 from app.base.tables import Campaign, Event, Link
 
 CREDITED_KINDS = ("pageview", "conversion")
+MAX_ID = uuid.UUID(int=(1 << 128) - 1)
 Influencers = frozenset[str]
 
 
@@ -84,3 +88,39 @@ def credited_campaign(session: AsyncSession, days: int, known: Influencers) -> C
 def credited_influencer(session: AsyncSession, days: int, known: Influencers) -> ColumnElement[Any]:
     last = influencer_of(_last_click(session, "utm_source", days), known)
     return case((_credited(known), last), else_=influencer_of(Event.utm_source, known))
+
+
+class Click(NamedTuple):
+    occurred_at: datetime
+    id: uuid.UUID
+    campaign: str | None
+    utm_source: str | None
+
+
+class LastClicks:
+    """The same last touch in Python, for a pass over a site's events in time order: each
+    day's clicks are added before its hits are credited (`add`, then `credited`)."""
+
+    def __init__(self, known: Influencers, days: int) -> None:
+        self.known, self.window = known, timedelta(days=days)
+        self._by_subject: dict[str, list[Click]] = defaultdict(list)
+
+    def add(self, subject: str, click: Click) -> None:
+        insort(self._by_subject[subject], click)
+
+    def credited(
+        self, kind: str, subject: str | None, at: datetime, campaign: str | None, source: str | None
+    ) -> tuple[str | None, str | None]:
+        """The hit's (campaign, influencer)."""
+        influencer = influencer_of(source, self.known)
+        if campaign is not None or influencer is not None or subject is None:
+            return campaign, influencer
+        if kind not in CREDITED_KINDS:
+            return None, None
+        clicks = self._by_subject.get(subject, [])
+        # The last click at or before `at` (ties by id, as the SQL orders them).
+        index = bisect_right(clicks, (at, MAX_ID)) - 1
+        if index < 0 or clicks[index].occurred_at < at - self.window:
+            return None, None
+        last = clicks[index]
+        return last.campaign, influencer_of(last.utm_source, self.known)

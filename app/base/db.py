@@ -3,7 +3,7 @@
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +145,12 @@ def migrate(database_url: str) -> None:
 
 
 def day_of(session: AsyncSession, column: Any) -> ColumnElement[Any]:
+    """The UTC day of a timestamp column, in SQL: read it back through `as_date`."""
     if session.get_bind().dialect.name == "postgresql":
         return func.date(func.timezone("UTC", column))
     return func.date(column)
+
+
+def as_date(value: Any) -> date:
+    """A day read back from the database: SQLite's date() gives text."""
+    return value if isinstance(value, date) else date.fromisoformat(str(value))

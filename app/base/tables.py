@@ -232,3 +232,54 @@ class EventId(Base):
     # a keyed hash of the sender's id (app/http/events.py), never the id itself
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReportCell(Base):
+    """Hits, values and the subjects (a bitmap of their numbers) of one day's or one whole
+    month's events, grouped by one dimension: the aggregates reports read for days that no
+    write has touched since they were built (retention/cells.py keeps them)."""
+
+    __tablename__ = "report_cells"
+    __table_args__ = (Index("ix_report_cells_read", "site", "dimension", "grain", "period"),)
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    grain: Mapped[str] = mapped_column(String(1), primary_key=True)  # "d"ay or "m"onth
+    period: Mapped[date] = mapped_column(Date, primary_key=True)  # the day or the month's first
+    n: Mapped[int] = mapped_column(Integer, primary_key=True)  # numbers the period's rows
+    dimension: Mapped[str] = mapped_column(String(16))  # "" for none, "page", "hour"...
+    key: Mapped[str | None] = mapped_column(String(512), nullable=True)  # its value
+    kind: Mapped[str] = mapped_column(String(32))
+    # Credited campaign and influencer, and machine opens: only in the rows of the dimensions
+    # that reports filter by them (retention/cells.py SPLIT); null in the others.
+    campaign: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    influencer: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    machine: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    hits: Mapped[int] = mapped_column(BigInteger)
+    anonymous_hits: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[Decimal | None] = mapped_column(Numeric(24, 4), nullable=True)  # the sum
+    members: Mapped[bytes] = mapped_column(LargeBinary)  # a serialized Roaring bitmap
+
+
+class ReportDirty(Base):
+    """A day of a site whose events changed since its report cells were built: reports count
+    it from raw events until it is built again. Every write sets a new random `mark`, so a
+    build removes the row only if no write came while it ran."""
+
+    __tablename__ = "report_dirty"
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    mark: Mapped[int] = mapped_column(BigInteger)
+
+
+class SubjectNumber(Base):
+    """A small number per pseudonym, for the report cells' bitmaps. Deleted with an erasure,
+    and by retention once no raw event of the subject is left: the bitmaps' numbers are then
+    nobody's."""
+
+    __tablename__ = "subject_numbers"
+    __table_args__ = (Index("ux_subject_numbers_number", "site", "number", unique=True),)
+
+    site: Mapped[str] = mapped_column(String(63), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer)

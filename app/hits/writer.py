@@ -40,7 +40,8 @@ from app.hits.steps import Dropped, Reason, known_site, settle
 from consent import store
 from consent.cache import ConsentCache
 from consent.decide import Record
-from consent.policy import Policy, load_policies
+from consent.policy import MAX_ATTRIBUTION_DAYS, Policy, load_policies
+from retention.report_cells import days_touched, mark_dirty
 
 log = logging.getLogger("pixelgate.writer")
 # COPY talks to asyncpg directly, so its errors come unwrapped. Besides a lost connection,
@@ -106,12 +107,24 @@ SQLITE_BINDERS: dict[str, Callable[[Any], str]] = {
 
 
 async def write_events(
-    session: AsyncSession, rows: Sequence[EventRow], skip_existing: bool = False
+    session: AsyncSession,
+    rows: Sequence[EventRow],
+    skip_existing: bool = False,
+    window: int = MAX_ATTRIBUTION_DAYS,
 ) -> None:
     """One multi-row insert (COPY on PostgreSQL); a replay skips rows an interrupted earlier
-    replay already wrote."""
+    replay already wrote. Marks the days written for the report cells to be built again (a
+    late click its `window` of attribution days too)."""
     if not rows:
         return
+    today = datetime.now(UTC).date()
+    touched = {(row.site, row.occurred_at.astimezone(UTC).date(), row.kind) for row in rows}
+    days = {
+        (site, touched_day)
+        for site, day, kind in touched
+        for touched_day in days_touched(kind, day, today, window)
+    }
+    await mark_dirty(session, sorted(days))
     if not skip_existing and session.get_bind().dialect.name == "postgresql":
         # COPY takes the rows as they are, without SQLAlchemy's per-value processing.
         records = []

@@ -205,7 +205,8 @@ async def post_events(
         else:
             rejected.append(Rejected(index, Reason.NO_CONSENT))
     rows = await _first_times(session, site, recorded, now)
-    await write_events(session, rows)
+    window = ctx.policies[site_row.policy].file.reports.attribution_window_days
+    await write_events(session, rows, window=window)
     ctx.metrics.flushed.inc(len(rows))
     accepted = repeats + len(recorded)
     return EventsOut(accepted=accepted, rejected=sorted(rejected, key=lambda r: r.index))

@@ -15,6 +15,7 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.base.attribution import Influencers, influencers
 from app.base.db import dialect_insert, utcnow
 from app.base.tables import Campaign, Link, Site, is_storable
 from app.hits.arrival import hit_values
@@ -23,6 +24,7 @@ from app.http.context import Context
 from app.http.guards import requires
 from app.http.pixel import CACHE_CONTROL, asgi_headers, queue_hit
 from app.http.problems import Problem
+from retention.report_cells import mark_site_dirty
 
 Channel = Literal["email", "influencer", "ads", "other"]
 MAX_SENDS = 2**31 - 1  # campaigns.sends is a 32-bit integer on PostgreSQL
@@ -69,6 +71,14 @@ def _campaign_out(row: Campaign) -> CampaignOut:
     return CampaignOut(row.id, row.name, row.channel, row.influencer, row.sends, row.updated_at)
 
 
+async def _recredit_if_changed(session: AsyncSession, site: str, before: Influencers) -> None:
+    """A hit's influencer is its utm_source when the site named that influencer: when the names
+    change, so may the credit of any day, and every day's report cells are built again."""
+    await session.flush()
+    if await influencers(session, site) != before:
+        await mark_site_dirty(session, site)
+
+
 @put(
     "/v1/sites/{site:str}/campaigns/{campaign:str}",
     dependencies=requires("admin"),
@@ -97,6 +107,7 @@ async def put_campaign(
         "sends": data.sends,
         "updated_at": now,
     }
+    before = await influencers(session, site)
     statement = dialect_insert(session)(Campaign).values(values)
     await session.execute(
         statement.on_conflict_do_update(
@@ -104,6 +115,7 @@ async def put_campaign(
             set_={k: statement.excluded[k] for k in values if k not in ("site", "id")},
         )
     )
+    await _recredit_if_changed(session, site, before)
     return CampaignOut(campaign, data.name, data.channel, data.influencer, data.sends, now)
 
 
@@ -210,6 +222,7 @@ async def create_link(
     _check_text("campaign", data.campaign)
     _check_text("influencer", data.influencer)
     code = secrets.token_urlsafe(9)  # 72 random bits: not guessable, not enumerable
+    before = await influencers(session, site)
     session.add(
         Link(
             site=site,
@@ -220,6 +233,7 @@ async def create_link(
             created_at=utcnow(),
         )
     )
+    await _recredit_if_changed(session, site, before)
     return LinkOut(code=code, url=_link_url(ctx, code))
 
 
@@ -334,7 +348,9 @@ async def delete_campaign(
     campaign: FromPath[str],
     session: NamedDependency[AsyncSession],
 ) -> None:
+    before = await influencers(session, site)
     await session.delete(await _row_or_404(session, Campaign, site, campaign))
+    await _recredit_if_changed(session, site, before)
 
 
 @get(
@@ -378,4 +394,6 @@ async def delete_link(
     code: FromPath[str],
     session: NamedDependency[AsyncSession],
 ) -> None:
+    before = await influencers(session, site)
     await session.delete(await _row_or_404(session, Link, site, code))
+    await _recredit_if_changed(session, site, before)

@@ -1,9 +1,11 @@
-"""Hits and distinct subjects grouped by a key, over a site's days, from raw events where they
-still exist and from the rollups (retention.jobs) where they were purged. Every report is made
-of these cells, so every report agrees with every other on the same filters.
+"""Hits and distinct subjects grouped by a key, over a site's days: from the report cells
+(retention/report_cells.py) for days built since their last write, from raw events for the
+others (today among them), and from the rollups (retention.jobs) for purged days. Every report
+is made of these cells, so every report agrees with every other on the same filters.
 
-A distinct count is exact where only raw events counted: the database counts it. Where a
-rollup counted too, it is the merge of the rollups' sketches with the raw subjects, and says
+A distinct count is exact where no rollup counted: the database counts it over raw events
+alone, else the union of the cells' bitmaps of subject numbers with the raw subjects. Where a
+rollup counted too, it is the merge of the rollups' sketches with the other subjects, and says
 that it is an estimate. Campaigns and influencers are the credited ones (app/base/attribution)."""
 
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
+from pyroaring import BitMap
 from sqlalchemy import ColumnElement, Integer, and_, cast, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,8 +26,10 @@ from app.base.attribution import (
     influencer_of,
     influencers,
 )
+from app.base.db import as_date
 from app.base.sketches import Union
-from app.base.tables import Event, RollupDaily, RollupDetail
+from app.base.tables import Event, ReportCell, ReportDirty, RollupDaily, RollupDetail, SubjectNumber
+from retention.report_cells import DAY, MONTH, PLAIN, SPLIT, month_of, next_month
 
 
 class Scope(msgspec.Struct, frozen=True):
@@ -76,27 +81,51 @@ def rolled_value(row: Any, name: str, known: Influencers) -> Any:
     return getattr(row, name)
 
 
+COLUMNS = ("kind", "campaign", "influencer", "machine")  # of every split report cell
+
+
 @dataclass
 class Key:
     """How a report groups: SQL over events, the same over a rollup row, and the value the
-    report names a group by, from what the database returned."""
+    report names a group by, from what the database returned; and over report cells, which
+    dimension's cells hold it (None: none do) and its value from a cell."""
 
     raw: Callable[[Sql], list[ColumnElement[Any]]]
     rolled: Callable[[Any, Influencers], Any]
     named: Callable[[tuple[Any, ...]], Any] = lambda values: values[0]
+    dimension: str | None = None
+    cell: Callable[[Any], Any] = lambda row: None
+    months: bool = True  # whether a whole month's cells will do for its days
+
+
+def cell_value(row: Any, name: str) -> Any:
+    if name in COLUMNS:
+        return getattr(row, name)
+    return int(row.key) if name == "hour" else row.key
 
 
 def dimensions(*names: str) -> Key:
     """Groups by some dimensions: by their value, or by a tuple of them for several."""
+    others = [name for name in names if name not in COLUMNS]
+    dimension = None
+    if not others:
+        dimension = ""
+    elif len(others) == 1 and others[0] in (*SPLIT, *PLAIN):
+        dimension = others[0]
     if len(names) == 1:
         [name] = names
         return Key(
-            raw=lambda sql: [sql.column(name)], rolled=lambda row, k: rolled_value(row, name, k)
+            raw=lambda sql: [sql.column(name)],
+            rolled=lambda row, k: rolled_value(row, name, k),
+            dimension=dimension,
+            cell=lambda row: cell_value(row, name),
         )
     return Key(
         raw=lambda sql: [sql.column(name) for name in names],
         rolled=lambda row, known: tuple(rolled_value(row, name, known) for name in names),
         named=tuple,
+        dimension=dimension,
+        cell=lambda row: tuple(cell_value(row, name) for name in names),
     )
 
 
@@ -106,7 +135,8 @@ class Cell:
     anonymous_hits: int = 0
     value: Decimal | None = None
     exact_subjects: int = 0  # counted by the database: raw events only
-    raw_subjects: set[str] = field(default_factory=set)  # where rollups count too
+    members: BitMap | None = None  # subject numbers, where report cells count
+    raw_subjects: set[str] = field(default_factory=set)  # where rollups or report cells count
     sketches: list[bytes] = field(default_factory=list)
     unsketched: int = 0  # rollup rows from before sketches: their own distinct counts, summed
 
@@ -134,7 +164,11 @@ def distinct(cells: list[Cell]) -> int:
     """The distinct subjects of several cells together, where rollups count (exact counts of
     several cells need the database: `Cells.distinct_outside`)."""
     if not any(cell.estimated for cell in cells):
-        return sum(cell.exact_subjects for cell in cells)
+        if all(cell.members is None and not cell.raw_subjects for cell in cells):
+            return sum(cell.exact_subjects for cell in cells)
+        numbers = [cell.members for cell in cells if cell.members is not None]
+        counted = len(BitMap.union(*numbers)) if numbers else 0
+        return counted + len(set().union(*(cell.raw_subjects for cell in cells)))
     union = Union()
     for cell in cells:
         union.add_subjects(cell.raw_subjects)
@@ -148,15 +182,14 @@ async def rolled_up_until(session: AsyncSession, site: str) -> dict[str, date]:
     any left are counted in the rollup, not twice."""
     last_days = select(RollupDaily.kind, func.max(RollupDaily.day)).where(RollupDaily.site == site)
     rows = await session.execute(last_days.group_by(RollupDaily.kind))
-    return {kind: _as_date(day) for kind, day in rows}
-
-
-def _as_date(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value))
+    return {kind: as_date(day) for kind, day in rows}
 
 
 def _start(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
+
+
+DAY_LONG = timedelta(days=1)
 
 
 def _raw_filters(scope: Scope, sql: Sql, rolled: dict[str, date]) -> list[Any]:
@@ -214,12 +247,100 @@ class Cells:
         """Distinct subjects of every cell whose key is not in `shown` (what `other` is), for
         a key of one dimension."""
         rest = [cell for key, cell in self.by_key.items() if key not in shown]
-        if any(cell.estimated for cell in rest):
+        if any(cell.estimated or cell.members is not None for cell in rest):
             return distinct(rest)
         if not rest:
             return 0
         result: int = await self._exact_outside(shown)
         return result
+
+
+def _from_cells(scope: Scope, key: Key) -> bool:
+    """Whether report cells hold what the report asks: a key of one dimension, and filters
+    the cells of that dimension are split by."""
+    if key.dimension is None:
+        return False
+    filtered = scope.campaign is not None or scope.influencer is not None
+    return key.dimension in SPLIT or not (filtered or scope.machine is not None)
+
+
+def _ranges(days: list[date]) -> list[tuple[date, date]]:
+    """Consecutive days as (first, last) pairs."""
+    found: list[tuple[date, date]] = []
+    for day in days:
+        if found and found[-1][1] + timedelta(days=1) == day:
+            found[-1] = (found[-1][0], day)
+        else:
+            found.append((day, day))
+    return found
+
+
+async def _read_report_cells(
+    session: AsyncSession, scope: Scope, key: Key, by_key: dict[Any, Cell]
+) -> list[tuple[date, date]]:
+    """Adds the report cells of the days built since their last write (whole months' where
+    they do); returns the other days, for raw events to count."""
+    site = scope.site
+    dirty = {
+        as_date(day)
+        for day in await session.scalars(
+            select(ReportDirty.day).where(
+                ReportDirty.site == site, ReportDirty.day.between(scope.first, scope.last)
+            )
+        )
+    }
+    periods = await session.execute(
+        select(ReportCell.grain, ReportCell.period)
+        .where(
+            ReportCell.site == site,
+            ReportCell.dimension == "",
+            ReportCell.period.between(month_of(scope.first), scope.last),
+        )
+        .distinct()
+    )
+    built_days, months = set(), set()
+    for grain, value in periods:
+        period = as_date(value)
+        if grain == DAY and scope.first <= period <= scope.last and period not in dirty:
+            built_days.add(period)
+        elif grain == MONTH and key.months and scope.first <= period:
+            end = next_month(period)
+            if end - timedelta(days=1) <= scope.last and not any(period <= d < end for d in dirty):
+                months.add(period)
+    days = sorted(day for day in built_days if month_of(day) not in months)
+    where = [ReportCell.site == site, ReportCell.dimension == key.dimension]
+    if scope.kind is not None:
+        where.append(ReportCell.kind == scope.kind)
+    if key.dimension in SPLIT:
+        for name in ("campaign", "influencer", "machine"):
+            if getattr(scope, name) is not None:
+                where.append(getattr(ReportCell, name) == getattr(scope, name))
+    periods_read = or_(
+        and_(ReportCell.grain == MONTH, ReportCell.period.in_(sorted(months))),
+        and_(ReportCell.grain == DAY, ReportCell.period.in_(days)),
+    )
+    columns = (ReportCell.period, ReportCell.key, *(getattr(ReportCell, c) for c in COLUMNS))
+    figures = (ReportCell.hits, ReportCell.anonymous_hits, ReportCell.value, ReportCell.members)
+    members: dict[Any, list[BitMap]] = {}
+    if months or days:
+        for row in await session.execute(select(*columns, *figures).where(*where, periods_read)):
+            found = key.cell(row)
+            by_key.setdefault(found, Cell()).add(Cell(row.hits, row.anonymous_hits, row.value))
+            members.setdefault(found, []).append(BitMap.deserialize(row.members))
+    for found, bitmaps in members.items():
+        by_key[found].members = BitMap.union(*bitmaps)
+    counted = set(days)
+    for month in months:
+        counted.update(month + timedelta(days=n) for n in range((next_month(month) - month).days))
+    every = [scope.first + timedelta(days=n) for n in range((scope.last - scope.first).days + 1)]
+    return _ranges([day for day in every if day not in counted])
+
+
+async def _subjects_by_number(session: AsyncSession, site: str) -> dict[int, str]:
+    rows = await session.execute(
+        select(SubjectNumber.number, SubjectNumber.subject).where(SubjectNumber.site == site)
+    )
+    return {number: subject for number, subject in rows}
 
 
 async def cells(session: AsyncSession, scope: Scope, key: Key) -> Cells:
@@ -236,6 +357,17 @@ async def cells(session: AsyncSession, scope: Scope, key: Key) -> Cells:
             cell.unsketched += rolled.subjects
     raw_keys = key.raw(sql)
     where = _raw_filters(scope, sql, await rolled_up_until(session, scope.site))
+    from_cells = _from_cells(scope, key)
+    raw = True
+    if from_cells:
+        raw_days = await _read_report_cells(session, scope, key, by_key)
+        raw = bool(raw_days)
+        spans = [
+            and_(Event.occurred_at >= _start(lo), Event.occurred_at < _start(hi) + DAY_LONG)
+            for lo, hi in raw_days
+        ]
+        if spans:
+            where.append(or_(*spans))
     figures = (
         func.count(),
         func.count(Event.subject),
@@ -245,13 +377,45 @@ async def cells(session: AsyncSession, scope: Scope, key: Key) -> Cells:
     grouped = select(*raw_keys, *figures).where(*where).group_by(*raw_keys)
     as_stored: dict[Any, Any] = {}
     width = len(raw_keys)
-    for row in await session.execute(grouped):
+    for row in await session.execute(grouped) if raw else []:
         values, (hits, with_subject, subjects, total) = tuple(row[:width]), row[width:]
         as_stored[key.named(values)] = values[0]
         cell = by_key.setdefault(key.named(values), Cell())
         cell.add(Cell(hits, hits - with_subject, total))
         cell.exact_subjects = subjects
-    if any(cell.estimated for cell in by_key.values()):
+    estimated = any(cell.estimated for cell in by_key.values())
+    if from_cells:
+        for cell in by_key.values():
+            cell.members = BitMap() if cell.members is None else cell.members
+        if raw:
+            # The raw subjects that have a number join the cells' bitmaps; the others (new
+            # since the last build) cannot be in any bitmap.
+            pairs = (
+                select(*raw_keys, Event.subject, SubjectNumber.number)
+                .outerjoin(
+                    SubjectNumber,
+                    and_(SubjectNumber.site == Event.site, SubjectNumber.subject == Event.subject),
+                )
+                .where(*where, Event.subject.is_not(None))
+                .distinct()
+            )
+            for row in await session.execute(pairs):
+                cell = by_key.setdefault(key.named(tuple(row[:width])), Cell(members=BitMap()))
+                subject, number = row[width:]
+                if number is None:
+                    cell.raw_subjects.add(subject)
+                else:
+                    assert cell.members is not None
+                    cell.members.add(number)
+        if estimated:
+            # Rollups count too: their sketches hash pseudonyms, so the numbers become theirs
+            # again (a number whose subject was erased since counts as one more).
+            subjects = await _subjects_by_number(session, scope.site)
+            for cell in by_key.values():
+                assert cell.members is not None
+                cell.raw_subjects.update(subjects.get(n, f"#{n}") for n in cell.members)
+                cell.members = None
+    elif estimated:
         # Rollups count too: the raw subjects are merged with their sketches.
         pairs = select(*raw_keys, Event.subject).where(*where, Event.subject.is_not(None))
         for row in await session.execute(pairs.distinct()):

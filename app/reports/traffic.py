@@ -174,7 +174,15 @@ def _bucket_key(session: AsyncSession, interval: Interval) -> Key:
             moment = datetime.combine(moment, datetime.min.time())
         return bucket_of(moment, interval)
 
-    return Key(raw=raw, rolled=rolled, named=named)
+    def cell(row: Any) -> Any:
+        hour = int(row.key) if interval == "hour" else 0
+        return bucket_of(
+            datetime.combine(row.period, datetime.min.time()).replace(hour=hour), interval
+        )
+
+    # Hours from the cells by hour of the day; a bucket needs its day's cells, not its month's.
+    dimension = "hour" if interval == "hour" else ""
+    return Key(raw=raw, rolled=rolled, named=named, dimension=dimension, cell=cell, months=False)
 
 
 def bucket_of(moment: datetime, interval: Interval) -> datetime:

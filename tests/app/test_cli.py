@@ -326,6 +326,7 @@ def test_jobs_run_once_prints_counts_and_refuses_a_past_date(
         "dsar",
         "consent-expiry",
         "retention",
+        "reports",
     ]
     assert json.loads(everything.stdout.splitlines()[0])["as_of"].startswith("2999-01-01")
     one_line_error(

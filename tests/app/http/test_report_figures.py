@@ -1,5 +1,7 @@
 """Every report's figures, computed here independently from the hits the test sends through
-the events API, on both databases: live events, purged days read from rollups, k-anonymity."""
+the events API, on both databases: live events, the same days from the report cells the
+`reports` job builds (alone and mixed with later raw events), whole months' cells, purged days
+read from rollups, k-anonymity."""
 
 import asyncio
 import csv
@@ -22,6 +24,8 @@ from retention.jobs import purge_events
 from tests.factories import (
     GMAIL_PROXY,
     auth,
+    build_report_cells,
+    delete_rows,
     make_key,
     make_site,
     settings_for,
@@ -36,11 +40,13 @@ PAGES = ["/", "/shoes", "/hats"]
 SOURCES = [None, "insta", "news"]
 
 
-def hits_over(days: list[date], count: int, seed: int) -> list[Hit]:
-    """Random hits on those days: kinds, subjects (a sixth anonymous), pages, sources and
-    conversions with values, refunds among them."""
+def hits_over(
+    days: list[date], count: int, seed: int, people: list[str] | None = None
+) -> list[Hit]:
+    """Random hits on those days: kinds, subjects (seven new people unless given; an eighth of
+    the hits anonymous), pages, sources and conversions with values, refunds among them."""
     rng = random.Random(seed)
-    people = [subject_id() for _ in range(7)]
+    people = people or [subject_id() for _ in range(7)]
     sent = []
     for _ in range(count):
         moment = datetime.combine(rng.choice(days), time(rng.randrange(24), rng.randrange(60)))
@@ -130,13 +136,34 @@ def shop(client: Client, settings: Settings) -> tuple[str, str, str]:
     return site, make_key(settings, site, "ingest"), make_key(settings, site, "read")
 
 
+@pytest.mark.parametrize(
+    "cells", ["raw", "built", "built-then-more"], ids=["raw", "cells", "cells-and-raw"]
+)
 def test_summary_breakdown_and_timeseries_agree_with_the_hits_sent(
-    client: Client, shop: tuple[str, str, str]
+    client: Client, shop: tuple[str, str, str], settings: Settings, cells: str
 ) -> None:
+    """Over 70 days, so over at least one whole month: raw events; the report cells of every
+    day and month; those cells with more hits sent since on some of the days."""
     site, ingest, read = shop
-    days = [TODAY - timedelta(days=n) for n in range(1, 10)]
-    hits = hits_over(days, 300, seed=1)
+    days = [TODAY - timedelta(days=n) for n in range(1, 71)]
+    hits = hits_over(days, 400, seed=1)
     send(client, site, ingest, hits)
+    if cells != "raw":
+        build_report_cells(settings)
+        hit_days = {day_of(hit) for hit in hits}
+        past_months = {day.replace(day=1) for day in hit_days if day.month != TODAY.month}
+        built = table_rows(settings, "report_cells", site=site, dimension="")
+        assert {row["period"] for row in built if row["grain"] == "d"} == hit_days
+        assert {row["period"] for row in built if row["grain"] == "m"} == past_months
+        # Left dirty: today (a late click marks its window up to today), until it is over.
+        assert {row["day"] for row in table_rows(settings, "report_dirty", site=site)} <= {TODAY}
+    if cells == "built":  # the reports read the cells, not the events: gone, nothing changes
+        delete_rows(settings, "events", site=site)
+    if cells == "built-then-more":  # the same people on a few of the days: raw again
+        people = sorted({hit["subject"] for hit in hits if "subject" in hit})
+        more = hits_over(days[:3] + days[-3:], 60, seed=11, people=people)
+        send(client, site, ingest, more)
+        hits += more
     period = {"from": min(days).isoformat(), "to": max(days).isoformat()}
 
     summary = report(client, site, read, "summary", **period)
@@ -186,20 +213,32 @@ def test_summary_breakdown_and_timeseries_agree_with_the_hits_sent(
     assert table[-1] == ["(other)", "0", "0", "false"]
 
 
+@pytest.mark.parametrize("built", [False, True], ids=["raw", "cells"])
 def test_purged_days_are_read_from_rollups_and_their_distinct_counts_are_estimates(
-    client: Client, shop: tuple[str, str, str], settings: Settings
+    client: Client, shop: tuple[str, str, str], settings: Settings, built: bool
 ) -> None:
+    """Recent days raw or from their report cells; the purge deletes the cells of the days it
+    rolls up, and the numbers of the subjects it leaves no raw event of."""
     site, ingest, read = shop
     old = [TODAY - timedelta(days=n) for n in range(400, 404)]  # past every ccpa retention
     recent = [TODAY - timedelta(days=n) for n in range(1, 4)]
     hits = hits_over(old + recent, 240, seed=2)
     send(client, site, ingest, hits)
+    if built:
+        build_report_cells(settings)
     period = {"from": min(old).isoformat(), "to": max(recent).isoformat()}
     old_period = {"from": min(old).isoformat(), "to": max(old).isoformat()}
     before = report(client, site, read, "summary", **period)
     pages_before = report(client, site, read, "breakdown", by="page", **old_period)
 
     purge(settings)
+    if built:
+        cells = table_rows(settings, "report_cells", site=site)
+        assert [row for row in cells if row["period"] <= max(old)] == []
+        recent_subjects = {
+            hit["subject"] for hit in hits if "subject" in hit and day_of(hit) in recent
+        }
+        assert len(table_rows(settings, "subject_numbers", site=site)) == len(recent_subjects)
     after = report(client, site, read, "summary", **period)
     # Small sets are counted exactly by the sketches, but said to be estimates all the same.
     assert (
@@ -225,8 +264,9 @@ def test_purged_days_are_read_from_rollups_and_their_distinct_counts_are_estimat
         assert (point["hits"], point["subjects"]) == per_hour.get(point["t"][:13], (0, 0))
 
 
+@pytest.mark.parametrize("built", [False, True], ids=["raw", "cells"])
 def test_cells_of_fewer_subjects_than_the_policy_asks_fold_into_other(
-    database_url: str, policies_copy: Path
+    database_url: str, policies_copy: Path, built: bool
 ) -> None:
     text = (policies_copy / "ccpa.toml").read_text()
     kept = text.replace('name = "ccpa"', 'name = "ccpa-k3"').replace(
@@ -259,6 +299,8 @@ def test_cells_of_fewer_subjects_than_the_policy_asks_fold_into_other(
             body = {"name": name, "channel": "influencer", "influencer": name}
             client.put(f"/v1/sites/{site}/campaigns/{name}", json=body, headers=admin)
         send(client, site, ingest, hits)
+        if built:
+            build_report_cells(settings)
         influencers = report(client, site, read, "influencers", **{"from": day, "to": day})
         assert [row["influencer"] for row in influencers["rows"]] == ["ana"]
         assert (influencers["other"]["influencer"], influencers["other"]["visits"]) == (
@@ -358,11 +400,14 @@ def credited(hits: list[Hit]) -> list[tuple[Hit, str | None, str | None]]:
     return found
 
 
-@pytest.mark.parametrize("ago", [1, 400], ids=["raw", "purged"])
+@pytest.mark.parametrize(
+    ("ago", "built"), [(1, False), (1, True), (400, False)], ids=["raw", "cells", "purged"]
+)
 def test_campaign_and_influencer_reports_credit_the_last_click_within_the_window(
-    database_url: str, policies_copy: Path, ago: int
+    database_url: str, policies_copy: Path, ago: int, built: bool
 ) -> None:
-    """Over recent days, and over days retention purged (credited when rolled up)."""
+    """Over recent days, from raw events or report cells, and over days retention purged
+    (credited when rolled up)."""
     # ccpa with e-mail opens opt-out too: the hits are dated before any consent could be.
     text = (policies_copy / "ccpa.toml").read_text()
     opt_out = text.replace('name = "ccpa"', 'name = "ccpa-open"')
@@ -376,11 +421,16 @@ def test_campaign_and_influencer_reports_credit_the_last_click_within_the_window
     ingest, read = make_key(settings, site, "ingest"), make_key(settings, site, "read")
     admin = auth(make_key(settings, site))
     with TestClient(create_app(settings)) as client:
-        attributed(client, settings, site, (ingest, read, admin), ago)
+        attributed(client, settings, site, (ingest, read, admin), ago, built)
 
 
 def attributed(
-    client: Client, settings: Settings, site: str, keys: tuple[str, str, Any], ago: int
+    client: Client,
+    settings: Settings,
+    site: str,
+    keys: tuple[str, str, Any],
+    ago: int,
+    built: bool,
 ) -> None:
     ingest, read, admin = keys
     campaigns = {
@@ -394,6 +444,9 @@ def attributed(
     days = [TODAY - timedelta(days=n) for n in range(ago, ago + 59)]
     hits = hits_over_in_order(marketing_hits(days, people, 400, seed=3))
     send(client, site, ingest, hits)
+    if built:
+        build_report_cells(settings)
+        delete_rows(settings, "events", site=site)  # what the reports read is in the cells
     purged = ago > 395  # every kind's retention under this policy
     if purged:
         purge(settings)
