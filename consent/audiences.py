@@ -9,12 +9,12 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.attribution import credited_campaign, credited_influencer, influencers
 from app.base.tables import Event, is_storable
-from consent.decide import Signals, decide_purpose
+from consent.decide import GPC_SEEN, Signals, decide_purpose
 from consent.policy import KIND_NAME, Policy
 from consent.store import as_record
 from consent.tables import ConsentLedger, ConsentState
@@ -130,6 +130,29 @@ async def _marketing_states(
     return found
 
 
+async def _as_last_seen(
+    session: AsyncSession, site: str, subjects: list[str], since: datetime
+) -> dict[str, tuple[str, bool]]:
+    """Each subject's jurisdiction as of their last hit since `since`, and whether any of
+    those hits came with Global Privacy Control."""
+    gpc = func.max(case((Event.basis[GPC_SEEN].as_string().is_not(None), 1), else_=0))
+    rows: list[Any] = []
+    for start in range(0, len(subjects), CHUNK):
+        rows += await session.execute(
+            select(Event.subject, Event.jurisdiction, func.max(Event.occurred_at), gpc)
+            .where(
+                Event.site == site,
+                Event.subject.in_(subjects[start : start + CHUNK]),
+                Event.occurred_at >= since,
+            )
+            .group_by(Event.subject, Event.jurisdiction)
+        )
+    found: dict[str, tuple[str, bool]] = {}
+    for subject, jurisdiction, _, sent_gpc in sorted(rows, key=lambda row: row[2]):
+        found[subject] = (jurisdiction, bool(sent_gpc) or found.get(subject, ("", False))[1])
+    return found
+
+
 async def members(
     session: AsyncSession,
     site: str,
@@ -139,24 +162,30 @@ async def members(
     now: datetime,
     subjects: list[str] | None = None,
 ) -> Members:
-    """The rule's subjects whose marketing purpose is allowed now, and why the rest are not."""
+    """The rule's subjects whose marketing purpose is allowed now, and why the rest are not.
+
+    Each is decided in the jurisdiction of their last hit (`jurisdiction`, the site's, if it
+    has none), and left out if any of their hits in the rule's window came with Global
+    Privacy Control: a browser's GPC is an opt-out of the sale or sharing of its data."""
     attribution_days = policy.file.reports.attribution_window_days
     candidates = await found_by_rule(session, site, rule, attribution_days, now, subjects)
     states = await _marketing_states(session, site, candidates)
+    seen = await _as_last_seen(session, site, candidates, now - timedelta(days=rule.within_days))
     found, excluded = [], Excluded()
     for subject in candidates:
         state, source = states.get(subject, (None, ""))
+        where, sent_gpc = seen.get(subject, (jurisdiction, False))
         if MARKETING not in policy.file.purposes:
             allowed = False
         else:
             record = as_record(state) if state is not None else None
-            decision = decide_purpose(policy, MARKETING, record, Signals(), jurisdiction, now)
+            decision = decide_purpose(policy, MARKETING, record, Signals(gpc=sent_gpc), where, now)
             allowed = decision.allowed
         if allowed:
             found.append(subject)
         elif source == OPT_OUT_SOURCE:
             excluded.opt_out += 1
-        elif source == GPC_SOURCE:
+        elif source == GPC_SOURCE or sent_gpc:
             excluded.gpc += 1
         else:
             excluded.no_consent += 1

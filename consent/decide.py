@@ -10,6 +10,11 @@ from consent.tcf import NOT_ALLOWED, REQUIRE_LI, TCString
 # TCF 2.2 lets no vendor rely on legitimate interest for purposes 1 and 3-6.
 _NEVER_LI = frozenset({1, 3, 4, 5, 6})
 
+LINK_KIND = "click"  # what a tracked link records (app/http/links.py)
+# In a recorded event's basis beside its purposes (no purpose name has a colon): the browser
+# sent Global Privacy Control. Audiences leave such a subject out of marketing.
+GPC_SEEN = "signal:gpc"
+
 
 class Record(msgspec.Struct, frozen=True, gc=False):
     """The registry's latest word on one purpose for one subject."""
@@ -124,12 +129,15 @@ def decide(
     now: datetime,
     *,
     has_subject: bool = True,
+    from_link: bool = False,
 ) -> Decision:
     """Record only if every purpose the kind needs is allowed.
 
     A hit without a subject that the purposes do not allow may still be counted where the
     policy counts its kind anonymously (the audience-measurement exemption), unless a privacy
-    signal objected. A hit with a subject never is: a refusal or withdrawal means nothing."""
+    signal objected. A hit with a subject never is: a refusal or withdrawal means nothing. A
+    click is counted so only `from_link`: a request to the site's own tracked link, which the
+    server sees itself, not a pixel that anyone may send with `k=click`."""
     purposes = [
         decide_purpose(policy, p, registry.get(p), signals, jurisdiction, now)
         for p in policy.purposes_for(kind)
@@ -140,7 +148,7 @@ def decide(
         basis = {p.purpose: p.basis or "" for p in purposes}
         return Decision(record=True, anonymous=False, basis=basis, purposes=purposes)
     objected = any(p.reason in ("gpc", "dnt") for p in purposes)
-    exempt = policy.counted_anonymously(kind) is not None
+    exempt = policy.counted_anonymously(kind) is not None and (kind != LINK_KIND or from_link)
     if exempt and not has_subject and not objected:
         basis = {p.purpose: f"anonymous_counting:{policy.name}@{policy.version}" for p in purposes}
         return Decision(record=True, anonymous=True, basis=basis, purposes=purposes)

@@ -36,7 +36,7 @@ from app.base.sketches import sketch_of
 from app.base.tables import DsarExport, Event, EventId, RollupDaily, RollupDetail, Site
 from consent.policy import Policy
 from consent.tables import ConsentChange, ConsentLedger, ConsentState
-from retention.report_cells import forget_numbers, forget_purged
+from retention.report_cells import forget_numbers, forget_purged, numbers_of
 
 log = logging.getLogger("pixelgate.retention")
 BATCH = 10_000
@@ -210,20 +210,23 @@ def _detail_columns(session: AsyncSession, window: int, known: Influencers) -> l
 class _Cell:
     def __init__(self) -> None:
         self.hits, self.anonymous_hits, self.value = 0, 0, None
-        self.subjects: set[str] = set()
+        self.subjects: set[int] = set()
 
 
 async def _roll_up_day(
     session: AsyncSession, site: str, kind: str, day: date, expired: list[Any], columns: list[Any]
 ) -> None:
-    """One row per hour and value of every dimension, with a sketch of its subjects: the
-    sketches merge across rows and days where a sum of distinct counts would overcount."""
+    """One row per hour and value of every dimension, with a sketch of its subjects' numbers:
+    the sketches merge across rows and days where a sum of distinct counts would overcount."""
     start = datetime.combine(day, time(), tzinfo=UTC)
-    events = await session.execute(
-        select(Event.occurred_at, Event.subject, Event.value, *columns).where(
-            *expired, Event.occurred_at >= start, Event.occurred_at < start + timedelta(days=1)
+    events = list(
+        await session.execute(
+            select(Event.occurred_at, Event.subject, Event.value, *columns).where(
+                *expired, Event.occurred_at >= start, Event.occurred_at < start + timedelta(days=1)
+            )
         )
     )
+    numbers, _ = await numbers_of(session, site, events)
     cells: dict[tuple[Any, ...], _Cell] = {}
     for occurred_at, subject, value, *key in events:
         cell = cells.setdefault((occurred_at.astimezone(UTC).hour, *key), _Cell())
@@ -231,7 +234,7 @@ async def _roll_up_day(
         if subject is None:
             cell.anonymous_hits += 1
         else:
-            cell.subjects.add(subject)
+            cell.subjects.add(numbers[subject])
         if value is not None:
             cell.value = value + (cell.value or 0)
     rows = [

@@ -26,7 +26,7 @@ from sqlalchemy import Table, delete, exists, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.base.attribution import Click, LastClicks, influencers
-from app.base.db import as_date, day_of, dialect_insert
+from app.base.db import as_date, day_of, dialect_insert, is_one_of
 from app.base.tables import Event, ReportCell, ReportDirty, Site, SubjectNumber
 from consent.policy import Policy
 
@@ -65,8 +65,12 @@ def next_month(month: date) -> date:
 
 
 async def mark_dirty(session: AsyncSession, site_days: Iterable[tuple[str, date]]) -> None:
-    """The days' cells are out of date: a new mark, which a build under way will not remove."""
-    rows = [{"site": site, "day": day, "mark": secrets.randbits(62)} for site, day in site_days]
+    """The days' cells are out of date: a new mark, which a build under way will not remove.
+    In one order, so that two writers marking the same days never wait for each other."""
+    rows = [
+        {"site": site, "day": day, "mark": secrets.randbits(62)}
+        for site, day in sorted(set(site_days))
+    ]
     if not rows:
         return
     statement = dialect_insert(session)(ReportDirty).values(rows)
@@ -106,18 +110,12 @@ FIGURES = ("hits", "anonymous_hits", "value", "members")
 
 
 def _row(site: str, grain: str, period: date, n: int, key: _Key, cell: _Cell) -> dict[str, Any]:
-    dimension, value, kind, campaign, influencer, machine = key
     return {
         "site": site,
         "grain": grain,
         "period": period,
         "n": n,
-        "dimension": dimension,
-        "key": value,
-        "kind": kind,
-        "campaign": campaign,
-        "influencer": influencer,
-        "machine": machine,
+        **dict(zip(KEY, key, strict=True)),
         "hits": cell.hits,
         "anonymous_hits": cell.anonymous_hits,
         "value": cell.value,
@@ -137,18 +135,18 @@ async def _replace(
         await session.execute(insert(cast(Table, ReportCell.__table__)), rows)
 
 
-async def _numbers(
+async def numbers_of(
     session: AsyncSession, site: str, events: list[Any]
 ) -> tuple[dict[str, int], int]:
-    """The number of every subject of the day's events, new ones numbered now; and how many
-    were new. Found by their key, a chunk of them at a time."""
+    """The number of every subject of the events (rows with a `subject`), new ones numbered
+    now; and how many were new. Found by their key, a chunk of them at a time."""
     subjects = sorted({row.subject for row in events if row.subject is not None})
     numbers: dict[str, int] = {}
     for start in range(0, len(subjects), CHUNK):
+        chunk = subjects[start : start + CHUNK]
         found = await session.execute(
             select(SubjectNumber.subject, SubjectNumber.number).where(
-                SubjectNumber.site == site,
-                SubjectNumber.subject.in_(subjects[start : start + CHUNK]),
+                SubjectNumber.site == site, is_one_of(session, SubjectNumber.subject, chunk)
             )
         )
         numbers.update((subject, number) for subject, number in found)
@@ -214,7 +212,7 @@ async def build_day(session: AsyncSession, site: str, day: date, clicks: LastCli
             ).where(*of_day)
         )
     )
-    numbers, numbered = await _numbers(session, site, events)
+    numbers, numbered = await numbers_of(session, site, events)
     for row in events:
         if row.kind == "click" and row.subject is not None:
             clicks.add(row.subject, Click(row.occurred_at, row.id, row.campaign, row.utm_source))
@@ -266,7 +264,7 @@ async def build_month(session: AsyncSession, site: str, month: date) -> None:
     )
     cells: dict[_Key, _Cell] = {}
     for row in rows:
-        key = (row.dimension, row.key, row.kind, row.campaign, row.influencer, row.machine)
+        key = cast(_Key, tuple(getattr(row, name) for name in KEY))
         cell = cells.setdefault(key, _Cell())
         cell.hits += row.hits
         cell.anonymous_hits += row.anonymous_hits

@@ -5,9 +5,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import ColumnElement, DateTime, MetaData, event, func
+from sqlalchemy import ColumnElement, DateTime, MetaData, String, any_, bindparam, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -149,6 +149,16 @@ def day_of(session: AsyncSession, column: Any) -> ColumnElement[Any]:
     if session.get_bind().dialect.name == "postgresql":
         return func.date(func.timezone("UTC", column))
     return func.date(column)
+
+
+def is_one_of(session: AsyncSession, column: Any, values: list[str]) -> ColumnElement[bool]:
+    """`column IN values`: on PostgreSQL as `= ANY(array)`, one parameter however many values
+    (a prepared IN list of thousands is planned slowly, and its generic plan can be a scan).
+    SQLite binds at most 32,766 values: give it a few thousand at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        array = bindparam(None, values, type_=postgresql.ARRAY(String))
+        return cast(ColumnElement[bool], column == any_(array))
+    return cast(ColumnElement[bool], column.in_(values))
 
 
 def as_date(value: Any) -> date:

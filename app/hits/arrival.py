@@ -23,6 +23,9 @@ QUERY_FIELDS = {
     "gdpr_consent": "gdpr_consent",
     **{f: f for f in UTM_FIELDS},
 }
+# Set by a tracked link's redirect only (app/http/links.py): no query or beacon field maps to
+# it, so no pixel can say it came through a link.
+FROM_LINK = "from_link"
 # (name in lower case, value) of each header read_hit() reads: text, as granian gives headers
 # (app/http/front.py), where ASGI's bytes would be encoded only to be decoded again in the writer.
 HitHeaders = tuple[tuple[str, str], ...]
@@ -64,6 +67,7 @@ class Hit(Attribution, kw_only=True, gc=False):
     gpc: bool = False
     dnt: bool = False
     region: str | None = None
+    from_link: bool = False  # a click on the site's own tracked link, seen by the server
 
 
 def hit_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -128,7 +132,16 @@ def read_hit(
             dnt = value.strip() == "1"
         elif name == region_name:
             region = value
-    return Hit(site=site, **values, user_agent=user_agent, gpc=gpc, dnt=dnt, region=region)
+    from_link = values.pop(FROM_LINK, None) is not None
+    return Hit(
+        site=site,
+        **values,
+        user_agent=user_agent,
+        gpc=gpc,
+        dnt=dnt,
+        region=region,
+        from_link=from_link,
+    )
 
 
 Said = str | tuple[tuple[str, str], ...]  # what a hit says besides its subject: see said_by()

@@ -70,3 +70,4 @@ class Pending(msgspec.Struct, gc=False):
     event: EventRow  # basis still empty
     signals: Signals
     seen: SignalsSeen
+    from_link: bool = False  # Hit.from_link

@@ -67,4 +67,4 @@ class Shapes:
             id=new_event_id(),
             basis={},
         )
-        return Pending(shared.policy, event, shared.signals, shared.seen)
+        return Pending(shared.policy, event, shared.signals, shared.seen, shared.from_link)

@@ -46,7 +46,7 @@ from app.hits.scrub import page_utm, referrer_host, scrub_page, scrub_text
 from app.hits.signed_pixels import PixelClaim, read_pixel
 from app.hits.useragent import Agent, classify
 from consent import store
-from consent.decide import Decision, Record, Signals, decide
+from consent.decide import GPC_SEEN, Decision, Record, Signals, decide
 from consent.policy import Policy
 from consent.tcf import RESTRICTION_NAMES, TCFError, TCString
 from consent.tcf import decode as decode_tcf
@@ -133,7 +133,7 @@ def prepare_at_site(
     signals, seen = read_signals(hit, site, policy)
     event = to_event(hit, site, subject, agent, value, seen.jurisdiction, now)
     check_storable(event)
-    return Pending(policy=policy.name, event=event, signals=signals, seen=seen)
+    return Pending(policy.name, event, signals, seen, hit.from_link)
 
 
 def known_site(site: SiteOut | None, policies: dict[str, Policy]) -> tuple[SiteOut, Policy]:
@@ -354,6 +354,7 @@ def settle(policy: Policy, pending: Pending, registry: dict[str, Record] | None)
         pending.seen.jurisdiction,
         event.occurred_at,
         has_subject=event.subject is not None,
+        from_link=pending.from_link,
     )
     if decision.anonymous:
         # Counted under the exemption: no value, and no campaign or utm parameter (not even in
@@ -369,6 +370,8 @@ def settle(policy: Policy, pending: Pending, registry: dict[str, Record] | None)
         )
     elif decision.record:
         event.basis = decision.basis  # the pending hit is used once: no copy needed
+        if pending.signals.gpc and event.subject is not None:  # for audiences to leave out
+            event.basis = {**decision.basis, GPC_SEEN: "1"}
     return Outcome(
         would_record=decision.record,
         reason=Reason.RECORDED if decision.record else Reason.NO_CONSENT,

@@ -124,7 +124,7 @@ async def write_events(
         for site, day, kind in touched
         for touched_day in days_touched(kind, day, today, window)
     }
-    await mark_dirty(session, sorted(days))
+    await mark_dirty(session, days)
     if not skip_existing and session.get_bind().dialect.name == "postgresql":
         # COPY takes the rows as they are, without SQLAlchemy's per-value processing.
         records = []

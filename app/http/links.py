@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.base.attribution import Influencers, influencers
 from app.base.db import dialect_insert, utcnow
 from app.base.tables import Campaign, Link, Site, is_storable
-from app.hits.arrival import hit_values
+from app.hits.arrival import FROM_LINK, hit_values
 from app.hits.steps import MAX_TEXT
 from app.http.context import Context
 from app.http.guards import requires
@@ -286,7 +286,8 @@ async def follow_link(
         fields.append(("c", link.campaign))
     if subject := request.query_params.get("u"):
         fields.append(("u", subject))
-    await queue_hit(ctx, link.site, "", asgi_headers(ctx, request.scope), hit_values(fields))
+    values = hit_values(fields) | {FROM_LINK: "1"}
+    await queue_hit(ctx, link.site, "", asgi_headers(ctx, request.scope), values)
     return Response(
         None,
         status_code=302,

@@ -135,8 +135,10 @@ class Cell:
     anonymous_hits: int = 0
     value: Decimal | None = None
     exact_subjects: int = 0  # counted by the database: raw events only
-    members: BitMap | None = None  # subject numbers, where report cells count
-    raw_subjects: set[str] = field(default_factory=set)  # where rollups or report cells count
+    # Where report cells or rollups count: the numbers of the subjects (cells' bitmaps and raw
+    # events'), and the raw pseudonyms without a number yet, which no cell or sketch holds.
+    members: BitMap | None = None
+    raw_subjects: set[str] = field(default_factory=set)
     sketches: list[bytes] = field(default_factory=list)
     unsketched: int = 0  # rollup rows from before sketches: their own distinct counts, summed
 
@@ -163,15 +165,16 @@ class Cell:
 def distinct(cells: list[Cell]) -> int:
     """The distinct subjects of several cells together, where rollups count (exact counts of
     several cells need the database: `Cells.distinct_outside`)."""
+    numbers = [cell.members for cell in cells if cell.members is not None]
     if not any(cell.estimated for cell in cells):
-        if all(cell.members is None and not cell.raw_subjects for cell in cells):
+        if not numbers:
             return sum(cell.exact_subjects for cell in cells)
-        numbers = [cell.members for cell in cells if cell.members is not None]
-        counted = len(BitMap.union(*numbers)) if numbers else 0
+        counted = len(BitMap.union(*numbers))
         return counted + len(set().union(*(cell.raw_subjects for cell in cells)))
     union = Union()
+    union.add(BitMap.union(*numbers))  # a cell with sketches always has a bitmap
     for cell in cells:
-        union.add_subjects(cell.raw_subjects)
+        union.add(cell.raw_subjects)
         for sketch in cell.sketches:
             union.add_sketch(sketch)
     return union.estimate() + sum(cell.unsketched for cell in cells)
@@ -336,13 +339,6 @@ async def _read_report_cells(
     return _ranges([day for day in every if day not in counted])
 
 
-async def _subjects_by_number(session: AsyncSession, site: str) -> dict[int, str]:
-    rows = await session.execute(
-        select(SubjectNumber.number, SubjectNumber.subject).where(SubjectNumber.site == site)
-    )
-    return {number: subject for number, subject in rows}
-
-
 async def cells(session: AsyncSession, scope: Scope, key: Key) -> Cells:
     known = await influencers(session, scope.site)
     sql = Sql(session, known, scope.attribution_days)
@@ -383,44 +379,28 @@ async def cells(session: AsyncSession, scope: Scope, key: Key) -> Cells:
         cell = by_key.setdefault(key.named(values), Cell())
         cell.add(Cell(hits, hits - with_subject, total))
         cell.exact_subjects = subjects
-    estimated = any(cell.estimated for cell in by_key.values())
-    if from_cells:
+    if from_cells or any(cell.estimated for cell in by_key.values()):
+        # Cells' bitmaps or rollups' sketches count too: the raw subjects join them by their
+        # numbers; those without one (new since the last build) are in neither.
         for cell in by_key.values():
             cell.members = BitMap() if cell.members is None else cell.members
-        if raw:
-            # The raw subjects that have a number join the cells' bitmaps; the others (new
-            # since the last build) cannot be in any bitmap.
-            pairs = (
-                select(*raw_keys, Event.subject, SubjectNumber.number)
-                .outerjoin(
-                    SubjectNumber,
-                    and_(SubjectNumber.site == Event.site, SubjectNumber.subject == Event.subject),
-                )
-                .where(*where, Event.subject.is_not(None))
-                .distinct()
+        pairs = (
+            select(*raw_keys, Event.subject, SubjectNumber.number)
+            .outerjoin(
+                SubjectNumber,
+                and_(SubjectNumber.site == Event.site, SubjectNumber.subject == Event.subject),
             )
-            for row in await session.execute(pairs):
-                cell = by_key.setdefault(key.named(tuple(row[:width])), Cell(members=BitMap()))
-                subject, number = row[width:]
-                if number is None:
-                    cell.raw_subjects.add(subject)
-                else:
-                    assert cell.members is not None
-                    cell.members.add(number)
-        if estimated:
-            # Rollups count too: their sketches hash pseudonyms, so the numbers become theirs
-            # again (a number whose subject was erased since counts as one more).
-            subjects = await _subjects_by_number(session, scope.site)
-            for cell in by_key.values():
+            .where(*where, Event.subject.is_not(None))
+            .distinct()
+        )
+        for row in await session.execute(pairs) if raw else []:
+            cell = by_key.setdefault(key.named(tuple(row[:width])), Cell(members=BitMap()))
+            subject, number = row[width:]
+            if number is None:
+                cell.raw_subjects.add(subject)
+            else:
                 assert cell.members is not None
-                cell.raw_subjects.update(subjects.get(n, f"#{n}") for n in cell.members)
-                cell.members = None
-    elif estimated:
-        # Rollups count too: the raw subjects are merged with their sketches.
-        pairs = select(*raw_keys, Event.subject).where(*where, Event.subject.is_not(None))
-        for row in await session.execute(pairs.distinct()):
-            cell = by_key.setdefault(key.named(tuple(row[:width])), Cell())
-            cell.raw_subjects.add(row[width])
+                cell.members.add(number)
 
     async def exact_outside(shown: list[Any]) -> int:
         [raw_key] = raw_keys

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.attribution import influencers
 from app.base.tables import Campaign
-from app.reports.cells import Cell, Scope, cells, dimensions
+from app.reports.cells import Cell, Scope, cells, dimensions, distinct
 from app.reports.traffic import revenue_of
 
 
@@ -58,19 +58,21 @@ async def campaign_report(session: AsyncSession, scope: Scope, campaign: str) ->
     sends = await session.scalar(
         select(Campaign.sends).where(Campaign.site == scope.site, Campaign.id == campaign)
     )
-    everyone = (await cells(session, of, dimensions("campaign"))).get(campaign)
-    if everyone.folded(scope.min_subjects):
-        withheld = [0] * 24
-        return CampaignReport(
-            campaign, sends, 0, 0, None, 0, withheld, 0, 0, None, 0, {}, False, suppressed=True
-        )
     opens = await cells(session, msgspec.structs.replace(of, kind="open"), dimensions("machine"))
-    human = msgspec.structs.replace(of, kind="open", machine=False)
-    by_hour = await cells(session, human, dimensions("hour"))
     clicks = await cells(session, msgspec.structs.replace(of, kind="click"), dimensions("kind"))
     sold = await cells(
         session, msgspec.structs.replace(of, kind="conversion"), dimensions("currency")
     )
+    # The subjects of every figure shown, together (these cells' dimensions are split by
+    # campaign, so each carries its subjects' numbers: their union is exact).
+    shown = [*opens.by_key.values(), *clicks.by_key.values(), *sold.by_key.values()]
+    if 0 < distinct(shown) < scope.min_subjects:
+        withheld = [0] * 24
+        return CampaignReport(
+            campaign, sends, 0, 0, None, 0, withheld, 0, 0, None, 0, {}, False, suppressed=True
+        )
+    human = msgspec.structs.replace(of, kind="open", machine=False)
+    by_hour = await cells(session, human, dimensions("hour"))
     unique_opens, unique_clicks = opens.get(False).subjects(), clicks.get("click").subjects()
     return CampaignReport(
         campaign=campaign,

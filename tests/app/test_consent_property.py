@@ -188,6 +188,8 @@ class Model:
         if not needed or not all(allowed for allowed, _ in decided.values()):
             return None  # neither policy has anonymous_counting: nothing else is counted
         basis = tuple(sorted((p, kind) for p, (_, kind) in decided.items()))
+        if hit.gpc and hit.subject is not None:  # remembered, for audiences to leave them out
+            basis = tuple(sorted((*basis, ("signal:gpc", "1"))))
         return hit.subject, hit.kind, basis
 
 

@@ -15,6 +15,7 @@ from app.hits.event import EventRow
 from app.hits.writer import write_events
 from consent import store
 from consent.audiences import GPC_SOURCE, OPT_OUT_SOURCE, Members, Rule, found_by_rule, members
+from consent.decide import GPC_SEEN
 from consent.policy import load_policies, load_policy
 from tests.factories import POLICIES, event_row
 
@@ -154,3 +155,36 @@ def test_a_rule_from_json_is_checked_field_by_field() -> None:
         msgspec.convert({"kinds": ["Page View"]}, Rule)
     with pytest.raises(msgspec.ValidationError, match="length <= 50"):
         msgspec.convert({"kinds": [f"k{n}" for n in range(51)]}, Rule)
+
+
+async def test_a_browser_that_sent_gpc_is_left_out_and_each_is_judged_where_last_seen(
+    sessions: Any, policies_copy: Path
+) -> None:
+    """Under an opt-out policy: Global Privacy Control on any hit in the rule's window is an
+    opt-out of marketing; a subject last seen in a jurisdiction with an opt-in default is
+    not a member there."""
+    site = f"aud-{uuid.uuid4().hex[:8]}"
+    sent_gpc = {"analytics": "default:ccpa", GPC_SEEN: "1"}
+    async with transaction(sessions) as session:
+        await write_events(
+            session,
+            [
+                hit(site, "silent", jurisdiction="us-ca"),
+                hit(site, "gpc-once", jurisdiction="us-ca", days_ago=3, basis=sent_gpc),
+                hit(site, "gpc-once", jurisdiction="us-ca", days_ago=1),
+                hit(site, "gpc-long-ago", jurisdiction="us-ca", days_ago=40, basis=sent_gpc),
+                hit(site, "gpc-long-ago", jurisdiction="us-ca", days_ago=1),
+                hit(site, "moved", jurisdiction="us-ca", days_ago=3),
+                hit(site, "moved", jurisdiction="eu", days_ago=1),
+                hit(site, "came-back", jurisdiction="eu", days_ago=3),
+                hit(site, "came-back", jurisdiction="us-ca", days_ago=1),
+            ],
+        )
+    text = (POLICIES / "ccpa.toml").read_text().replace('name = "ccpa"', 'name = "ccpa-eu"')
+    path = policies_copy / "ccpa-eu.toml"
+    path.write_text(text + '\n[jurisdictions.eu]\nmarketing = "denied"\n')
+    policy = load_policy(path)
+    async with sessions() as session:
+        found = await members(session, site, Rule(), policy, "us-ca", NOW)
+    assert found.members == ["came-back", "gpc-long-ago", "silent"]
+    assert msgspec.to_builtins(found.excluded) == {"no_consent": 1, "gpc": 1, "opt_out": 0}

@@ -507,9 +507,16 @@ def test_the_exempt_policy_counts_page_views_and_link_clicks_without_consent_and
         ("pageview", []),
         ("click", ["campaign", "utm_source", "utm_medium", "utm_campaign"]),
     ]:
-        decision = decide(exempt, kind, {}, NO_SIGNALS, "eu", NOW, has_subject=False)
+        decision = decide(
+            exempt, kind, {}, NO_SIGNALS, "eu", NOW, has_subject=False, from_link=True
+        )
         assert (decision.record, decision.anonymous) == (True, True), kind
         assert exempt.counted_anonymously(kind) == kept
+    # A click the server did not see itself: any pixel may say k=click.
+    pixel_click = decide(exempt, "click", {}, NO_SIGNALS, "eu", NOW, has_subject=False)
+    assert pixel_click.record is False
+    view = decide(exempt, "pageview", {}, NO_SIGNALS, "eu", NOW, has_subject=False)
+    assert view.record is True
     for kind in ("open", "conversion", "signup"):
         decision = decide(exempt, kind, {}, NO_SIGNALS, "eu", NOW, has_subject=False)
         assert decision.record is False, kind

@@ -78,6 +78,31 @@ def test_members_are_visitors_the_rule_finds_whose_marketing_is_allowed_right_no
     assert client.get(f"{base}/members", headers=admin).json()["members"] == []
 
 
+def test_on_an_opt_out_site_a_visitor_whose_browser_sent_gpc_is_no_member(
+    client: Client, settings: Settings
+) -> None:
+    """No banner, no consent record: the pixel's hit with Sec-GPC is what is remembered."""
+    site = make_site(settings, policy="ccpa", jurisdiction="us-ca")
+    admin = auth(make_key(settings, site))
+    quiet, private = subject_id(), subject_id()
+    visit(client, site, quiet, "/product/shoe")
+    client.get(
+        f"/p/{site}/pixel.gif",
+        params={"u": private, "p": "/product/hat"},
+        headers={"User-Agent": CHROME, "Sec-GPC": "1"},
+    )
+    settle(client)
+    [seen] = table_rows(settings, "events", site=site, page="/product/hat")
+    assert seen["basis"]["signal:gpc"] == "1"
+    audience = make(client, site, admin, page_prefix="/product/")
+    listed = client.get(f"/v1/sites/{site}/audiences/{audience}/members", headers=admin).json()
+    assert len(listed["members"]) == 1
+    assert listed["excluded"] == {"no_consent": 0, "gpc": 1, "opt_out": 0}
+    base = f"/v1/sites/{site}/audiences/{audience}/members"
+    assert client.get(f"{base}/{private}", headers=admin).json() == {"member": False}
+    assert client.get(f"{base}/{quiet}", headers=admin).json() == {"member": True}
+
+
 def test_audiences_are_listed_read_and_deleted_by_an_admin_key(
     client: Client, shoppers: tuple[str, dict[str, str], dict[str, str]]
 ) -> None:

@@ -381,6 +381,11 @@ def test_under_gdpr_exempt_a_followers_click_and_a_page_view_count_anonymously_a
     pixel = f"/p/{site}/pixel.gif?p=/&{query}&c=spring"
     client.get(pixel, headers=browser)
     client.get(f"/p/{site}/pixel.gif?k=open&c=spring", headers=browser)  # needs consent
+    # A click the server did not see on its own link: anyone may send these.
+    forged = "k=click&c=spring&utm_source=ana&p=/l/" + code
+    client.get(f"/p/{site}/pixel.gif?{forged}&from_link=1", headers=browser)
+    beacon = {"k": "click", "c": "spring", "utm_source": "ana", "from_link": "1"}
+    client.post(f"/p/{site}/collect", json=beacon, headers=browser)
     client.get(f"{pixel}&u={subject_id()}", headers=browser)  # a person: consent first
     settle(client)
     rows = table_rows(settings, "events", site=site)
