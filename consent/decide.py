@@ -4,13 +4,14 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from app.base.attribution import CLICK
 from consent.policy import Policy
 from consent.tcf import NOT_ALLOWED, REQUIRE_LI, TCString
 
 # TCF 2.2 lets no vendor rely on legitimate interest for purposes 1 and 3-6.
 _NEVER_LI = frozenset({1, 3, 4, 5, 6})
 
-LINK_KIND = "click"  # what a tracked link records (app/http/links.py)
+LINK_KIND = CLICK  # what a tracked link records (app/http/links.py)
 # In a recorded event's basis beside its purposes (no purpose name has a colon): the browser
 # sent Global Privacy Control. Audiences leave such a subject out of marketing.
 GPC_SEEN = "signal:gpc"

@@ -25,7 +25,7 @@ from pyroaring import BitMap
 from sqlalchemy import Table, delete, exists, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.base.attribution import Click, LastClicks, influencers
+from app.base.attribution import CLICK, Click, LastClicks, influencers
 from app.base.db import as_date, day_of, dialect_insert, is_one_of
 from app.base.tables import Event, ReportCell, ReportDirty, Site, SubjectNumber
 from consent.policy import Policy
@@ -84,7 +84,7 @@ async def mark_dirty(session: AsyncSession, site_days: Iterable[tuple[str, date]
 def days_touched(kind: str, day: date, today: date, window: int) -> list[date]:
     """The days an event changes the cells of: its own, and for a late click the days whose
     visits it may be credited with."""
-    if kind != "click" or day >= today:
+    if kind != CLICK or day >= today:
         return [day]
     return [day + timedelta(days=n) for n in range(min(window, (today - day).days) + 1)]
 
@@ -177,7 +177,7 @@ async def add_clicks(
     rows = await session.execute(
         select(Event.subject, Event.occurred_at, Event.id, Event.campaign, Event.utm_source).where(
             Event.site == site,
-            Event.kind == "click",
+            Event.kind == CLICK,
             Event.occurred_at >= _start(first),
             Event.occurred_at < _start(end),
             Event.subject.is_not(None),
@@ -214,7 +214,7 @@ async def build_day(session: AsyncSession, site: str, day: date, clicks: LastCli
     )
     numbers, numbered = await numbers_of(session, site, events)
     for row in events:
-        if row.kind == "click" and row.subject is not None:
+        if row.kind == CLICK and row.subject is not None:
             clicks.add(row.subject, Click(row.occurred_at, row.id, row.campaign, row.utm_source))
     cells: dict[_Key, _Cell] = {}
     for row in events:

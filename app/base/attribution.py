@@ -23,6 +23,7 @@ from sqlalchemy.orm import aliased
 
 from app.base.tables import Campaign, Event, Link
 
+CLICK = "click"  # the kind a tracked link records, which visits are credited to
 CREDITED_KINDS = ("pageview", "conversion")
 MAX_ID = uuid.UUID(int=(1 << 128) - 1)
 Influencers = frozenset[str]
@@ -57,7 +58,7 @@ def _last_click(session: AsyncSession, column: str, days: int) -> Any:
         select(getattr(click, column))
         .where(
             click.site == Event.site,
-            click.kind == "click",
+            click.kind == CLICK,
             click.subject == Event.subject,
             click.occurred_at <= Event.occurred_at,
             click.occurred_at >= _days_before(session, Event.occurred_at, days),
