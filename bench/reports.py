@@ -1,7 +1,7 @@
 """How fast are the reports on a big site? (issue 17)
 
     .venv/bin/python -m bench.reports [--events 10000000] [--days 400]
-        [--database postgresql|sqlite] [--repeat 5]
+        [--database postgresql|sqlite] [--repeat 5] [--keep | --loaded URL]
 
 What runs:
 
@@ -29,7 +29,9 @@ Targets: each report <= 300 ms warm and <= 2 s cold on PostgreSQL with 10,000,00
 smaller --events.
 
 Needs PostgreSQL at PIXELGATE_TEST_PG (postgres@127.0.0.1:5432 by default, trust auth).
-Every temp dir and database it made is removed on exit, Ctrl-C and errors included.
+Every temp dir and database it made is removed on exit, Ctrl-C and errors included, unless
+--keep prints its URL and keeps it: --loaded URL then measures that database
+again without loading or building (the same day only: "today" is the load's).
 """
 
 import argparse
@@ -233,20 +235,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--database", choices=databases.NAMES, default="postgresql")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-cold", action="store_true", help="do not restart PostgreSQL")
+    kept = parser.add_mutually_exclusive_group()
+    kept.add_argument("--keep", action="store_true", help="keep the PostgreSQL database")
+    kept.add_argument("--loaded", metavar="URL", help="measure a database kept by --keep")
     return parser.parse_args(argv)
+
+
+def load_and_build(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> str:
+    """A new database with the events loaded and the report cells built; returns its URL."""
+    workdir = harness.temp_dir(cleanup, "pixelgate-reports-")
+    url = databases.create(args.database, workdir / "pixelgate.db", cleanup)
+    print(f"{databases.LABELS[args.database]}: loading {args.events:,} events over "
+          f"{args.days} days", flush=True)  # fmt: skip
+    migrate(url)  # alembic runs its own event loop
+    loaded = asyncio.run(prepare(url, args.events, args.days))
+    print(f"  loaded in {loaded:.0f} s", flush=True)
+    print(f"  report cells built in {asyncio.run(build(url, args.days)):.0f} s", flush=True)
+    return url
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with contextlib.ExitStack() as cleanup:
-        workdir = harness.temp_dir(cleanup, "pixelgate-reports-")
-        url = databases.create(args.database, workdir / "pixelgate.db", cleanup)
-        print(f"{databases.LABELS[args.database]}: loading {args.events:,} events over "
-              f"{args.days} days", flush=True)  # fmt: skip
-        migrate(url)  # alembic runs its own event loop
-        loaded = asyncio.run(prepare(url, args.events, args.days))
-        print(f"  loaded in {loaded:.0f} s", flush=True)
-        print(f"  report cells built in {asyncio.run(build(url, args.days)):.0f} s", flush=True)
+        if args.loaded:
+            url = args.loaded
+        else:
+            url = load_and_build(args, cleanup)
+            if args.keep:
+                cleanup.pop_all()
+                print(f"  kept: --loaded {url}", flush=True)
         found = asyncio.run(measure(url, args.days, args.repeat, not args.no_cold))
     print()
     print(f"{'report':<34} {'cold s':>8} {'warm s':>8}  target (cold <= 2 s, warm <= 0.3 s)")

@@ -34,6 +34,8 @@ from consent.policy import Policy
 # the ones reports filtered by those read ("" is no dimension: totals by kind).
 SPLIT = ("", "hour", "currency")
 # The others, split by kind only: a breakdown filtered by campaign counts raw events.
+# They also have a cell of every kind together (kind ALL, which no kind matches): a year's
+# breakdown then reads a third of the rows and bitmaps.
 PLAIN = (
     "page",
     "utm_source",
@@ -46,6 +48,7 @@ PLAIN = (
     "os",
     "jurisdiction",
 )
+ALL = "*"
 DAY, MONTH = "d", "m"
 CHUNK = 5000  # keys per statement: SQLite binds at most 32,766 values at once
 
@@ -227,7 +230,11 @@ async def build_day(session: AsyncSession, site: str, day: date, clicks: LastCli
             ("hour", str(row.occurred_at.astimezone(UTC).hour), *split),
             ("currency", row.currency, *split),
         ]
-        keys += [(name, getattr(row, name), row.kind, None, None, None) for name in PLAIN]
+        keys += [
+            (name, getattr(row, name), kind, None, None, None)
+            for name in PLAIN
+            for kind in (row.kind, ALL)
+        ]
         number = None if row.subject is None else numbers[row.subject]
         for key in keys:
             cell = cells.get(key)
@@ -350,14 +357,14 @@ async def build_cells(
 
 async def forget_purged(session: AsyncSession, site: str, kind: str, before: datetime) -> None:
     """Retention purged the site's events of `kind` before `before`: their day cells go (the
-    rollups count those days now) with the cells of their months, which are built again from
-    the days left."""
+    rollups count those days now), with the cells of every kind together, and the cells of
+    their months, which are built again from the days left."""
     await session.execute(
         delete(ReportCell)
         .execution_options(synchronize_session=False)
         .where(
             ReportCell.site == site,
-            ReportCell.kind == kind,
+            ReportCell.kind.in_([kind, ALL]),
             ReportCell.grain == DAY,
             ReportCell.period < before.date(),
         )

@@ -1,5 +1,5 @@
 import re
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +333,48 @@ def test_0013_marks_every_day_with_events_for_the_reports_job_and_reverts(
     assert sorted((site, str(day)) for site, day in marked) == sorted(
         ("mig-0013", day.isoformat()) for day in days
     )
+
+
+def test_0014_marks_the_days_built_before_it_for_building_again_and_reverts(
+    database_url: str,
+) -> None:
+    """Cells of every kind together (kind "*") exist only for days built since."""
+    config = alembic_config(database_url)
+    command.downgrade(config, "0013")
+    built, dirty = date(2026, 11, 2), date(2026, 11, 3)
+    try:
+        run(
+            _execute(
+                database_url,
+                "INSERT INTO report_cells (site, grain, period, n, dimension, kind, hits, "
+                f"anonymous_hits, members) VALUES ('mig-0014', 'd', '{built}', 1, '', "
+                "'pageview', 1, 1, '')",
+                f"INSERT INTO report_dirty (site, day, mark) VALUES ('mig-0014', '{dirty}', 7)",
+            )
+        )
+    finally:
+        command.upgrade(config, "head")
+    marked = run(_rows(database_url, "SELECT day, mark FROM report_dirty WHERE site = 'mig-0014'"))
+    assert sorted((str(day), mark) for day, mark in marked) == [
+        (built.isoformat(), 0),
+        (dirty.isoformat(), 7),
+    ]
+    run(_execute(database_url, "UPDATE report_cells SET kind = '*' WHERE site = 'mig-0014'"))
+    command.downgrade(config, "0013")
+    try:
+        assert run(_rows(database_url, "SELECT * FROM report_cells WHERE site = 'mig-0014'")) == []
+    finally:
+        command.upgrade(config, "head")
+
+
+async def _execute(url: str, *statements: str) -> None:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as connection:
+            for statement in statements:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
 
 
 async def _rows(url: str, query: str) -> list[Any]:

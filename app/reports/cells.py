@@ -8,7 +8,7 @@ alone, else the union of the cells' bitmaps of subject numbers with the raw subj
 rollup counted too, it is the merge of the rollups' sketches with the other subjects, and says
 that it is an estimate. Campaigns and influencers are the credited ones (app/base/attribution)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 from pyroaring import BitMap
-from sqlalchemy import ColumnElement, Integer, and_, cast, func, not_, or_, select
+from sqlalchemy import ColumnElement, Integer, Row, Select, and_, cast, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.attribution import (
@@ -29,7 +29,7 @@ from app.base.attribution import (
 from app.base.db import as_date
 from app.base.sketches import Union
 from app.base.tables import Event, ReportCell, ReportDirty, RollupDaily, RollupDetail, SubjectNumber
-from retention.report_cells import DAY, MONTH, PLAIN, SPLIT, month_of, next_month
+from retention.report_cells import ALL, DAY, MONTH, PLAIN, SPLIT, month_of, next_month
 
 
 class Scope(msgspec.Struct, frozen=True):
@@ -188,6 +188,14 @@ async def rolled_up_until(session: AsyncSession, site: str) -> dict[str, date]:
     return {kind: as_date(day) for kind, day in rows}
 
 
+async def core(session: AsyncSession, query: Select[Any]) -> Sequence[Row[Any]]:
+    """Rows of columns without the ORM's loading, which costs more than the query's own
+    time on the thousands of rows a report reads."""
+    connection = await session.connection()
+    rows: Sequence[Row[Any]] = (await connection.execute(query)).all()
+    return rows
+
+
 def _start(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
 
@@ -261,7 +269,7 @@ class Cells:
 def _from_cells(scope: Scope, key: Key) -> bool:
     """Whether report cells hold what the report asks: a key of one dimension, and filters
     the cells of that dimension are split by."""
-    if key.dimension is None:
+    if key.dimension is None or scope.kind == ALL:  # no event is of kind ALL
         return False
     filtered = scope.campaign is not None or scope.influencer is not None
     return key.dimension in SPLIT or not (filtered or scope.machine is not None)
@@ -278,8 +286,25 @@ def _ranges(days: list[date]) -> list[tuple[date, date]]:
     return found
 
 
+def _kinds(scope: Scope, key: Key, rolled: dict[str, date]) -> ColumnElement[bool]:
+    """Which kinds' cells to read: the filter's; else for a dimension with cells of every
+    kind together, those, for the periods after the last day rolled up of any kind (before
+    it, rollups count the purged kinds, and each other kind its own cells)."""
+    if scope.kind is not None:
+        return ReportCell.kind == scope.kind
+    if key.dimension not in PLAIN:
+        return ReportCell.kind != ALL
+    horizon = max(rolled.values(), default=None)
+    if horizon is None:
+        return ReportCell.kind == ALL
+    return or_(
+        and_(ReportCell.period > horizon, ReportCell.kind == ALL),
+        and_(ReportCell.period <= horizon, ReportCell.kind != ALL),
+    )
+
+
 async def _read_report_cells(
-    session: AsyncSession, scope: Scope, key: Key, by_key: dict[Any, Cell]
+    session: AsyncSession, scope: Scope, key: Key, by_key: dict[Any, Cell], rolled: dict[str, date]
 ) -> list[tuple[date, date]]:
     """Adds the report cells of the days built since their last write (whole months' where
     they do); returns the other days, for raw events to count."""
@@ -311,9 +336,11 @@ async def _read_report_cells(
             if end - timedelta(days=1) <= scope.last and not any(period <= d < end for d in dirty):
                 months.add(period)
     days = sorted(day for day in built_days if month_of(day) not in months)
-    where = [ReportCell.site == site, ReportCell.dimension == key.dimension]
-    if scope.kind is not None:
-        where.append(ReportCell.kind == scope.kind)
+    where = [
+        ReportCell.site == site,
+        ReportCell.dimension == key.dimension,
+        _kinds(scope, key, rolled),
+    ]
     if key.dimension in SPLIT:
         for name in ("campaign", "influencer", "machine"):
             if getattr(scope, name) is not None:
@@ -326,7 +353,8 @@ async def _read_report_cells(
     figures = (ReportCell.hits, ReportCell.anonymous_hits, ReportCell.value, ReportCell.members)
     members: dict[Any, list[BitMap]] = {}
     if months or days:
-        for row in await session.execute(select(*columns, *figures).where(*where, periods_read)):
+        found_cells = select(*columns, *figures).where(*where, periods_read)
+        for row in await core(session, found_cells):
             found = key.cell(row)
             by_key.setdefault(found, Cell()).add(Cell(row.hits, row.anonymous_hits, row.value))
             members.setdefault(found, []).append(BitMap.deserialize(row.members))
@@ -352,11 +380,12 @@ async def cells(session: AsyncSession, scope: Scope, key: Key) -> Cells:
         else:
             cell.unsketched += rolled.subjects
     raw_keys = key.raw(sql)
-    where = _raw_filters(scope, sql, await rolled_up_until(session, scope.site))
+    rolled_until = await rolled_up_until(session, scope.site)
+    where = _raw_filters(scope, sql, rolled_until)
     from_cells = _from_cells(scope, key)
     raw = True
     if from_cells:
-        raw_days = await _read_report_cells(session, scope, key, by_key)
+        raw_days = await _read_report_cells(session, scope, key, by_key, rolled_until)
         raw = bool(raw_days)
         spans = [
             and_(Event.occurred_at >= _start(lo), Event.occurred_at < _start(hi) + DAY_LONG)
@@ -373,7 +402,7 @@ async def cells(session: AsyncSession, scope: Scope, key: Key) -> Cells:
     grouped = select(*raw_keys, *figures).where(*where).group_by(*raw_keys)
     as_stored: dict[Any, Any] = {}
     width = len(raw_keys)
-    for row in await session.execute(grouped) if raw else []:
+    for row in await core(session, grouped) if raw else []:
         values, (hits, with_subject, subjects, total) = tuple(row[:width]), row[width:]
         as_stored[key.named(values)] = values[0]
         cell = by_key.setdefault(key.named(values), Cell())
@@ -393,7 +422,7 @@ async def cells(session: AsyncSession, scope: Scope, key: Key) -> Cells:
             .where(*where, Event.subject.is_not(None))
             .distinct()
         )
-        for row in await session.execute(pairs) if raw else []:
+        for row in await core(session, pairs) if raw else []:
             cell = by_key.setdefault(key.named(tuple(row[:width])), Cell(members=BitMap()))
             subject, number = row[width:]
             if number is None:

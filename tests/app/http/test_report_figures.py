@@ -129,6 +129,20 @@ def rows_of(body: dict[str, Any]) -> dict[Any, tuple[int, int]]:
     return {row["key"]: (row["hits"], row["subjects"]) for row in body["rows"]}
 
 
+def opt_out_site(database_url: str, policies_copy: Path) -> tuple[Settings, str]:
+    """A site under ccpa with e-mail opens opt-out too: the hits are dated before any consent
+    could be. Opens are kept 180 days, the other kinds 395."""
+    text = (policies_copy / "ccpa.toml").read_text()
+    opt_out = text.replace('name = "ccpa"', 'name = "ccpa-open"')
+    opt_out = opt_out.replace(
+        '[purposes.email]\ndefault = "denied"', '[purposes.email]\ndefault = "granted"'
+    )
+    assert opt_out.count("granted") == text.count("granted") + 1
+    (policies_copy / "ccpa-open.toml").write_text(opt_out)
+    settings = settings_for(database_url, policies_dir=policies_copy)
+    return settings, make_site(settings, policy="ccpa-open", jurisdiction="us-ca")
+
+
 @pytest.fixture
 def shop(client: Client, settings: Settings) -> tuple[str, str, str]:
     """A site under the opt-out policy (events recorded without a consent record), with an
@@ -269,6 +283,54 @@ def test_purged_days_are_read_from_rollups_and_their_distinct_counts_are_estimat
     per_hour = grouped(hits, lambda hit: hit["occurred_at"][:13])
     for point in hourly["points"]:
         assert (point["hits"], point["subjects"]) == per_hour.get(point["t"][:13], (0, 0))
+
+
+@pytest.mark.parametrize("built", [False, True], ids=["raw", "cells"])
+def test_days_with_one_kind_purged_count_the_others_from_their_cells(
+    database_url: str, policies_copy: Path, built: bool
+) -> None:
+    """Opens are kept 180 days, the other kinds 395: on days between, a breakdown by page
+    takes the opens from the rollups and the other kinds from their own cells, not from the
+    cells of every kind together, which held the opens too."""
+    settings, site = opt_out_site(database_url, policies_copy)
+    ingest, read = make_key(settings, site, "ingest"), make_key(settings, site, "read")
+    with TestClient(create_app(settings)) as client:
+        one_kind_purged(client, settings, (site, ingest, read), built)
+
+
+def one_kind_purged(
+    client: Client, settings: Settings, shop: tuple[str, str, str], built: bool
+) -> None:
+    site, ingest, read = shop
+    old = [TODAY - timedelta(days=n) for n in range(200, 204)]
+    recent = [TODAY - timedelta(days=n) for n in range(1, 4)]
+    hits = hits_over(old + recent, 240, seed=5)
+    for hit in hits[::5]:
+        if day_of(hit) in old and "subject" in hit:
+            hit["kind"] = "open"
+            hit.pop("value", None)
+            hit.pop("currency", None)
+    send(client, site, ingest, hits)
+    if built:
+        build_report_cells(settings)
+    period = {"from": min(old).isoformat(), "to": max(recent).isoformat()}
+    purge(settings)
+    if built:
+        old_cells = [
+            row
+            for row in table_rows(settings, "report_cells", site=site)
+            if row["period"] <= max(old)
+        ]
+        assert {row["kind"] for row in old_cells} == {"pageview", "click", "conversion"}
+        delete_rows(settings, "events", site=site)  # so that the cells are what is read
+    pages = report(client, site, read, "breakdown", by="page", **period)
+    assert rows_of(pages) == grouped(hits, lambda hit: hit["page"])
+    assert all(row["subjects_estimated"] for row in pages["rows"])
+    clicks = report(client, site, read, "breakdown", by="page", kind="click", **period)
+    assert rows_of(clicks) == grouped(
+        [h for h in hits if h["kind"] == "click"], lambda h: h["page"]
+    )
+    assert not any(row["subjects_estimated"] for row in clicks["rows"])
 
 
 @pytest.mark.parametrize("built", [False, True], ids=["raw", "cells"])
@@ -419,16 +481,7 @@ def test_campaign_and_influencer_reports_credit_the_last_click_within_the_window
 ) -> None:
     """Over recent days, from raw events or report cells, and over days retention purged
     (credited when rolled up)."""
-    # ccpa with e-mail opens opt-out too: the hits are dated before any consent could be.
-    text = (policies_copy / "ccpa.toml").read_text()
-    opt_out = text.replace('name = "ccpa"', 'name = "ccpa-open"')
-    opt_out = opt_out.replace(
-        '[purposes.email]\ndefault = "denied"', '[purposes.email]\ndefault = "granted"'
-    )
-    assert opt_out.count("granted") == text.count("granted") + 1
-    (policies_copy / "ccpa-open.toml").write_text(opt_out)
-    settings = settings_for(database_url, policies_dir=policies_copy)
-    site = make_site(settings, policy="ccpa-open", jurisdiction="us-ca")
+    settings, site = opt_out_site(database_url, policies_copy)
     ingest, read = make_key(settings, site, "ingest"), make_key(settings, site, "read")
     admin = auth(make_key(settings, site))
     with TestClient(create_app(settings)) as client:
