@@ -130,7 +130,10 @@ async def _jobs_run(args: argparse.Namespace, ctx: "CliContext") -> None:
 
 
 def _print_json(value: object) -> None:
-    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+    # One value per line: the line separators JSON allows inside strings (a site's controller
+    # may hold them) are escaped, since many line readers end a line at them.
+    text = msgspec.json.encode(value).decode()
+    sys.stdout.write(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n")
 
 
 def _serve(settings: Settings) -> None:

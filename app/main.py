@@ -22,7 +22,19 @@ from app.hits.queue import BatchWriter, Ingest
 from app.hits.spool import lock_directory
 from app.hits.writer import writer_for
 from app.hits.writer_process import WriterProcess
-from app.http import audiences, deps, dsar, events, health, links, openapi, pixel, reports, web
+from app.http import (
+    audiences,
+    banner,
+    deps,
+    dsar,
+    events,
+    health,
+    links,
+    openapi,
+    pixel,
+    reports,
+    web,
+)
 from app.http import consent as consent_api
 from app.http import sites as sites_api
 from app.http.context import Context
@@ -166,6 +178,7 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
             consent_api.jwks_head,
             consent_api.policy_notice,
             consent_api.gpc_support,
+            banner.banner_script,
             health.healthz,
             health.readyz,
         ],

@@ -106,6 +106,7 @@ OPERATIONS: dict[tuple[str, str], tuple[list[SecurityRequirement], tuple[int, ..
     ("get", "/.well-known/jwks.json"): (PUBLIC, ()),
     ("head", "/.well-known/jwks.json"): (PUBLIC, ()),
     ("get", "/v1/sites/{site}/policy"): (PUBLIC, SITE),
+    ("get", "/v1/sites/{site}/banner.js"): (PUBLIC, SITE),
     ("get", "/.well-known/gpc.json"): (PUBLIC, ()),
     ("get", "/healthz"): (PUBLIC, ()),
     ("get", "/readyz"): (PUBLIC, (503,)),

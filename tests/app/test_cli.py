@@ -370,3 +370,19 @@ def test_jobs_run_on_a_terminal_draws_a_progress_bar(database_url: str, tmp_path
     os.close(controller)
     assert b'"job":"retention"' in output.replace(b"\r\n", b"")
     assert b"\x1b[" in output  # the terminal got drawn on, not plain lines
+
+
+def test_sites_list_keeps_one_site_a_line_whatever_its_controller_holds(
+    database_url: str, tmp_path: Path
+) -> None:
+    """JSON allows U+2028 and U+2029 inside strings; many line readers end a line there."""
+    slug = f"lines-{secrets.token_hex(3)}"
+    name = "Shoes\u2028and\u2029Hats Ltd"
+    created = pixelgate_here(
+        "sites", "create", slug, "--policy", "ccpa", "--controller", name,
+        cwd=tmp_path, database_url=database_url,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    listed = pixelgate_here("sites", "list", cwd=tmp_path, database_url=database_url)
+    sites = {s["slug"]: s for s in map(json.loads, listed.stdout.splitlines())}
+    assert sites[slug]["controller"] == name

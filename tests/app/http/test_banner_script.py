@@ -1,0 +1,66 @@
+"""GET /v1/sites/{site}/banner.js as a script: what it is given of the site and its policy,
+and a site's own words that cannot end the script or break out of its literal."""
+
+import gzip
+import json
+from typing import Any
+
+from litestar.testing import TestClient
+
+from app.base.settings import Settings
+from tests.factories import auth, make_key, make_site
+
+Client = TestClient[Any]
+
+
+def config_of(script: str) -> Any:
+    """The object the script calls pixelgateBanner with."""
+    start = script.rindex("pixelgateBanner(") + len("pixelgateBanner(")
+    end = script.rindex(", document.currentScript);")
+    return json.loads(script[start:end])
+
+
+def test_it_carries_the_policy_s_purposes_and_the_site_s_urls(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings, policy="ccpa", jurisdiction="us-ca")
+    answer = client.get(f"/v1/sites/{site}/banner.js")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert len(gzip.compress(answer.content)) < 15 * 1024
+    config = config_of(answer.text)
+    assert [(p["name"], p["gpc"]) for p in config["purposes"]] == [
+        ("analytics", False),
+        ("marketing", True),
+        ("email", False),
+    ]
+    assert config["purposes"][1]["title"] == {"en": "Marketing", "de": "Marketing"}
+    assert config["kinds"]["open"] == ["email"]
+    base = str(client.base_url).rstrip("/")
+    assert config["api"].endswith(f"/v1/sites/{site}")
+    assert config["pixel"].endswith(f"/p/{site}/pixel.gif")
+    assert config["privacy"].endswith(f"/privacy/{site}")
+    assert set(config["texts"]) == {"en", "de"}
+    assert base  # the URLs are the configured public URL's, never the Host header's
+    forged = client.get(f"/v1/sites/{site}/banner.js", headers={"Host": "evil.example"})
+    assert "evil.example" not in forged.text
+
+
+def test_a_site_s_name_cannot_end_the_script_or_its_literal(
+    client: Client, settings: Settings
+) -> None:
+    site = make_site(settings)
+    name = "Shoes </script><script>alert(1)</script> \u2028 \u2029 Ltd"
+    admin = auth(make_key(settings, site))
+    assert client.patch(f"/v1/sites/{site}", json={"controller": name}, headers=admin).is_success
+    script = client.get(f"/v1/sites/{site}/banner.js").text
+    assert "</script" not in script and "\u2028" not in script and "\u2029" not in script
+    assert config_of(script)["name"] == name
+
+
+def test_an_unknown_or_impossible_site_is_a_404_problem(client: Client) -> None:
+    for slug in ("no-such-site", "Bad%20Slug", "%00", "a" * 300):
+        answer = client.get(f"/v1/sites/{slug}/banner.js")
+        assert answer.status_code == 404, slug
+        assert answer.headers["content-type"] == "application/problem+json"
