@@ -4,6 +4,7 @@ import asyncio
 import gc
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,6 +32,7 @@ from app.http import (
     health,
     links,
     openapi,
+    pages,
     pixel,
     reports,
     web,
@@ -179,6 +181,8 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
             consent_api.policy_notice,
             consent_api.gpc_support,
             banner.banner_script,
+            pages.privacy_center,
+            pages.static_files,
             health.healthz,
             health.readyz,
         ],
@@ -201,9 +205,19 @@ def create_app(settings: Settings, writer_process: bool = False) -> Litestar:
         ),
         debug=False,
     )
+    _mounts_on_whole_segments(app)
     pixel.document_pixel(app.openapi_schema)
     openapi.document(app.openapi_schema)
     return app
+
+
+def _mounts_on_whole_segments(app: Litestar) -> None:
+    """litestar matches a mount's path as a bare prefix, so the pixel's "/p" would take
+    "/privacy/{site}" too: the mounts' pattern is made to end at a path segment's end."""
+    router = app.asgi_router
+    mounts = sorted(router._mount_routes, key=len, reverse=True)  # longest first
+    alternatives = "|".join(re.escape(path) for path in mounts)
+    router._mount_paths_regex = re.compile(f"(?:{alternatives})(?=/|$)")
 
 
 def serve_app() -> Front:

@@ -1,5 +1,6 @@
 """Consent endpoints (SPEC §4.4): give, read, history, withdraw; receipts and their keys."""
 
+import html
 import ipaddress
 import secrets
 from datetime import datetime
@@ -21,6 +22,7 @@ from app.http.auth import bearer, live_subject_claim, require_key, subject_token
 from app.http.context import Context
 from app.http.deps import Subject, cors_headers
 from app.http.guards import admin_or_path_subject
+from app.http.pages import page
 from app.http.problems import Problem
 from app.http.ratelimit import client_address, client_of
 from consent import ledger, receipts, store
@@ -385,14 +387,30 @@ def responsible(site: Site) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-@get("/v1/sites/{site:str}/policy", media_type="text/markdown", summary="The privacy notice")
+@get(
+    "/v1/sites/{site:str}/policy",
+    media_type="text/markdown",
+    summary="The privacy notice",
+    description="Markdown; a browser (asking for text/html) gets it as a page to read.",
+)
 async def policy_notice(
-    site_row: NamedDependency[Site], ctx: NamedDependency[Context]
+    request: Request[Any, Any, State],
+    site_row: NamedDependency[Site],
+    ctx: NamedDependency[Context],
 ) -> Response[str]:
     policy = ctx.policies[site_row.policy]
-    headers = {"X-Policy-Version": policy.version, "X-Policy-SHA256": policy.sha256}
+    headers = {
+        "X-Policy-Version": policy.version,
+        "X-Policy-SHA256": policy.sha256,
+        "Vary": "Accept",
+    }
     # Appended after the notice file, which stays exactly what X-Policy-SHA256 versions.
     text = "\n".join(part for part in (policy.notice_text, responsible(site_row)) if part)
+    if "text/html" in request.headers.get("accept", ""):
+        title = f"Privacy notice of {site_row.controller or site_row.slug}"
+        notice = page(title, f'<main><pre class="notice">{html.escape(text)}</pre></main>')
+        notice.headers.update(headers)
+        return notice
     return Response(text, media_type="text/markdown", headers=headers)
 
 

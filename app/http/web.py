@@ -52,7 +52,7 @@ PAGE = """<!DOCTYPE html>
 """
 
 
-def _no_such_file(_: Request[Any, Any, Any], __: ValueError) -> Response[Any]:
+def no_such_file(_: Request[Any, Any, Any], __: ValueError) -> Response[Any]:
     return problem(404, "no such file")
 
 
@@ -72,7 +72,7 @@ class SwaggerDocs(OpenAPIRenderPlugin):
                 name="docs-static",
                 include_in_schema=False,
                 # A path the file system refuses (a NUL in it) names no file either.
-                exception_handlers={ValueError: _no_such_file},
+                exception_handlers={ValueError: no_such_file},
             )
         )
 

@@ -3,6 +3,7 @@ packages when missing; no browser is ever downloaded), against a live `pixelgate
 the site's own pages served from a second origin as a site would serve them."""
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, Request, sync_playwright
 
+from app.base.settings import Settings
+from tests.factories import make_site
 from tests.servers import Server, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -166,3 +169,31 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+@pytest.fixture
+def shop(settings: Settings, host: HostPages) -> str:
+    return off_loop(make_site, settings, policy="gdpr-strict", origins=(host.origin,))
+
+
+def shop_page(
+    host: HostPages, live: Server, site: str, path: str = "/", nonce: str = "", csp: str = ""
+) -> str:
+    """A page of the shop, on its own origin, with the banner's one script tag."""
+    extra = f" nonce='{nonce}'" if nonce else ""
+    body = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Shop</title>"
+        "<link rel='icon' href='data:,'>"
+        f"<script src='{live.url}/v1/sites/{site}/banner.js' async{extra}></script></head>"
+        "<body><main><h1>Shoes</h1><p>Good shoes.</p>"
+        "<a href='/other'>Other page</a></main></body></html>"
+    )
+    return host.page(f"/{site}{path}", body, csp or None)
+
+
+def stored(page: Page, site: str) -> Any:
+    return json.loads(page.evaluate(f"localStorage.getItem('pixelgate:{site}') || 'null'"))
+
+
+def dialog(page: Page) -> Locator:
+    return page.get_by_role("dialog")

@@ -9,42 +9,16 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
 from app.base.keys import KeyRing
 from app.base.settings import Settings
-from tests.factories import SECRET, make_site, raw, table_rows
+from tests.factories import SECRET, raw, table_rows
 from tests.servers import Server
-from tests.web.conftest import HostPages, Watched, off_loop, screenshot
+from tests.web.conftest import HostPages, Watched, dialog, off_loop, screenshot, shop_page, stored
 
 OpenPage = Callable[..., Watched]
-STORAGE_KEY = "pixelgate:{site}"
-
-
-@pytest.fixture
-def shop(settings: Settings, host: HostPages) -> str:
-    return off_loop(make_site, settings, policy="gdpr-strict", origins=(host.origin,))
-
-
-def shop_page(
-    host: HostPages, live: Server, site: str, path: str = "/", nonce: str = "", csp: str = ""
-) -> str:
-    """A page of the shop, on its own origin, with the banner's one script tag."""
-    extra = f" nonce='{nonce}'" if nonce else ""
-    body = (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Shop</title>"
-        "<link rel='icon' href='data:,'>"
-        f"<script src='{live.url}/v1/sites/{site}/banner.js' async{extra}></script></head>"
-        "<body><main><h1>Shoes</h1><p>Good shoes.</p>"
-        "<a href='/other'>Other page</a></main></body></html>"
-    )
-    return host.page(f"/{site}{path}", body, csp or None)
-
-
-def stored(page: Page, site: str) -> Any:
-    return json.loads(page.evaluate(f"localStorage.getItem('pixelgate:{site}') || 'null'"))
 
 
 def storage_size(page: Page) -> int:
@@ -61,10 +35,6 @@ def events_of(
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.1)
-
-
-def dialog(page: Page) -> Any:
-    return page.get_by_role("dialog")
 
 
 def test_the_script_is_small_and_carries_the_policy_s_purposes(live: Server, shop: str) -> None:

@@ -64,3 +64,23 @@ def test_an_unknown_or_impossible_site_is_a_404_problem(client: Client) -> None:
         answer = client.get(f"/v1/sites/{slug}/banner.js")
         assert answer.status_code == 404, slug
         assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_the_notice_is_a_page_for_a_browser_and_markdown_for_anyone_else(
+    client: Client, settings: Settings
+) -> None:
+    """The banner links to it: a browser asks for text/html, and the site's words are text."""
+    site = make_site(settings)
+    admin = auth(make_key(settings, site))
+    name = "<b>Shoes</b> & Hats"
+    assert client.patch(f"/v1/sites/{site}", json={"controller": name}, headers=admin).is_success
+    markdown = client.get(f"/v1/sites/{site}/policy")
+    assert markdown.headers["content-type"].startswith("text/markdown")
+    browser = client.get(f"/v1/sites/{site}/policy", headers={"Accept": "text/html,*/*;q=0.8"})
+    assert browser.headers["content-type"].startswith("text/html")
+    assert browser.headers["x-policy-sha256"] == markdown.headers["x-policy-sha256"]
+    assert "content-security-policy" in browser.headers
+    assert (
+        "<b>Shoes</b>" not in browser.text and "&lt;b&gt;Shoes&lt;/b&gt; &amp; Hats" in browser.text
+    )
+    assert markdown.text.splitlines()[0] in browser.text
