@@ -21,6 +21,7 @@ from app.base.keys import KeyRing
 from app.base.settings import ConfigError, Settings, load_settings
 from app.base.sites import CONTROLLER_FIELDS, create_site, list_sites, site_out, update_site
 from app.base.tables import Site
+from app.demo import DemoExists, seed_demo
 from app.hits.spool import SpoolInUse, lock_directory
 from app.http.auth import SCOPES, create_key, revoke_key
 from consent.policy import Policy, PolicyError, jurisdictions, load_policies
@@ -67,6 +68,9 @@ def _parser() -> Parser:
     key_revoke = keys.add_parser("revoke", help="revoke a key by its id")
     key_revoke.add_argument("key_id")
 
+    commands.add_parser(
+        "demo", help="create site demo with 30 days of sample data; prints a read key"
+    )
     jobs = commands.add_parser("jobs", help="scheduled jobs").add_subparsers(
         dest="action", required=True, parser_class=Parser
     )
@@ -201,6 +205,11 @@ async def _keys_revoke(session: AsyncSession, args: argparse.Namespace, ctx: Cli
         raise UsageError(f"no active key {args.key_id!r}")
 
 
+async def _demo(session: AsyncSession, args: argparse.Namespace, ctx: CliContext) -> None:
+    base = ctx.settings.base_url
+    _print_json(await seed_demo(session, ctx.keyring, ctx.policies, utcnow(), base))
+
+
 Command = Callable[[AsyncSession, argparse.Namespace, CliContext], Awaitable[None]]
 DATABASE_COMMANDS: dict[tuple[str, str], Command] = {
     ("sites", "create"): _sites_create,
@@ -228,6 +237,10 @@ def run(argv: Sequence[str]) -> None:
         _serve(settings)
     elif args.command == "migrate":
         migrate(settings.database_url)
+    elif args.command == "demo":
+        migrate(settings.database_url)  # as `serve` does: the demo may come first
+        ctx = CliContext(settings, policies, KeyRing(settings.secret_key))
+        asyncio.run(_in_transaction(_demo, args, ctx))
     elif args.command == "jobs":
         asyncio.run(_jobs_run(args, CliContext(settings, policies, KeyRing(settings.secret_key))))
     else:
@@ -242,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, PolicyError, ValueError) as exc:
         sys.stderr.write(f"pixelgate: {exc}\n")
         return 2
-    except SpoolInUse as exc:
+    except (SpoolInUse, DemoExists) as exc:
         sys.stderr.write(f"pixelgate: {exc}\n")
         return 1
     except SQLAlchemyError as exc:

@@ -88,7 +88,7 @@ ADMIN = {**requires("admin"), "audience": Provide(provide_audience)}
 READ = {**requires("read"), "audience": Provide(provide_audience)}
 
 
-async def _members(
+async def members_of(
     ctx: Context, session: AsyncSession, site_row: Site, row: Audience, subjects: Any = None
 ) -> Members:
     rule = msgspec.convert(row.rule, Rule)
@@ -119,14 +119,19 @@ async def create_audience(
     return AudienceId(row.id)
 
 
+async def site_audiences(session: AsyncSession, site: str) -> list[Audience]:
+    """The site's audiences, oldest first."""
+    rows = await session.scalars(
+        select(Audience).where(Audience.site == site).order_by(Audience.created_at, Audience.id)
+    )
+    return list(rows)
+
+
 @get("/v1/sites/{site:str}/audiences", dependencies=requires("admin"), summary="List audiences")
 async def list_audiences(
     site: FromPath[str], site_row: NamedDependency[Site], session: NamedDependency[AsyncSession]
 ) -> AudienceList:
-    rows = await session.scalars(
-        select(Audience).where(Audience.site == site).order_by(Audience.created_at, Audience.id)
-    )
-    return AudienceList([_out(row) for row in rows])
+    return AudienceList([_out(row) for row in await site_audiences(session, site)])
 
 
 @get(
@@ -160,7 +165,7 @@ async def audience_members(
     ctx: NamedDependency[Context],
     session: NamedDependency[AsyncSession],
 ) -> Members:
-    return await _members(ctx, session, site_row, audience)
+    return await members_of(ctx, session, site_row, audience)
 
 
 @get(
@@ -176,7 +181,7 @@ async def is_member(
     session: NamedDependency[AsyncSession],
 ) -> Membership:
     pseudonym = ctx.keyring.pseudonym(site_row.slug, subject)
-    found = await _members(ctx, session, site_row, audience, [pseudonym])
+    found = await members_of(ctx, session, site_row, audience, [pseudonym])
     return Membership(member=bool(found.members))
 
 
@@ -198,7 +203,7 @@ async def match_audience(
     session: NamedDependency[AsyncSession],
 ) -> MatchOut:
     by_pseudonym = {ctx.keyring.pseudonym(site_row.slug, c): c for c in data.candidates}
-    found = await _members(ctx, session, site_row, audience, sorted(by_pseudonym))
+    found = await members_of(ctx, session, site_row, audience, sorted(by_pseudonym))
     matched = []
     for pseudonym in found.members:
         candidate = by_pseudonym[pseudonym]

@@ -14,12 +14,16 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.base.db import utcnow
 from app.base.tables import Site, is_storable
+from app.http.audiences import members_of, site_audiences
 from app.http.context import Context
 from app.http.guards import requires
 from app.http.problems import Problem
 from app.reports import marketing, traffic
 from app.reports.cells import Scope
+from app.reports.consent_rates import consent_rates as rates_of
+from consent.audiences import Excluded
 
 MAX_DAYS = 3660
 MAX_HOUR_DAYS = 3 * 366  # hourly points: at most about three years of them
@@ -240,4 +244,69 @@ async def influencers(
             for row in [*result.rows, *([result.other] if result.other else [])]
         ]
         return _csv([*header, "revenue"], lines)
+    return Response(result)
+
+
+class AudienceSize(msgspec.Struct):
+    id: str
+    name: str
+    members: int | None  # withheld (null) when fewer than reports.min_subjects
+    excluded: Excluded
+
+
+class AudienceSizes(msgspec.Struct):
+    audiences: list[AudienceSize]
+
+
+@get(
+    "/v1/sites/{site:str}/reports/audiences",
+    dependencies=requires("read"),
+    summary="How many people each audience holds now, and how many it leaves out, by reason",
+    description="Sizes only: the members themselves are for an admin key.",
+)
+async def audience_sizes(
+    request: Request[Any, Any, State],
+    site_row: NamedDependency[Site],
+    session: NamedDependency[AsyncSession],
+    ctx: NamedDependency[Context],
+) -> Response[Any]:
+    least = ctx.policies[site_row.policy].file.reports.min_subjects
+    sizes = []
+    for audience in await site_audiences(session, site_row.slug):
+        found = await members_of(ctx, session, site_row, audience)
+        count = len(found.members)
+        shown = None if 0 < count < least else count
+        sizes.append(AudienceSize(audience.id, audience.name, shown, found.excluded))
+    if _wants_csv(request):
+        header = ["audience", "members", "no_consent", "gpc", "opt_out"]
+        rows = [
+            [a.name, a.members, a.excluded.no_consent, a.excluded.gpc, a.excluded.opt_out]
+            for a in sizes
+        ]
+        return _csv(header, rows)
+    return Response(AudienceSizes(sizes))
+
+
+@get(
+    "/v1/sites/{site:str}/reports/consent",
+    dependencies=requires("read"),
+    summary="Per purpose, how many people the registry knows allow it now",
+)
+async def consent_rates(
+    request: Request[Any, Any, State],
+    site_row: NamedDependency[Site],
+    session: NamedDependency[AsyncSession],
+    ctx: NamedDependency[Context],
+) -> Response[Any]:
+    policy = ctx.policies[site_row.policy]
+    result = await rates_of(
+        session,
+        site_row.slug,
+        list(policy.file.purposes),
+        utcnow(),
+        policy.file.reports.min_subjects,
+    )
+    if _wants_csv(request):
+        rows = [[p.purpose, p.granted, p.not_granted, p.rate] for p in result.purposes]
+        return _csv(["purpose", "granted", "not_granted", "rate"], rows)
     return Response(result)

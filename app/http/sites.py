@@ -1,15 +1,18 @@
 """A site over the admin API: read it, and set who is responsible for its processing."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import get, patch
+from litestar import Request, get, patch
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.sites import EMAIL, SiteDetails, site_out, update_site
 from app.base.tables import Site
+from app.http.auth import require_key
+from app.http.context import Context
 from app.http.guards import requires
 from app.http.problems import Problem
 
@@ -68,3 +71,23 @@ async def update_controller(
     except ValueError as exc:
         raise Problem(422, str(exc)) from None
     return site_out(found)
+
+
+class KeyScope(msgspec.Struct):
+    scope: str  # admin or read
+
+
+@get(
+    "/v1/sites/{site:str}/key",
+    dependencies=requires("read"),
+    summary="The scope of the key sent",
+    description="A read or admin key of the site: the dashboard shows what it opens.",
+)
+async def key_scope(
+    request: Request[Any, Any, State],
+    site_row: NamedDependency[Site],
+    session: NamedDependency[AsyncSession],
+    ctx: NamedDependency[Context],
+) -> KeyScope:
+    row = await require_key(request, session, ctx.keyring, site_row.slug, "read")
+    return KeyScope(row.scope)
