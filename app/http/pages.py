@@ -102,7 +102,7 @@ DASHBOARD = """<main data-site="{site}">
 <form id="range" class="actions" aria-label="Period">
 <div><label for="from">From</label><input id="from" type="date" required></div>
 <div><label for="to">To</label><input id="to" type="date" required></div>
-<div class="bottom"><button type="submit">Show</button>
+<div class="bottom"><button type="submit" id="show">Show</button>
 <button type="button" id="sign-out" class="secondary">Sign out</button></div>
 </form>
 <p id="error" class="error" role="alert" hidden></p>

@@ -141,3 +141,36 @@ def test_an_admin_key_also_sees_the_open_requests_with_their_due_dates(
     expect(page.locator("#requests tbody tr")).to_have_count(1)
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("Read key")).to_be_visible()
+
+
+def test_the_keyboard_reaches_every_control_with_its_focus_shown(
+    open_page: OpenPage, live: Server, shop: tuple[str, str, str]
+) -> None:
+    site, read, _ = shop
+    page = open_page().page
+    page.goto(f"{live.url}/dashboard/{site}")
+    page.keyboard.press("Tab")  # the header's link to the start page
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "key"
+    page.keyboard.type(read)
+    page.keyboard.press("Enter")
+    expect(page.locator("#influencers tbody tr")).not_to_have_count(0)
+    controls = page.evaluate(
+        "[...document.querySelectorAll('#reports button, #reports input, #reports select')]"
+        ".filter(e => !e.closest('[hidden]')).map(e => e.id || e.dataset.file)"
+    )
+    page.locator("header a").focus()
+    reached = []
+    for _ in range(len(controls) + 12):  # a date field takes a Tab per part
+        page.keyboard.press("Tab")
+        reached.append(
+            page.evaluate(
+                "[document.activeElement.id || document.activeElement.dataset.file,"
+                " getComputedStyle(document.activeElement).outlineStyle]"
+            )
+        )
+    assert set(controls) <= {r[0] for r in reached}
+    # A date field's focused part is highlighted by Chromium itself, inside the field.
+    dates = ("from", "to")
+    unmarked = [r for r in reached if r[0] in controls and r[0] not in dates and r[1] == "none"]
+    assert unmarked == []
