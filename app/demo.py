@@ -89,8 +89,10 @@ async def seed_demo(
     policy = policies[POLICY]
     rng = random.Random(20261203)
     start = now - timedelta(days=DAYS)
+    # Its shop is served by pixelgate itself, opened as 127.0.0.1 or as localhost alike.
+    origins = sorted({base, base.replace("//127.0.0.1:", "//localhost:")})
     await create_site(
-        session, slug=SITE, policy=POLICY, policies=jurisdictions(policies), origins=[base],
+        session, slug=SITE, policy=POLICY, policies=jurisdictions(policies), origins=origins,
         jurisdiction="eu", controller={"controller": "Demo Shoe Shop"}, now=start,
     )  # fmt: skip
     session.add(Campaign(site=SITE, id=NEWSLETTER, name="Weekly newsletter", channel="email",

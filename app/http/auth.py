@@ -15,6 +15,7 @@ from app.base.db import utcnow
 from app.base.keys import KeyRing, audit_hash, b64url, seal, unseal
 from app.base.tables import ApiKey
 from app.http.context import Context
+from app.http.problems import Problem
 from consent.store import erased_at
 
 # A request or the connection a guard is given: only its headers are read.
@@ -143,13 +144,14 @@ async def require_admin_or_subject(
 ) -> None:
     """An admin key of the site, or a live subject token of this site for a pseudonym `owns`
     accepts (401 for a token that is not ours or no longer good, 403 for one of another subject
-    or site). `cors` goes on a 429."""
+    or site). `cors` goes on every refusal, so that a banner on the site's page can read it
+    (a token refused once its subject is erased: the banner then forgets the id)."""
     token = request.headers.get("x-subject-token")
     if token is None:
         await require_key(request, session, ctx.keyring, site, "admin")
         return
     claim = await live_subject_claim(session, ctx, token, cors)
     if claim is None:
-        raise NotAuthorizedException("the subject token is not valid, has expired or was erased")
+        raise Problem(401, "the subject token is not valid, has expired or was erased", dict(cors))
     if claim.site != site or not owns(claim.subject):
-        raise PermissionDeniedException("this subject token is for another subject or site")
+        raise Problem(403, "this subject token is for another subject or site", dict(cors))

@@ -27,6 +27,9 @@ class BannerPurpose(msgspec.Struct):
 class BannerConfig(msgspec.Struct):
     site: str
     name: str
+    # The policy version a choice is kept under, where a new version voids earlier consents
+    # (reconsent_on_change): the banner asks again once it changes. Empty otherwise.
+    policy: str
     api: str
     pixel: str
     notice: str
@@ -63,6 +66,7 @@ def banner_config(site: Site, policy: Policy, base_url: str) -> BannerConfig:
     return BannerConfig(
         site=site.slug,
         name=site.controller or site.slug,
+        policy=policy.version if policy.file.reconsent_on_change else "",
         api=f"{base_url}/v1/sites/{site.slug}",
         pixel=f"{base_url}/p/{site.slug}/pixel.gif",
         notice=f"{base_url}/v1/sites/{site.slug}/policy",

@@ -209,7 +209,7 @@ async def _public_caller(
     claim = await live_subject_claim(session, ctx, token, cors) if token else None
     pseudonym = ctx.keyring.pseudonym(site.slug, data.subject)
     if claim is None or claim.site != site.slug or claim.subject != pseudonym:
-        raise Problem(403, NOT_YOURS)
+        raise Problem(403, NOT_YOURS, cors)
 
 
 @post(

@@ -90,11 +90,11 @@ undone.</p>
 
 DASHBOARD = """<main data-site="{site}">
 <h1>Reports of {name}</h1>
-<form id="sign-in" aria-labelledby="sign-in-title">
+<form id="sign-in" method="post" aria-labelledby="sign-in-title">
 <h2 id="sign-in-title">Sign in</h2>
 <p>A read key of {name} opens its reports. It is kept for this browser tab only.</p>
 <label for="key">Read key</label>
-<input id="key" name="key" type="password" autocomplete="off" required>
+<input id="key" type="password" autocomplete="off" required>
 <button type="submit">Sign in</button>
 <p id="sign-in-error" class="error" role="alert" hidden></p>
 </form>
@@ -126,7 +126,7 @@ DASHBOARD = """<main data-site="{site}">
 <table id="campaign-table"></table>
 <h3>Human opens by hour of the day (UTC)</h3>
 <div id="opens-chart" class="chart" role="img"></div>
-<button type="button" class="secondary" data-csv="campaign"
+<button type="button" class="secondary" id="campaign-csv" data-csv="campaign"
  data-file="campaign">Download CSV</button>
 </section>
 <section aria-labelledby="requests-title" id="requests-section" hidden>

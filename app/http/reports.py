@@ -23,7 +23,6 @@ from app.http.problems import Problem
 from app.reports import marketing, traffic
 from app.reports.cells import Scope
 from app.reports.consent_rates import consent_rates as rates_of
-from consent.audiences import Excluded
 
 MAX_DAYS = 3660
 MAX_HOUR_DAYS = 3 * 366  # hourly points: at most about three years of them
@@ -250,8 +249,9 @@ async def influencers(
 class AudienceSize(msgspec.Struct):
     id: str
     name: str
-    members: int | None  # withheld (null) when fewer than reports.min_subjects
-    excluded: Excluded
+    # Each count withheld (null) when it counts fewer people than reports.min_subjects.
+    members: int | None
+    excluded: dict[str, int | None]  # no_consent, gpc, opt_out
 
 
 class AudienceSizes(msgspec.Struct):
@@ -271,16 +271,19 @@ async def audience_sizes(
     ctx: NamedDependency[Context],
 ) -> Response[Any]:
     least = ctx.policies[site_row.policy].file.reports.min_subjects
+
+    def shown(count: int) -> int | None:
+        return None if 0 < count < least else count
+
     sizes = []
     for audience in await site_audiences(session, site_row.slug):
         found = await members_of(ctx, session, site_row, audience)
-        count = len(found.members)
-        shown = None if 0 < count < least else count
-        sizes.append(AudienceSize(audience.id, audience.name, shown, found.excluded))
+        excluded = {name: shown(n) for name, n in msgspec.structs.asdict(found.excluded).items()}
+        sizes.append(AudienceSize(audience.id, audience.name, shown(len(found.members)), excluded))
     if _wants_csv(request):
         header = ["audience", "members", "no_consent", "gpc", "opt_out"]
         rows = [
-            [a.name, a.members, a.excluded.no_consent, a.excluded.gpc, a.excluded.opt_out]
+            [a.name, a.members, a.excluded["no_consent"], a.excluded["gpc"], a.excluded["opt_out"]]
             for a in sizes
         ]
         return _csv(header, rows)
@@ -298,14 +301,7 @@ async def consent_rates(
     session: NamedDependency[AsyncSession],
     ctx: NamedDependency[Context],
 ) -> Response[Any]:
-    policy = ctx.policies[site_row.policy]
-    result = await rates_of(
-        session,
-        site_row.slug,
-        list(policy.file.purposes),
-        utcnow(),
-        policy.file.reports.min_subjects,
-    )
+    result = await rates_of(session, site_row.slug, ctx.policies[site_row.policy], utcnow())
     if _wants_csv(request):
         rows = [[p.purpose, p.granted, p.not_granted, p.rate] for p in result.purposes]
         return _csv(["purpose", "granted", "not_granted", "rate"], rows)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from playwright.sync_api import (
 
 from app.base.settings import Settings
 from tests.factories import make_site
-from tests.servers import Server, free_port
+from tests.servers import Server, environment, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 # A page's answers wait behind the rest of the suite on a loaded machine: assertions that
@@ -210,3 +211,15 @@ def stored(page: Page, site: str) -> Any:
 
 def dialog(page: Page) -> Locator:
     return page.get_by_role("dialog")
+
+
+def run_dsar_job(settings: Settings) -> None:
+    """What the server's scheduler does within a minute, at once."""
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "jobs", "run", "--only", "dsar"],
+        env=environment(settings.database_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr

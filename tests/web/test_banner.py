@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from app.base.keys import KeyRing
 from app.base.settings import Settings
-from tests.factories import SECRET, raw, table_rows
+from tests.factories import SECRET, auth, make_key, raw, table_rows
 from tests.servers import Server
 from tests.web.conftest import (
     LETTERS,
@@ -22,6 +22,7 @@ from tests.web.conftest import (
     Watched,
     dialog,
     off_loop,
+    run_dsar_job,
     screenshot,
     shop_page,
     stored,
@@ -93,7 +94,7 @@ def test_reject_records_nothing_and_is_remembered_without_an_id(
     page.goto(shop_page(host, live, shop))
     dialog(page).get_by_role("button", name="Reject all").click()
     expect(dialog(page)).to_be_hidden()
-    assert set(stored(page, shop)) == {"refused", "at"}
+    assert set(stored(page, shop)) == {"refused", "policy", "at"}
     page.reload()
     expect(page.get_by_role("button", name="Privacy choices")).to_be_visible()
     expect(dialog(page)).to_be_hidden()
@@ -173,7 +174,7 @@ def test_withdrawal_through_privacy_choices_stops_recording_and_deletes_the_id(
     expect(dialog(page).get_by_role("switch", name="Analytics")).to_be_checked()
     dialog(page).get_by_role("button", name="Reject all").click()
     expect(dialog(page)).to_be_hidden()
-    assert set(stored(page, shop)) == {"refused", "at"}
+    assert set(stored(page, shop)) == {"refused", "policy", "at"}
     assert subject not in json.dumps(page.evaluate("Object.assign({}, localStorage)"))
     pixels = len(watched.sent("/p/"))
     page.goto(shop_page(host, live, shop, "/other"))
@@ -262,3 +263,58 @@ def test_axe_finds_no_serious_violation_in_the_banner(
         if violation["impact"] in ("serious", "critical")
     ]
     assert serious == [], results.generate_report()
+
+
+def test_after_an_erasure_the_banner_forgets_the_id_and_can_ask_again(
+    open_page: OpenPage, host: HostPages, live: Server, shop: str, settings: Settings
+) -> None:
+    """The erasure (filed from the privacy center, another origin) kills the token: the
+    banner's daily check forgets the id, and a new grant mints a new one."""
+    page = open_page().page
+    page.goto(shop_page(host, live, shop))
+    dialog(page).get_by_role("button", name="Accept all").click()
+    expect(dialog(page)).to_be_hidden()
+    first = raw(stored(page, shop)["subject"])
+    admin = auth(off_loop(make_key, settings, shop))
+    erasure = {"type": "erasure", "subject": first}
+    assert httpx.post(f"{live.url}/v1/sites/{shop}/dsar", json=erasure, headers=admin).is_success
+    run_dsar_job(settings)
+    # Within the day, a new grant through Privacy choices is refused for the dead id: a new
+    # id is minted instead of the choice failing.
+    page.get_by_role("button", name="Privacy choices").click()
+    dialog(page).get_by_role("button", name="Accept all").click()
+    expect(dialog(page)).to_be_hidden()
+    second = raw(stored(page, shop)["subject"])
+    assert second != first
+    # A day later, a page load asks the server, and forgets an id it no longer knows.
+    erasure = {"type": "erasure", "subject": second}
+    assert httpx.post(f"{live.url}/v1/sites/{shop}/dsar", json=erasure, headers=admin).is_success
+    run_dsar_job(settings)
+    page.evaluate(
+        f"(() => {{ const k = 'pixelgate:{shop}'; const v = JSON.parse(localStorage.getItem(k));"
+        " v.checked = new Date(Date.now() - 2 * 86400000).toISOString();"
+        " localStorage.setItem(k, JSON.stringify(v)); })()"
+    )
+    page.reload()
+    expect(dialog(page)).to_be_visible()
+    assert stored(page, shop) is None
+    # Reject all with nothing to withdraw leaves a refusal and no error.
+    dialog(page).get_by_role("button", name="Reject all").click()
+    expect(dialog(page)).to_be_hidden()
+    assert set(stored(page, shop)) == {"refused", "policy", "at"}
+
+
+def test_a_choice_under_an_earlier_policy_version_is_asked_again(
+    open_page: OpenPage, host: HostPages, live: Server, shop: str
+) -> None:
+    """gdpr-strict voids consents of earlier versions (reconsent_on_change)."""
+    page = open_page().page
+    page.goto(shop_page(host, live, shop))
+    dialog(page).get_by_role("button", name="Reject all").click()
+    expect(dialog(page)).to_be_hidden()
+    page.evaluate(
+        f"(() => {{ const k = 'pixelgate:{shop}'; const v = JSON.parse(localStorage.getItem(k));"
+        " v.policy = '2001-01-01'; localStorage.setItem(k, JSON.stringify(v)); })()"
+    )
+    page.reload()
+    expect(dialog(page)).to_be_visible()

@@ -57,6 +57,9 @@ def test_the_demo_makes_a_month_of_a_shop_and_its_pages_show_it(
     assert any("signal:gpc" in event["basis"] for event in events)
     assert any(event["value"] is not None and event["value"] < 0 for event in events)
     assert len(table_rows(settings, "links", site="demo")) == 2
+    [site] = table_rows(settings, "sites", slug="demo")
+    local = server.url.replace("127.0.0.1", "localhost")
+    assert sorted(site["origins"]) == sorted([server.url, local])  # its shop, either way
     assert table_rows(settings, "consent_ledger", site="demo")
 
     server.start()

@@ -2,8 +2,6 @@
 history, withdrawal, an access request's export and an erasure, end to end in Chromium."""
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,22 +10,19 @@ from playwright.sync_api import Page, expect
 
 from app.base.settings import Settings
 from tests.factories import raw, table_rows
-from tests.servers import Server, environment
-from tests.web.conftest import HostPages, Watched, dialog, off_loop, screenshot, shop_page, stored
+from tests.servers import Server
+from tests.web.conftest import (
+    HostPages,
+    Watched,
+    dialog,
+    off_loop,
+    run_dsar_job,
+    screenshot,
+    shop_page,
+    stored,
+)
 
 OpenPage = Callable[..., Watched]
-
-
-def run_dsar_job(settings: Settings) -> None:
-    """What the server's scheduler does within a minute, at once."""
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "jobs", "run", "--only", "dsar"],
-        env=environment(settings.database_url),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 def consented_privacy_page(open_page: OpenPage, host: HostPages, live: Server, site: str) -> Page:

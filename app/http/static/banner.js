@@ -42,10 +42,13 @@ function pixelgateBanner(config, script) {
   }
 
   function allowed(kind) {
-    if (!saved || !saved.subject) return false;
-    var needs = config.kinds[kind] || config.kinds["*"] || [];
+    if (!saved || !saved.subject || !saved.purposes) return false;
+    // As the server decides: the kind's purposes, else those of "*"; a kind of none is not sent.
+    var needs = Object.prototype.hasOwnProperty.call(config.kinds, kind) ? config.kinds[kind]
+      : (config.kinds["*"] || []);
+    if (!needs.length) return false;
     for (var i = 0; i < needs.length; i++) {
-      if (!saved.purposes[needs[i]]) return false;
+      if (saved.purposes[needs[i]] !== true) return false;
     }
     return true;
   }
@@ -81,42 +84,91 @@ function pixelgateBanner(config, script) {
     return send(String(kind), fields);
   }
 
-  function request(method, path, body) {
+  function request(method, path, body, token) {
     var headers = { "Content-Type": "application/json" };
-    if (saved && saved.token) headers["X-Subject-Token"] = saved.token;
+    if (token) headers["X-Subject-Token"] = token;
     return fetch(config.api + path, {
       method: method, headers: headers, credentials: "omit", mode: "cors",
       body: body === undefined ? undefined : JSON.stringify(body)
     }).then(function (answer) {
-      if (!answer.ok) throw new Error("pixelgate: the consent service answered " + answer.status);
+      if (!answer.ok) {
+        var error = new Error("pixelgate: the consent service answered " + answer.status);
+        error.status = answer.status;
+        throw error;
+      }
       return answer.status === 204 ? null : answer.json();
     });
   }
 
+  // The id is dead once its token is refused (erased, or the token too old): a new one is asked.
+  function dead(error) { return error.status === 401 || error.status === 403; }
+
   function choose(purposes) {
     var any = Object.keys(purposes).some(function (name) { return purposes[name]; });
-    var had = saved && saved.subject;
     if (!any) return refuse();
-    var body = { purposes: purposes, source: "banner" };
-    if (had) body.subject = saved.subject;
-    return request("POST", "/consent", body).then(function (answer) {
-      var subject = had ? saved.subject : answer.subject;
-      keep({ subject: subject, token: answer.subject_token, purposes: answer.purposes,
-             at: new Date().toISOString() });
+    var had = saved && saved.subject ? saved : null;
+    function give(holder) {
+      var body = { purposes: purposes, source: "banner" };
+      if (holder) body.subject = holder.subject;
+      return request("POST", "/consent", body, holder && holder.token);
+    }
+    return give(had).catch(function (error) {
+      if (!had || !dead(error)) throw error;
+      had = null;
+      return give(null);
+    }).then(function (answer) {
+      keep({ subject: had ? had.subject : answer.subject, token: answer.subject_token,
+             purposes: answer.purposes, expires_at: answer.expires_at,
+             policy: config.policy, at: new Date().toISOString() });
       if (!had) pageview();
       render();
     });
   }
 
+  // The id is forgotten first: a withdrawal the server cannot take (the id already erased, the
+  // network down) still leaves nothing on the device.
   function refuse() {
-    var withdrawn = Promise.resolve();
-    if (saved && saved.subject) {
-      withdrawn = request("DELETE", "/consent/" + encodeURIComponent(saved.subject));
-    }
-    return withdrawn.then(function () {
-      keep({ refused: true, at: new Date().toISOString() });
+    var had = saved && saved.subject ? saved : null;
+    keep({ refused: true, policy: config.policy, at: new Date().toISOString() });
+    if (!had) {
       render();
+      return Promise.resolve();
+    }
+    return request("DELETE", "/consent/" + encodeURIComponent(had.subject), undefined, had.token)
+      .catch(function (error) { if (!dead(error)) throw error; })
+      .then(function () { render(); });
+  }
+
+  // A choice made under another policy version, or a consent past its expiry, is asked again;
+  // once a day the server is asked whether the id still lives (an erasure, a withdrawal made
+  // in the privacy center).
+  function current() {
+    if (!saved) return Promise.resolve();
+    var expired = saved.expires_at && Date.parse(saved.expires_at) <= Date.now();
+    if (saved.policy !== config.policy || expired) {
+      forget();
+      return Promise.resolve();
+    }
+    if (!saved.subject || Date.now() - Date.parse(saved.checked || saved.at) < 86400000) {
+      return Promise.resolve();
+    }
+    var path = "/consent/" + encodeURIComponent(saved.subject);
+    return request("GET", path, undefined, saved.token).then(function (state) {
+      var purposes = {};
+      Object.keys(state.purposes).forEach(function (name) {
+        purposes[name] = state.purposes[name].allowed;
+      });
+      keep(Object.assign({}, saved, { purposes: purposes, checked: new Date().toISOString() }));
+    }).catch(function (error) {
+      if (dead(error)) forget();
     });
+  }
+
+  function forget() {
+    saved = null;
+    try {
+      window.localStorage.removeItem(KEY);
+    } catch (e) { /* nothing was kept */ }
   }
 
   function every(value) {
@@ -183,7 +235,7 @@ function pixelgateBanner(config, script) {
     dialog = element("dialog", { lang: lang, "aria-labelledby": "pixelgate-title",
                                  "aria-describedby": "pixelgate-intro" }, [
       element("h2", { id: "pixelgate-title", text: texts.title }),
-      element("p", { id: "pixelgate-intro", text: texts.intro.replace("{site}", config.name) }),
+      element("p", { id: "pixelgate-intro", text: texts.intro.split("{site}").join(config.name) }),
       gpc ? element("p", { "class": "gpc", role: "status", text: texts.gpc }) : null,
       element("div", { "class": "purposes" }, config.purposes.map(purposeRow)),
       element("p", { "class": "links" }, links),
@@ -221,8 +273,10 @@ function pixelgateBanner(config, script) {
   window.pixelgate = { track: track, open: function () { render(true); } };
 
   function start() {
-    render(false);
-    if (saved && saved.subject) pageview();
+    current().then(function () {
+      render(false);
+      if (saved && saved.subject) pageview();
+    });
   }
   if (document.body) start();
   else document.addEventListener("DOMContentLoaded", start);

@@ -9,7 +9,14 @@
   var site = main.dataset.site;
   var KEY = "pixelgate-dashboard:" + site;
   var api = "/v1/sites/" + encodeURIComponent(site);
-  var key = sessionStorage.getItem(KEY);
+  // The key's field has no name and the form posts: should this script fail, a sign-in
+  // sends nothing, and never the key in a URL. Storage refused: the key lasts for the page.
+  var store = {
+    get: function () { try { return sessionStorage.getItem(KEY); } catch (e) { return null; } },
+    set: function (value) { try { sessionStorage.setItem(KEY, value); } catch (e) { /* page */ } },
+    drop: function () { try { sessionStorage.removeItem(KEY); } catch (e) { /* page */ } }
+  };
+  var key = store.get();
   var scope = null;  // of the key: read or admin
   var charts = {};
 
@@ -145,7 +152,14 @@
   }
 
   function campaign(name) {
-    if (!name) return Promise.resolve();
+    $("campaign-csv").disabled = !name;
+    if (!name) {  // no campaign in the period: nothing of another period's is left shown
+      table("campaign-table", ["figure", "value"], []);
+      if (charts["opens-chart"]) charts["opens-chart"].destroy();
+      delete charts["opens-chart"];
+      $("opens-chart").replaceChildren();
+      return Promise.resolve();
+    }
     return call("/reports/campaigns/" + encodeURIComponent(name), range()).then(function (r) {
       if ($("campaign").value !== name) return;  // another was chosen meanwhile
       table("campaign-table", ["figure", "value"], [
@@ -202,6 +216,7 @@
     return call("/reports/consent").then(function (found) {
       table("consent", ["purpose", "allowed", "not allowed", "rate"],
             found.purposes.map(function (p) {
+              if (found.suppressed) return [p.purpose, "withheld", "withheld", "—"];
               return [p.purpose, p.granted, p.not_granted, percent(p.rate)];
             }));
     });
@@ -241,6 +256,7 @@
   function signedIn() {
     return call("/key").then(function (found) {
       scope = found.scope;
+      store.set(key);
       $("sign-in").hidden = true;
       $("reports").hidden = false;
       return refresh();
@@ -255,7 +271,6 @@
     event.preventDefault();
     key = $("key").value;
     signedIn().then(function () {
-      sessionStorage.setItem(KEY, key);
       $("key").value = "";
       say("sign-in-error", "");
     }).catch(function (error) {
@@ -266,7 +281,7 @@
     });
   });
   $("sign-out").addEventListener("click", function () {
-    sessionStorage.removeItem(KEY);
+    store.drop();
     location.reload();
   });
   $("range").addEventListener("submit", function (event) {
@@ -293,7 +308,7 @@
   });
   if (key) {
     signedIn().catch(function () {  // revoked since: sign in again
-      sessionStorage.removeItem(KEY);
+      store.drop();
       key = null;
     });
   }

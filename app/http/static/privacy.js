@@ -12,13 +12,25 @@
   var KEY = "pixelgate-privacy:" + site;
   var api = "/v1/sites/" + encodeURIComponent(site);
 
+  // Storage refused: the token lasts for this page only, and is cut from the address bar all
+  // the same.
+  var store = {
+    get: function () {
+      try { return JSON.parse(sessionStorage.getItem(KEY) || "null"); } catch (e) { return null; }
+    },
+    set: function (value) {
+      try { sessionStorage.setItem(KEY, JSON.stringify(value)); } catch (e) { /* page only */ }
+    },
+    drop: function () { try { sessionStorage.removeItem(KEY); } catch (e) { /* page only */ } }
+  };
   var given = new URLSearchParams(location.hash.slice(1));
+  var who = null;
   if (given.get("subject") && given.get("token")) {
-    sessionStorage.setItem(KEY, JSON.stringify({ subject: given.get("subject"),
-                                                 token: given.get("token") }));
     history.replaceState(null, "", location.pathname);
+    who = { subject: given.get("subject"), token: given.get("token") };
+    store.set(who);
   }
-  var who = JSON.parse(sessionStorage.getItem(KEY) || "null");
+  who = who || store.get();
 
   function $(id) { return document.getElementById(id); }
 
@@ -104,12 +116,17 @@
     return work().catch(failed).then(function () { button.disabled = false; });
   }
 
-  // A request is processed by the server's dsar job; its status is asked until it is done.
-  function awaitRequest(id, done) {
+  // A request is processed by the server's dsar job, within minutes: its status is asked
+  // every few seconds for a quarter of an hour, then the page says to come back.
+  function awaitRequest(id, done, asked) {
+    asked = asked || 0;
     return call("GET", "/dsar/" + id).then(function (request) {
       if (request.status === "completed" || request.status === "rejected") return done(request);
-      return new Promise(function (resolve) { setTimeout(resolve, 2000); }).then(function () {
-        return awaitRequest(id, done);
+      if (asked >= 300) {
+        throw new Error("Your request is still being processed. Open this page again later.");
+      }
+      return new Promise(function (resolve) { setTimeout(resolve, 3000); }).then(function () {
+        return awaitRequest(id, done, asked + 1);
       });
     });
   }
@@ -153,7 +170,7 @@
     return file("erasure").then(function (request) {
       say("status", "Erasure requested (due by " + when(request.due_at) + ").");
       function erased() {
-        sessionStorage.removeItem(KEY);
+        store.drop();
         $("signed-in").hidden = true;
         say("status", "Your data has been erased. This page holds nothing of you any more.");
       }

@@ -84,3 +84,30 @@ def test_the_notice_is_a_page_for_a_browser_and_markdown_for_anyone_else(
         "<b>Shoes</b>" not in browser.text and "&lt;b&gt;Shoes&lt;/b&gt; &amp; Hats" in browser.text
     )
     assert markdown.text.splitlines()[0] in browser.text
+
+
+def test_a_refused_subject_token_is_readable_by_the_site_s_banner(
+    client: Client, settings: Settings
+) -> None:
+    """The banner tells a dead id (401/403) from a network failure only if the refusal
+    carries the site's CORS headers."""
+    origin = "https://shop.example"
+    site = make_site(settings, origins=(origin,))
+    given = client.post(
+        f"/v1/sites/{site}/consent",
+        json={"purposes": {"analytics": True}},
+        headers={"Origin": origin},
+    ).json()
+    subject, token = given["subject"], given["subject_token"]
+    forged = {"Origin": origin, "X-Subject-Token": token[:-4] + "AAAA"}
+    for answer in (
+        client.get(f"/v1/sites/{site}/consent/{subject}", headers=forged),
+        client.delete(f"/v1/sites/{site}/consent/{subject}", headers=forged),
+        client.post(
+            f"/v1/sites/{site}/consent",
+            json={"subject": "someone-else", "purposes": {"analytics": True}},
+            headers={"Origin": origin, "X-Subject-Token": token},
+        ),
+    ):
+        assert answer.status_code in (401, 403), answer.text
+        assert answer.headers["access-control-allow-origin"] == origin

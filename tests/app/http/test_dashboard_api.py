@@ -3,12 +3,14 @@ audience sizes (read scope: sizes only, never members)."""
 
 import csv
 import io
+from pathlib import Path
 from typing import Any
 
 from litestar.testing import TestClient
 
 from app.base.settings import Settings
-from tests.factories import auth, make_key, make_site, subject_id
+from app.main import create_app
+from tests.factories import auth, make_key, make_site, settings_for, subject_id
 
 Client = TestClient[Any]
 
@@ -95,3 +97,53 @@ def test_audience_sizes_count_members_and_exclusions_without_naming_anyone(
     ]
     ingest_answer = client.get(f"/v1/sites/{site}/reports/audiences", headers=auth(ingest))
     assert ingest_answer.status_code == 403
+
+
+def test_rates_and_sizes_follow_the_policy_a_new_version_and_min_subjects(
+    database_url: str, policies_copy: Path
+) -> None:
+    """A new version of gdpr-strict voids earlier consents (reconsent_on_change), as the pixel
+    decides; under min_subjects = 3 an audience's counts of one person are withheld."""
+    strict = policies_copy / "gdpr-strict.toml"
+    text = strict.read_text()
+    kept = (policies_copy / "ccpa.toml").read_text()
+    kept = kept.replace('name = "ccpa"', 'name = "ccpa-k3"').replace(
+        "min_subjects = 1", "min_subjects = 3"
+    )
+    (policies_copy / "ccpa-k3.toml").write_text(kept)
+    settings = settings_for(database_url, policies_dir=policies_copy)
+    site = make_site(settings)
+    small = make_site(settings, policy="ccpa-k3", jurisdiction="us-ca")
+    admin, read = make_key(settings, site), make_key(settings, site, "read")
+    with TestClient(create_app(settings)) as client:
+        grant(client, site, admin, analytics=True)
+        rates = client.get(f"/v1/sites/{site}/reports/consent", headers=auth(read)).json()
+        assert rates["purposes"][0] == {
+            "purpose": "analytics",
+            "granted": 1,
+            "not_granted": 0,
+            "rate": 1.0,
+        }
+        small_admin = make_key(settings, small)
+        person = grant(client, small, small_admin, analytics=True, marketing=False)
+        event = {"kind": "pageview", "subject": person, "page": "/shoes"}
+        ingest = auth(make_key(settings, small, "ingest"))
+        client.post(f"/v1/sites/{small}/events", json={"events": [event]}, headers=ingest)
+        rule = {"name": "Shoes", "rule": {"kinds": ["pageview"]}}
+        client.post(f"/v1/sites/{small}/audiences", json=rule, headers=auth(small_admin))
+        sizes = client.get(
+            f"/v1/sites/{small}/reports/audiences", headers=auth(make_key(settings, small, "read"))
+        ).json()
+        [audience] = sizes["audiences"]
+        assert audience["members"] == 0
+        assert audience["excluded"] == {"no_consent": None, "gpc": 0, "opt_out": 0}
+    assert 'version = "2025-07-07"' in text
+    strict.write_text(text.replace('version = "2025-07-07"', 'version = "2026-12-03"'))
+    with TestClient(create_app(settings)) as client:
+        rates = client.get(f"/v1/sites/{site}/reports/consent", headers=auth(read)).json()
+        assert rates["purposes"][0] == {
+            "purpose": "analytics",
+            "granted": 0,
+            "not_granted": 1,
+            "rate": 0.0,
+        }

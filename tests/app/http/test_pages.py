@@ -47,3 +47,13 @@ def test_the_start_page_links_each_site_s_dashboard_and_notice(
     assert f'href="/dashboard/{site}"' in text
     assert f'href="/v1/sites/{site}/policy"' in text
     assert 'href="/schema"' in text and "pixelgate 0." in text
+
+
+def test_the_dashboard_s_key_field_could_never_be_sent_in_a_url(
+    client: Client, settings: Settings
+) -> None:
+    """Should its script fail, a native submit posts, and a field without a name sends
+    nothing: the key is never in a URL, a history entry or a server log."""
+    text = client.get(f"/dashboard/{make_site(settings)}").text
+    assert '<form id="sign-in" method="post"' in text
+    assert '<input id="key" type="password"' in text and 'name="key"' not in text
