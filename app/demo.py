@@ -5,7 +5,8 @@ who refused (counted as the CNIL exemption allows); a weekly newsletter with its
 opens, image proxies among them; two influencers' tracked links with their clicks, and the
 conversions that followed. Then a read key, printed once with the dashboard's URL.
 
-The data is random but seeded: two runs on empty databases make the same shop."""
+The choices and hits are drawn from a seeded generator, so every demo has the same shape; the
+visitor ids, event ids and link codes are random, as in a real shop."""
 
 import random
 import secrets

@@ -33,7 +33,8 @@ def requires(scope: str) -> dict[str, Provide]:
         session: NamedDependency[AsyncSession],
     ) -> Site:
         found = await site_or_404(session, site)
-        await require_key(request, session, ctx.keyring, site, scope)
+        # Kept for a handler that answers about the key itself (sites.key_scope).
+        request.state.api_key = await require_key(request, session, ctx.keyring, site, scope)
         return found
 
     return {"site_row": Provide(site_for_key)}

@@ -11,8 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.base.sites import EMAIL, SiteDetails, site_out, update_site
 from app.base.tables import Site
-from app.http.auth import require_key
-from app.http.context import Context
 from app.http.guards import requires
 from app.http.problems import Problem
 
@@ -83,11 +81,5 @@ class KeyScope(msgspec.Struct):
     summary="The scope of the key sent",
     description="A read or admin key of the site: the dashboard shows what it opens.",
 )
-async def key_scope(
-    request: Request[Any, Any, State],
-    site_row: NamedDependency[Site],
-    session: NamedDependency[AsyncSession],
-    ctx: NamedDependency[Context],
-) -> KeyScope:
-    row = await require_key(request, session, ctx.keyring, site_row.slug, "read")
-    return KeyScope(row.scope)
+async def key_scope(request: Request[Any, Any, State], site_row: NamedDependency[Site]) -> KeyScope:
+    return KeyScope(request.state.api_key.scope)

@@ -138,8 +138,11 @@ class Watched:
         return [request.url for request in self.requests if part in request.url]
 
 
+OpenPage = Callable[..., Watched]  # open_page: a new browser context's page, watched
+
+
 @pytest.fixture
-def open_page(browser: Browser) -> Iterator[Callable[..., Watched]]:
+def open_page(browser: Browser) -> Iterator[OpenPage]:
     """A new browser context (its own storage) per call, with options such as locale or
     extra headers; closed after the test."""
     contexts: list[BrowserContext] = []

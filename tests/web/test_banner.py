@@ -5,7 +5,6 @@ the keyboard, German, and axe-core's accessibility rules."""
 import gzip
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ from tests.servers import Server
 from tests.web.conftest import (
     LETTERS,
     HostPages,
-    Watched,
+    OpenPage,
     dialog,
     off_loop,
     run_dsar_job,
@@ -27,8 +26,6 @@ from tests.web.conftest import (
     shop_page,
     stored,
 )
-
-OpenPage = Callable[..., Watched]
 
 
 def storage_size(page: Page) -> int:

@@ -1,7 +1,6 @@
 """The dashboard in Chromium: a wrong key refused, every table and chart of a site with data,
 CSV downloads, the admin's open requests, the key kept out of every URL, and axe-core."""
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,8 @@ from playwright.sync_api import Page, expect
 from app.base.settings import Settings
 from tests.factories import auth, make_key, make_site, subject_id
 from tests.servers import Server
-from tests.web.conftest import Watched, off_loop, screenshot
+from tests.web.conftest import OpenPage, off_loop, screenshot
 
-OpenPage = Callable[..., Watched]
 PEOPLE = 6
 
 

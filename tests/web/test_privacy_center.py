@@ -2,7 +2,6 @@
 history, withdrawal, an access request's export and an erasure, end to end in Chromium."""
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from axe_playwright_python.sync_playwright import Axe
@@ -13,7 +12,7 @@ from tests.factories import raw, table_rows
 from tests.servers import Server
 from tests.web.conftest import (
     HostPages,
-    Watched,
+    OpenPage,
     dialog,
     off_loop,
     run_dsar_job,
@@ -21,8 +20,6 @@ from tests.web.conftest import (
     shop_page,
     stored,
 )
-
-OpenPage = Callable[..., Watched]
 
 
 def consented_privacy_page(open_page: OpenPage, host: HostPages, live: Server, site: str) -> Page:
